@@ -1,0 +1,173 @@
+"""The model catalog: which models exist, on which provider, what they can do and cost.
+
+The catalog is a TOML file (``config/catalog.toml`` by default, ``L04_CATALOG`` to replace it).
+A malformed entry fails at load with E4003 naming the file, the model and the field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gateway_client.errors import ConfigurationError
+
+PROVIDERS = ("openai", "anthropic", "ollama", "claude_code", "mock")
+
+
+class ModelStatus(StrEnum):
+    ACTIVE = "active"
+    DEPRECATED = "deprecated"
+    DISABLED = "disabled"
+
+
+class ModelLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_id: str = Field(min_length=1)
+    provider: str
+    # The name the provider's API knows the model by (defaults to model_id).
+    provider_model: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+    capabilities: list[str] = Field(default_factory=lambda: ["text"])
+    context_window: int = Field(gt=0)
+    max_output_tokens: int = Field(gt=0)
+    cost_per_1k_input: float = Field(default=0.0, ge=0.0)  # USD
+    cost_per_1k_output: float = Field(default=0.0, ge=0.0)  # USD
+    limits: ModelLimits = Field(default_factory=ModelLimits)
+    status: ModelStatus = ModelStatus.ACTIVE
+    region: str = "global"
+    quality_scores: dict[str, float] = Field(default_factory=dict)
+    tokenizer: str = "cl100k_base"
+
+    @model_validator(mode="after")
+    def _known_provider(self) -> ModelSpec:
+        if self.provider not in PROVIDERS:
+            raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}")
+        if self.max_output_tokens > self.context_window:
+            raise ValueError("max_output_tokens is larger than context_window")
+        return self
+
+    @property
+    def api_name(self) -> str:
+        return self.provider_model or self.model_id
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return round(
+            prompt_tokens / 1000 * self.cost_per_1k_input
+            + completion_tokens / 1000 * self.cost_per_1k_output,
+            8,
+        )
+
+
+class Catalog:
+    """Models by id and alias. Immutable once loaded."""
+
+    def __init__(self, models: list[ModelSpec], default_model: str | None = None) -> None:
+        self._models: dict[str, ModelSpec] = {}
+        self._names: dict[str, str] = {}
+        for spec in models:
+            for name in (spec.model_id, *spec.aliases):
+                if name in self._names:
+                    raise ConfigurationError(
+                        f"model name {name!r} is used twice in the catalog", code="E4003"
+                    )
+                self._names[name] = spec.model_id
+            self._models[spec.model_id] = spec
+        if default_model is not None and default_model not in self._names:
+            raise ConfigurationError(
+                f"default_model {default_model!r} is not in the catalog", code="E4003"
+            )
+        self.default_model = default_model
+
+    def __iter__(self) -> Any:
+        return iter(self._models.values())
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def get(self, name: str) -> ModelSpec | None:
+        model_id = self._names.get(name)
+        return self._models[model_id] if model_id else None
+
+    def resolve(self, name: str | None) -> ModelSpec:
+        """The model a request names (or the default), or E4001 / E4005."""
+        wanted = name or self.default_model
+        if wanted is None:
+            raise ConfigurationError(
+                "no model_id given and the catalog has no default_model", code="E4001"
+            )
+        spec = self.get(wanted)
+        if spec is None:
+            raise ConfigurationError(
+                f"model {wanted!r} is not in the catalog",
+                code="E4001",
+                details={"model_id": wanted},
+            )
+        if spec.status is ModelStatus.DISABLED:
+            raise ConfigurationError(
+                f"model {spec.model_id!r} is disabled",
+                code="E4005",
+                details={"model_id": spec.model_id},
+            )
+        return spec
+
+    @property
+    def providers(self) -> set[str]:
+        return {spec.provider for spec in self._models.values()}
+
+
+def parse_catalog(data: dict[str, Any], source: str = "catalog") -> Catalog:
+    models = []
+    for index, entry in enumerate(data.get("models", [])):
+        label = entry.get("model_id", f"#{index}") if isinstance(entry, dict) else f"#{index}"
+        try:
+            models.append(ModelSpec.model_validate(entry))
+        except pydantic.ValidationError as exc:
+            problems = [
+                f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}"
+                for err in exc.errors(include_url=False, include_input=False)
+            ]
+            raise ConfigurationError(
+                f"{source}: model {label}: " + "; ".join(problems),
+                code="E4003",
+                details={"source": source, "model": label, "errors": problems},
+            ) from None
+    return Catalog(models, default_model=data.get("default_model"))
+
+
+def load_catalog(path: str | Path | None = None) -> Catalog:
+    """Load a catalog file, or the packaged default when ``path`` is None."""
+    if path is None:
+        text = resources.files("config").joinpath("catalog.toml").read_text(encoding="utf-8")
+        source = "config/catalog.toml"
+    else:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(
+                f"{source}: cannot read catalog: {exc.strerror}", code="E4003"
+            ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{source}: not valid TOML: {exc}", code="E4003") from None
+    return parse_catalog(data, source)
+
+
+@lru_cache(maxsize=8)
+def cached_catalog(path: str | None) -> Catalog:
+    return load_catalog(path)

@@ -1,0 +1,117 @@
+"""Settings from the environment, under the seed's variable names.
+
+Secrets are ``SecretStr``: their ``repr`` and ``str`` print ``**********``, so a settings object
+can be logged without leaking a key. Only adapters call ``get_secret_value()``.
+
+Everything the seed did not name is prefixed ``L04_``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import pydantic
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway_client.errors import ConfigurationError
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True
+    )
+
+    # Redis: job state, events, limits. The broker defaults to the same server.
+    redis_url: str = Field(default="redis://localhost:6379/0", alias="REDIS_URL")
+    broker_url: str | None = Field(default=None, alias="L04_BROKER_URL")
+
+    # Provider credentials and endpoints. *_BASE_URL are read as the official SDKs read them.
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    openai_base_url: str = Field(default="https://api.openai.com/v1", alias="OPENAI_BASE_URL")
+    anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str = Field(default="https://api.anthropic.com", alias="ANTHROPIC_BASE_URL")
+    ollama_url: str = Field(default="http://localhost:11434", alias="OLLAMA_URL")
+    ollama_embedding_model: str = Field(default="nomic-embed-text", alias="OLLAMA_EMBEDDING_MODEL")
+    ollama_embedding_dimensions: int = Field(default=768, gt=0, alias="OLLAMA_EMBEDDING_DIMENSIONS")
+    provider_timeout: float = Field(default=60.0, gt=0, alias="L04_PROVIDER_TIMEOUT")
+    http_max_connections: int = Field(default=2000, gt=0, alias="L04_HTTP_MAX_CONNECTIONS")
+
+    # Caching
+    cache_enabled: bool = Field(default=True, alias="CACHE_ENABLED")
+    cache_ttl: int = Field(default=3600, gt=0, alias="CACHE_TTL")
+    cache_similarity_threshold: float = Field(
+        default=0.85, ge=0.0, le=1.0, alias="CACHE_SIMILARITY_THRESHOLD"
+    )
+
+    # Rate limiting
+    rate_limit_requests_per_minute: int = Field(
+        default=60, gt=0, alias="RATE_LIMIT_REQUESTS_PER_MINUTE"
+    )
+    rate_limit_tokens_per_minute: int = Field(
+        default=100_000, gt=0, alias="RATE_LIMIT_TOKENS_PER_MINUTE"
+    )
+
+    # Circuit breaker
+    circuit_breaker_failure_threshold: int = Field(
+        default=5, gt=0, alias="CIRCUIT_BREAKER_FAILURE_THRESHOLD"
+    )
+    circuit_breaker_recovery_timeout: float = Field(
+        default=60.0, gt=0, alias="CIRCUIT_BREAKER_RECOVERY_TIMEOUT"
+    )
+
+    # L01 data layer
+    l01_base_url: str = Field(default="http://localhost:8001", alias="L01_BASE_URL")
+    l01_api_key: SecretStr | None = Field(default=None, alias="L01_API_KEY")
+
+    # Queues and jobs
+    catalog_path: str | None = Field(default=None, alias="L04_CATALOG")
+    queue_max_depth: int = Field(default=100_000, gt=0, alias="L04_QUEUE_MAX_DEPTH")
+    result_ttl: int = Field(default=3600, gt=0, alias="L04_RESULT_TTL")
+    # A job held by a dead worker is handed to another after at most this many seconds.
+    visibility_timeout: float = Field(default=30.0, ge=2.0, alias="L04_VISIBILITY_TIMEOUT")
+    # A terminal event written by the client when a job's worker never reports back.
+    deadline_grace: float = Field(default=2.0, ge=0.0, alias="L04_DEADLINE_GRACE")
+
+    # The in-process mock provider's defaults (a request may override them in metadata["mock"]).
+    mock_latency_ms: float = Field(default=0.0, ge=0.0, alias="L04_MOCK_LATENCY_MS")
+    mock_chunks: int = Field(default=5, ge=1, alias="L04_MOCK_CHUNKS")
+    mock_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0, alias="L04_MOCK_FAILURE_RATE")
+
+    # Logging of prompt and response text (off: logs carry ids, sizes and codes only).
+    log_content: bool = Field(default=False, alias="L04_LOG_CONTENT")
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def lease_ttl(self) -> float:
+        """How long a job's lease outlives its worker's last heartbeat."""
+        return max(1.0, self.visibility_timeout / 3)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return max(0.25, self.lease_ttl / 3)
+
+
+def load_settings(**overrides: Any) -> GatewaySettings:
+    """Read settings; a malformed variable fails here, naming the variable (E4004)."""
+    try:
+        return GatewaySettings(**overrides)
+    except pydantic.ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            field = GatewaySettings.model_fields.get(name)
+            env = (field.alias if field and field.alias else name).upper()
+            problems.append(f"{env}: {err['msg']}")
+        raise ConfigurationError(
+            "invalid setting: " + "; ".join(problems), code="E4004", details={"errors": problems}
+        ) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> GatewaySettings:
+    return load_settings()

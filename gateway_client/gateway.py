@@ -1,0 +1,234 @@
+"""``ModelGateway``: the producer's side of the fleet.
+
+``submit`` validates the request, resolves its model, checks the queue's depth, writes the job
+record (once per job id) and sends a small message to the provider's priority queue. The answer
+comes back through the job's event stream (see :mod:`gateway_client.listener`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.asyncio import Redis
+
+from config.catalog import Catalog, ModelSpec, cached_catalog
+from config.settings import GatewaySettings, load_settings
+from gateway_client.errors import (
+    RateLimitError,
+    RoutingError,
+    ValidationError,
+)
+from gateway_client.handle import JobHandle
+from gateway_client.health import fleet_health
+from gateway_client.job_store import JobStore
+from gateway_client.listener import EventListener
+from gateway_client.messages import Message, MessageRole, ToolResult
+from gateway_client.request import InferenceRequest, parse_request
+from gateway_client.response import InferenceResponse, StreamChunk
+from gateway_client.wire import JOB_ID_PATTERN, make_envelope
+from tasks.app import create_app
+from tasks.queues import (
+    INFER_TASK,
+    is_redis_broker,
+    priority_value,
+    queue_name,
+    redis_priority_lists,
+)
+
+
+class ModelGateway:
+    """Submit inference jobs to the fleet and get their answers.
+
+    With no arguments it reads ``REDIS_URL`` and the other settings from the environment.
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings | None = None,
+        *,
+        redis_url: str | None = None,
+        catalog: Catalog | None = None,
+    ) -> None:
+        overrides: dict[str, Any] = {"REDIS_URL": redis_url} if redis_url else {}
+        if settings is None:
+            settings = load_settings(**overrides)
+        elif overrides:
+            settings = settings.model_copy(update={"redis_url": redis_url})
+        self.settings = settings
+        self.catalog = catalog or cached_catalog(settings.catalog_path)
+        self._redis = Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=5,
+            health_check_interval=10,
+            retry_on_timeout=True,
+        )
+        self._store = JobStore(self._redis, result_ttl=settings.result_ttl)
+        self._listener = EventListener(self._redis, self._store)
+        self._broker_url = settings.effective_broker_url
+        self._broker_redis = (
+            self._redis
+            if self._broker_url == settings.redis_url
+            else Redis.from_url(self._broker_url, socket_connect_timeout=5)
+        )
+        self._celery = create_app(settings)
+
+    # -- the seed's API ----------------------------------------------------------------------
+
+    async def execute(self, request: InferenceRequest) -> InferenceResponse:
+        handle = await self.submit(request)
+        return await handle.result()
+
+    async def stream(self, request: InferenceRequest) -> AsyncIterator[StreamChunk]:
+        handle = await self.submit(request, stream=True)
+        async for chunk in handle.stream():
+            yield chunk
+
+    async def execute_with_tools(
+        self,
+        request: InferenceRequest,
+        tool_results: list[ToolResult],
+        assistant_message: Message | None = None,
+    ) -> InferenceResponse:
+        """Send tool results back to the model and return its next answer.
+
+        ``assistant_message`` is the model's turn that asked for the tools; if omitted, the
+        request's last message must be it.
+        """
+        messages = list(request.messages)
+        if assistant_message is not None:
+            messages.append(assistant_message)
+        if not messages or not messages[-1].tool_calls:
+            raise ValidationError(
+                "execute_with_tools needs the assistant turn with tool_calls", code="E4501"
+            )
+        asked = {call.id for call in messages[-1].tool_calls}
+        for result in tool_results:
+            if result.tool_call_id not in asked:
+                raise ValidationError(
+                    f"tool result for unknown call {result.tool_call_id!r}", code="E4501"
+                )
+            messages.append(
+                Message(
+                    role=MessageRole.TOOL, content=result.content, tool_call_id=result.tool_call_id
+                )
+            )
+        follow_up = request.model_copy(
+            update={"messages": messages, "request_id": uuid.uuid4().hex}
+        )
+        return await self.execute(parse_request(follow_up.model_dump()))
+
+    async def health_check(self) -> dict[str, Any]:
+        return await fleet_health(self._redis, self._broker_redis, self._celery, self.catalog)
+
+    async def close(self) -> None:
+        await self._listener.close()
+        if self._broker_redis is not self._redis:
+            await self._broker_redis.aclose()
+        await self._redis.aclose()
+
+    async def __aenter__(self) -> ModelGateway:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    async def submit(
+        self, request: InferenceRequest, job_id: str | None = None, *, stream: bool = False
+    ) -> JobHandle:
+        """Enqueue ``request``; the same ``job_id`` submitted twice is one job."""
+        request = parse_request(request)
+        if job_id is not None and not JOB_ID_PATTERN.match(job_id):
+            raise ValidationError(
+                "job_id must be 1-128 characters of A-Z a-z 0-9 . _ : -", code="E4500"
+            )
+        job_id = job_id or uuid.uuid4().hex
+        spec = self._route(request)
+        now = time.time()
+        deadline = request.deadline or now + request.timeout
+        if deadline <= now:
+            raise ValidationError("the request's deadline has already passed", code="E4502")
+        queue = queue_name(spec.provider)
+        await self._check_depth(queue)
+        state = await self._store.create(
+            job_id,
+            int((deadline + self.settings.result_ttl) * 1000),
+            {
+                "request": request.model_dump_json(),
+                "provider": spec.provider,
+                "model": spec.model_id,
+                "queue": queue,
+                "priority": request.priority.value,
+                "stream": "1" if stream else "0",
+                "deadline": repr(deadline),
+                "agent_did": request.agent_did,
+            },
+        )
+        if state != "created":
+            return await self.job(job_id)
+        try:
+            await asyncio.to_thread(
+                self._celery.send_task,
+                INFER_TASK,
+                args=[make_envelope(job_id)],
+                task_id=job_id,
+                queue=queue,
+                routing_key=queue,
+                priority=priority_value(request.priority, self._broker_url),
+            )
+        except Exception as exc:
+            error = RateLimitError(
+                f"could not enqueue the job: broker unreachable ({type(exc).__name__})",
+                code="E4400",
+            )
+            await self._store.finish(
+                job_id,
+                mode="cancel",
+                state="failed",
+                event={"type": "error", "error": error.to_payload()},
+            )
+            raise error from None
+        return self._handle(job_id, deadline)
+
+    async def job(self, job_id: str) -> JobHandle:
+        """A handle on a job submitted earlier (by this process or another)."""
+        info = await self._store.status(job_id)
+        if not info:
+            raise RateLimitError(f"job {job_id} is unknown or its record expired", code="E4406")
+        return self._handle(job_id, float(info.get("deadline") or time.time()))
+
+    def _handle(self, job_id: str, deadline: float) -> JobHandle:
+        return JobHandle(
+            job_id, deadline, self._store, self._listener, self.settings.deadline_grace
+        )
+
+    def _route(self, request: InferenceRequest) -> ModelSpec:
+        spec = self.catalog.resolve(request.model_id)
+        missing = set(request.required_capabilities) - set(spec.capabilities)
+        if missing:
+            raise RoutingError(
+                f"model {spec.model_id} lacks {', '.join(sorted(missing))}",
+                code="E4101",
+                details={"model_id": spec.model_id, "missing": sorted(missing)},
+            )
+        return spec
+
+    async def _check_depth(self, queue: str) -> None:
+        if not is_redis_broker(self._broker_url):
+            return
+        async with self._broker_redis.pipeline(transaction=False) as pipe:
+            for name in redis_priority_lists(queue):
+                pipe.llen(name)
+            depth = sum(await pipe.execute())
+        if depth >= self.settings.queue_max_depth:
+            raise RateLimitError(
+                f"queue {queue} is full ({depth} jobs waiting, limit "
+                f"{self.settings.queue_max_depth}); retry later",
+                code="E4403",
+                details={"queue": queue, "depth": depth, "retry_after": 1.0},
+            )

@@ -1,0 +1,171 @@
+"""``JobHandle``: a submitted job, to wait on, stream, inspect or cancel.
+
+Waiting never hangs: past the job's deadline (plus a short grace for the worker's own report)
+the handle ends the job itself with E4404 (never started) or E4205 (started, never finished),
+atomically, so that whichever of worker and caller reports first is the only report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+from gateway_client.errors import GatewayError, RateLimitError, error_from_payload
+from gateway_client.job_store import JobEvent, JobStore
+from gateway_client.listener import EventListener
+from gateway_client.response import InferenceResponse, StreamChunk
+
+if TYPE_CHECKING:
+    from gateway_client.listener import Subscription
+
+
+class JobStatus(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    state: str  # queued | running | succeeded | failed | cancelled | expired
+    attempt: int = 0
+    provider: str = ""
+    model_id: str = ""
+    priority: str = ""
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    deadline: datetime | None = None
+
+
+def _time(ms: str | None) -> datetime | None:
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC) if ms else None
+
+
+class JobHandle:
+    def __init__(
+        self,
+        job_id: str,
+        deadline: float,
+        store: JobStore,
+        listener: EventListener,
+        deadline_grace: float,
+    ) -> None:
+        self.job_id = job_id
+        self.deadline = deadline
+        self._store = store
+        self._listener = listener
+        self._grace = deadline_grace
+
+    def __repr__(self) -> str:
+        return f"JobHandle(job_id={self.job_id!r})"
+
+    async def result(self, timeout: float | None = None) -> InferenceResponse:
+        """The job's response, or its typed error. ``timeout`` bounds this wait only."""
+        async for event in self._events(timeout):
+            if event.type == "result":
+                return InferenceResponse.model_validate(event.data["response"])
+            if event.type == "error":
+                raise error_from_payload(event.data["error"])
+        raise AssertionError("unreachable: event feed ended without a terminal event")
+
+    async def stream(
+        self, after_sequence: int = -1, timeout: float | None = None
+    ) -> AsyncIterator[StreamChunk]:
+        """The job's chunks after ``after_sequence``, in order, once each, then a final chunk.
+
+        Resume a broken stream by passing the last ``sequence`` you received.
+        """
+        sequence = after_sequence
+        async for event in self._events(timeout, after_n=after_sequence):
+            if event.type == "chunk":
+                sequence = int(event.data["seq"])
+                yield StreamChunk(
+                    job_id=self.job_id, sequence=sequence, content_delta=event.data.get("delta", "")
+                )
+            elif event.type == "result":
+                response = InferenceResponse.model_validate(event.data["response"])
+                yield StreamChunk(
+                    job_id=self.job_id,
+                    sequence=sequence + 1,
+                    # A job answered without chunks (not streamed, or from a cache) still streams.
+                    content_delta="" if sequence >= 0 else response.content,
+                    is_final=True,
+                    token_usage=response.token_usage,
+                    finish_reason=response.finish_reason,
+                    response=response,
+                )
+            elif event.type == "error":
+                raise error_from_payload(event.data["error"])
+
+    async def status(self) -> JobStatus:
+        info = await self._store.status(self.job_id)
+        if not info:
+            raise RateLimitError(
+                f"job {self.job_id} is unknown or its record expired", code="E4406"
+            )
+        return JobStatus(
+            job_id=self.job_id,
+            state=info.get("state", "unknown"),
+            attempt=int(info.get("attempt") or 0),
+            provider=info.get("provider", ""),
+            model_id=info.get("model", ""),
+            priority=info.get("priority", ""),
+            created_at=_time(info.get("created_ms")),
+            started_at=_time(info.get("started_ms")),
+            finished_at=_time(info.get("finished_ms")),
+            deadline=datetime.fromtimestamp(float(info["deadline"]), tz=UTC)
+            if info.get("deadline")
+            else None,
+        )
+
+    async def cancel(self) -> bool:
+        """Cancel the job unless it already ended. True if this call cancelled it.
+
+        A queued job never reaches a provider; a running one has its call stopped.
+        """
+        error = GatewayError("job cancelled by the caller", code="E4405")
+        written = await self._store.finish(
+            self.job_id,
+            mode="cancel",
+            state="cancelled",
+            event={"type": "error", "error": error.to_payload()},
+        )
+        return written == 1
+
+    async def _events(self, timeout: float | None, after_n: int = -1) -> AsyncIterator[JobEvent]:
+        give_up_at = None if timeout is None else time.monotonic() + timeout
+        subscription: Subscription = await self._listener.open(self.job_id, after_n)
+        try:
+            while True:
+                wait = self.deadline + self._grace - time.time()
+                if give_up_at is not None:
+                    wait = min(wait, give_up_at - time.monotonic())
+                try:
+                    event = await subscription.next(max(0.05, wait))
+                except TimeoutError:
+                    if give_up_at is not None and time.monotonic() >= give_up_at:
+                        raise TimeoutError(
+                            f"job {self.job_id} has not ended after {timeout}s; it keeps running"
+                        ) from None
+                    await self._expire()
+                    continue
+                yield event
+                if event.is_terminal:
+                    return
+        finally:
+            await subscription.close()
+
+    async def _expire(self) -> None:
+        """The deadline passed and the worker did not report: end the job ourselves."""
+        outcome = await self._store.finish(
+            self.job_id, mode="expire", state="expired", grace=self._grace
+        )
+        if outcome == 0 and not await self._store.status(self.job_id):
+            raise RateLimitError(
+                f"job {self.job_id} is unknown or its record expired", code="E4406"
+            )
+        if outcome == -3:
+            # Our clock runs ahead of the Redis server's: give it a moment.
+            await asyncio.sleep(0.2)

@@ -1,0 +1,293 @@
+"""A job's life in Redis, one atomic Lua script per transition.
+
+Keys (see :mod:`gateway_client.keys`): a hash with the job's state and request, a stream with its
+events, a lease naming the worker that runs it. States::
+
+    queued ──claim──▶ running ──finish──▶ succeeded | failed
+       │                 │  ▲
+       │                 │  └── claim again after the lease lapsed (worker died): attempt + 1
+       └─────────────────┴──▶ cancelled (cancel) | expired (deadline passed)
+
+Every event goes to the stream first and is then announced on the job's pub/sub channel as
+``"<n>\\n<stream id>\\n<event json>"``; ``n`` counts the job's events from 0 so a listener can
+tell a gap from a duplicate. Exactly one terminal event (result or error) is ever written: each
+terminal transition checks the state inside the script. All keys expire.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from gateway_client import keys
+
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "expired"})
+
+_PRELUDE = """
+local TERMINAL = {succeeded=true, failed=true, cancelled=true, expired=true}
+local function now_seconds()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function emit(events_key, channel, expire_at_ms, event_json)
+  local n = redis.call('XLEN', events_key)
+  local id = redis.call('XADD', events_key, '*', 'n', n, 'e', event_json)
+  if n == 0 and expire_at_ms then redis.call('PEXPIREAT', events_key, expire_at_ms) end
+  redis.call('PUBLISH', channel, n .. '\\n' .. id .. '\\n' .. event_json)
+  return n
+end
+local function deadline_event(state)
+  local code, message
+  if state == 'queued' then
+    code, message = 'E4404', 'deadline passed before a worker started the job'
+  else
+    code, message = 'E4205', 'deadline passed while the job was running'
+  end
+  return cjson.encode({type='error', error={code=code, message=message, retryable=false}})
+end
+local function finish(job, events, lease, channel, state_to, event_json, ttl)
+  local expire_at = redis.call('HGET', job, 'expire_at_ms')
+  emit(events, channel, expire_at, event_json)
+  redis.call('HSET', job, 'state', state_to, 'finished_ms', math.floor(now_seconds() * 1000))
+  redis.call('DEL', lease)
+  redis.call('EXPIRE', job, ttl)
+  redis.call('EXPIRE', events, ttl)
+end
+"""
+
+# KEYS: job. ARGV: expire_at_ms, then field, value pairs.
+_CREATE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state then return state end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'attempt', 0,
+           'created_ms', math.floor(now_seconds() * 1000), unpack(ARGV, 2))
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 'created'
+"""
+
+# KEYS: job, events, lease. ARGV: worker id, lease ms, channel, result ttl.
+_CLAIM = """
+local f = redis.call('HMGET', KEYS[1], 'state', 'deadline')
+local state, deadline = f[1], tonumber(f[2])
+if not state then return {'gone'} end
+if TERMINAL[state] then return {'terminal', state} end
+local now = now_seconds()
+if deadline and now >= deadline then
+  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[3], 'expired', deadline_event(state), ARGV[4])
+  return {'expired', state}
+end
+if state == 'running' and redis.call('EXISTS', KEYS[3]) == 1 then
+  return {'busy', tostring(redis.call('PTTL', KEYS[3]))}
+end
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+local now_ms = math.floor(now * 1000)
+if attempt == 1 then redis.call('HSET', KEYS[1], 'started_ms', now_ms) end
+redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1])
+local r = redis.call('HMGET', KEYS[1], 'request', 'provider', 'model', 'stream', 'deadline',
+                     'created_ms')
+return {'run', tostring(attempt), r[1], r[2], r[3], r[4], r[5], r[6],
+        tostring(redis.call('XLEN', KEYS[2])), tostring(now_ms)}
+"""
+
+# KEYS: job, events, lease. ARGV: worker id, channel, event json.
+# Returns the event's n, -1 if the job is no longer running, -2 if another worker holds it.
+_APPEND = """
+local f = redis.call('HMGET', KEYS[1], 'state', 'expire_at_ms')
+if f[1] ~= 'running' then return -1 end
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -2 end
+return emit(KEYS[2], ARGV[2], f[2], ARGV[3])
+"""
+
+# KEYS: job, events, lease. ARGV: mode, owner, channel, new state, event json, ttl, grace.
+# mode 'worker': the running worker reports its result or error (fenced by the lease);
+# mode 'cancel': anyone cancels a job that has not ended; mode 'expire': anyone ends a job whose
+# deadline (plus grace) has passed. Returns 1 when this call wrote the terminal event, 0 if the job
+# had already ended (or is gone), -2 if fenced out, -3 if the deadline has not passed.
+_FINISH = """
+local f = redis.call('HMGET', KEYS[1], 'state', 'deadline')
+local state, deadline = f[1], tonumber(f[2])
+if not state or TERMINAL[state] then return 0 end
+local mode, event = ARGV[1], ARGV[5]
+if mode == 'worker' then
+  local holder = redis.call('GET', KEYS[3])
+  if holder and holder ~= ARGV[2] then return -2 end
+elseif mode == 'expire' then
+  if not deadline or now_seconds() < deadline + tonumber(ARGV[7]) then return -3 end
+  event = deadline_event(state)
+end
+finish(KEYS[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], event, ARGV[6])
+return 1
+"""
+
+# KEYS: job, lease, job, lease, ... ARGV: worker id, lease ms.
+# Renews this worker's leases. A lease that vanished while the job still runs here (a Redis
+# restart without persistence) is taken back. Returns the indexes (0-based, per job) of the jobs
+# this worker no longer owns: ended, cancelled, expired or taken over.
+_RENEW = """
+local lost = {}
+for i = 1, #KEYS, 2 do
+  local job, lease = KEYS[i], KEYS[i + 1]
+  local holder = redis.call('GET', lease)
+  if holder == ARGV[1] then
+    redis.call('PEXPIRE', lease, ARGV[2])
+  else
+    local f = redis.call('HMGET', job, 'state', 'worker')
+    if not holder and f[1] == 'running' and f[2] == ARGV[1] then
+      redis.call('SET', lease, ARGV[1], 'PX', ARGV[2])
+    else
+      table.insert(lost, (i - 1) / 2)
+    end
+  end
+end
+return lost
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a worker learns when it claims a job. ``outcome`` is run/busy/terminal/expired/gone."""
+
+    outcome: str
+    attempt: int = 0
+    request_json: str = ""
+    provider: str = ""
+    model: str = ""
+    stream: bool = False
+    deadline: float = 0.0
+    created_ms: int = 0
+    events_so_far: int = 0
+    started_ms: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    n: int
+    stream_id: str
+    data: dict[str, Any]
+
+    @property
+    def type(self) -> str:
+        return str(self.data.get("type"))
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.type in ("result", "error")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return "" if value is None else str(value)
+
+
+def parse_entry(stream_id: Any, fields: dict[Any, Any]) -> JobEvent:
+    decoded = {_text(k): _text(v) for k, v in fields.items()}
+    return JobEvent(int(decoded["n"]), _text(stream_id), json.loads(decoded["e"]))
+
+
+def parse_announcement(payload: Any) -> JobEvent:
+    n, stream_id, body = _text(payload).split("\n", 2)
+    return JobEvent(int(n), stream_id, json.loads(body))
+
+
+class JobStore:
+    """The scripts above, bound to one Redis client."""
+
+    def __init__(self, redis: Redis, *, result_ttl: int = 3600) -> None:
+        self.redis = redis
+        self.result_ttl = result_ttl
+        self._create = redis.register_script(_PRELUDE + _CREATE)
+        self._claim = redis.register_script(_PRELUDE + _CLAIM)
+        self._append = redis.register_script(_PRELUDE + _APPEND)
+        self._finish = redis.register_script(_PRELUDE + _FINISH)
+        self._renew = redis.register_script(_RENEW)
+
+    @staticmethod
+    def _job_keys(job_id: str) -> list[str]:
+        return [keys.job(job_id), keys.job_events(job_id), keys.job_lease(job_id)]
+
+    async def create(self, job_id: str, expire_at_ms: int, fields: dict[str, str]) -> str:
+        """Create the job unless it exists. Returns 'created' or the existing job's state."""
+        flat: list[str] = []
+        for name, value in fields.items():
+            flat += [name, value]
+        result = await self._create(keys=[keys.job(job_id)], args=[expire_at_ms, *flat])
+        return _text(result)
+
+    async def claim(self, job_id: str, worker_id: str, lease_ms: int) -> Claim:
+        raw = await self._claim(
+            keys=self._job_keys(job_id),
+            args=[worker_id, lease_ms, keys.job_channel(job_id), self.result_ttl],
+        )
+        parts = [_text(p) for p in raw]
+        if parts[0] != "run":
+            return Claim(outcome=parts[0], detail=parts[1] if len(parts) > 1 else "")
+        return Claim(
+            outcome="run",
+            attempt=int(parts[1]),
+            request_json=parts[2],
+            provider=parts[3],
+            model=parts[4],
+            stream=parts[5] == "1",
+            deadline=float(parts[6]),
+            created_ms=int(parts[7] or 0),
+            events_so_far=int(parts[8]),
+            started_ms=int(parts[9]),
+        )
+
+    async def append(self, job_id: str, worker_id: str, event: dict[str, Any]) -> int:
+        result = await self._append(
+            keys=self._job_keys(job_id),
+            args=[worker_id, keys.job_channel(job_id), json.dumps(event, separators=(",", ":"))],
+        )
+        return int(result)
+
+    async def finish(
+        self,
+        job_id: str,
+        *,
+        mode: str,
+        state: str,
+        event: dict[str, Any] | None = None,
+        owner: str = "",
+        grace: float = 0.0,
+    ) -> int:
+        result = await self._finish(
+            keys=self._job_keys(job_id),
+            args=[
+                mode,
+                owner,
+                keys.job_channel(job_id),
+                state,
+                json.dumps(event or {}, separators=(",", ":")),
+                self.result_ttl,
+                grace,
+            ],
+        )
+        return int(result)
+
+    async def renew_leases(self, job_ids: list[str], worker_id: str, lease_ms: int) -> list[str]:
+        """Renew the leases; returns the job ids this worker no longer owns."""
+        if not job_ids:
+            return []
+        job_keys: list[str] = []
+        for job_id in job_ids:
+            job_keys += [keys.job(job_id), keys.job_lease(job_id)]
+        lost = await self._renew(keys=job_keys, args=[worker_id, lease_ms])
+        return [job_ids[int(index)] for index in lost]
+
+    async def events_after(self, job_id: str, after_id: str = "0-0") -> list[JobEvent]:
+        start = "-" if after_id == "0-0" else f"({after_id}"
+        entries = await self.redis.xrange(keys.job_events(job_id), min=start, max="+")
+        return [parse_entry(stream_id, fields or {}) for stream_id, fields in entries or []]
+
+    async def status(self, job_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(keys.job(job_id))
+        info = {_text(k): _text(v) for k, v in raw.items()}
+        info.pop("request", None)
+        return info

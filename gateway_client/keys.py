@@ -1,0 +1,36 @@
+"""Every Redis key and channel the fleet writes, in one place.
+
+A job's keys share the hash tag ``{job_id}`` so that they live in one Redis Cluster slot and one
+Lua script may touch them all.
+"""
+
+from __future__ import annotations
+
+PREFIX = "l04"
+
+
+def job(job_id: str) -> str:
+    """Hash: the job's state, its request, deadline, attempt, timestamps."""
+    return f"{PREFIX}:job:{{{job_id}}}"
+
+
+def job_events(job_id: str) -> str:
+    """Stream: the job's durable event record (chunks, then one result or one error)."""
+    return f"{PREFIX}:job:{{{job_id}}}:events"
+
+
+def job_lease(job_id: str) -> str:
+    """String with a TTL: which worker runs the job now; gone when that worker stops renewing."""
+    return f"{PREFIX}:job:{{{job_id}}}:lease"
+
+
+def job_channel(job_id: str) -> str:
+    """Pub/sub channel announcing new events of the job (the stream is the record)."""
+    return f"{PREFIX}:job:{{{job_id}}}:notify"
+
+
+DEAD_LETTERS = f"{PREFIX}:dlq"
+"""List: job messages a worker could not read, set aside for ``l04 dlq``."""
+
+WORKERS = f"{PREFIX}:workers"
+"""Hash: worker id -> last heartbeat (server time), for health and scaling."""

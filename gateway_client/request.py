@@ -1,0 +1,142 @@
+"""``InferenceRequest``: what a producer asks for, validated before anything is enqueued."""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway_client.errors import ValidationError
+from gateway_client.messages import Message, MessageRole, ToolDefinition
+
+DEFAULT_TIMEOUT_S = 120.0
+MAX_TIMEOUT_S = 24 * 3600.0
+
+
+class Priority(StrEnum):
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class ResponseFormat(BaseModel):
+    """``json_object``: any JSON object; ``json_schema``: one matching ``json_schema``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: dict[str, Any] | None = None
+    name: str = "response"
+
+    @model_validator(mode="after")
+    def _schema_when_needed(self) -> ResponseFormat:
+        if self.type == "json_schema" and not self.json_schema:
+            raise ValueError("response_format json_schema needs the schema")
+        return self
+
+
+class InferenceRequest(BaseModel):
+    """One inference job. Build it with :meth:`create`, which turns bad input into E45xx errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=128)
+    agent_did: str = Field(min_length=1, max_length=512)
+    messages: list[Message] = Field(min_length=1, max_length=10_000)
+    model_id: str | None = Field(default=None, min_length=1, max_length=256)
+    enable_cache: bool = True
+    max_tokens: int = Field(default=1024, ge=1, le=1_000_000)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=list, max_length=16)
+    seed: int | None = None
+    priority: Priority = Priority.NORMAL
+    # Seconds the caller will wait, counted from submit; ``deadline`` (epoch seconds) wins if set.
+    timeout: float = Field(default=DEFAULT_TIMEOUT_S, gt=0.0, le=MAX_TIMEOUT_S)
+    deadline: float | None = Field(default=None, gt=0.0)
+    required_capabilities: list[str] = Field(default_factory=list)
+    tools: list[ToolDefinition] = Field(default_factory=list, max_length=512)
+    tool_choice: str | None = None  # "auto" | "none" | "required" | a tool's name
+    response_format: ResponseFormat | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_strings(cls, value: list[str]) -> list[str]:
+        if any(not s for s in value):
+            raise ValueError("stop sequences must be non-empty strings")
+        return value
+
+    @model_validator(mode="after")
+    def _conversation(self) -> InferenceRequest:
+        if all(m.role is MessageRole.SYSTEM for m in self.messages):
+            raise ValueError("messages need at least one non-system message")
+        if self.tool_choice not in (None, "auto", "none", "required") and self.tool_choice not in {
+            t.name for t in self.tools
+        }:
+            raise ValueError(f"tool_choice {self.tool_choice!r} names no tool of the request")
+        return self
+
+    @classmethod
+    def create(
+        cls,
+        agent_did: str,
+        messages: list[Message],
+        model_id: str | None = None,
+        enable_cache: bool = True,
+        max_tokens: int = 1024,
+        **fields: Any,
+    ) -> InferenceRequest:
+        """The seed's constructor; raises :class:`ValidationError` (E45xx) on bad input."""
+        return parse_request(
+            {
+                "agent_did": agent_did,
+                "messages": messages,
+                "model_id": model_id,
+                "enable_cache": enable_cache,
+                "max_tokens": max_tokens,
+                **fields,
+            }
+        )
+
+    @property
+    def system_prompt(self) -> str:
+        return "\n\n".join(m.text for m in self.messages if m.role is MessageRole.SYSTEM)
+
+
+_SAMPLING_FIELDS = {"max_tokens", "temperature", "top_p", "stop", "seed", "timeout", "deadline"}
+
+
+def parse_request(data: Any) -> InferenceRequest:
+    """Validate ``data`` (a dict, JSON text or a request) into a request, or raise E45xx."""
+    try:
+        if isinstance(data, InferenceRequest):
+            return data
+        if isinstance(data, str | bytes):
+            return InferenceRequest.model_validate_json(data)
+        return InferenceRequest.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise validation_error_from(exc) from None
+
+
+def validation_error_from(exc: pydantic.ValidationError) -> ValidationError:
+    """Map pydantic's error list to one E45xx error naming every offending field."""
+    problems = []
+    fields: set[str] = set()
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "request"
+        fields.add(str(err["loc"][0]) if err["loc"] else "request")
+        problems.append(f"{loc}: {err['msg']}")
+    if "messages" in fields:
+        code = "E4501"
+    elif fields and fields <= _SAMPLING_FIELDS:
+        code = "E4502"
+    else:
+        code = "E4500"
+    return ValidationError(
+        "invalid request: " + "; ".join(problems),
+        code=code,
+        details={"errors": problems},
+    )

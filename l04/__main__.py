@@ -1,0 +1,5 @@
+import sys
+
+from l04.cli import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""The ``l04`` command: run workers, the mock upstream, the demo, and look at the fleet."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+
+from gateway_client.errors import GatewayError
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from l04.worker import run_worker
+
+    providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+    run_worker(providers, args.concurrency, args.loglevel, args.name)
+    return 0
+
+
+def _cmd_mock_provider(args: argparse.Namespace) -> int:
+    from l04.mock_upstream import serve
+
+    serve(args.host, args.port, args.latency_ms)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from l04.demo import run_demo
+
+    return run_demo(jobs=args.jobs)
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    from gateway_client.gateway import ModelGateway
+
+    async def check() -> dict[str, object]:
+        gateway = ModelGateway()
+        try:
+            return await gateway.health_check()
+        finally:
+            await gateway.close()
+
+    report = asyncio.run(check())
+    print(json.dumps(report, indent=2, default=str))
+    return 0 if report.get("gateway") == "healthy" else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="l04", description="L04 model gateway fleet")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    worker = sub.add_parser("worker", help="run a worker for some providers' queues")
+    worker.add_argument(
+        "--providers",
+        default="mock",
+        help="comma-separated: openai,anthropic,ollama,claude_code,mock",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=500,
+        help="provider calls in flight in this process (default 500)",
+    )
+    worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--name", default=None, help="Celery node name (default: l04-...@host)")
+    worker.set_defaults(func=_cmd_worker)
+
+    mock = sub.add_parser("mock-provider", help="serve the providers' wire formats locally")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=8099)
+    mock.add_argument("--latency-ms", type=float, default=0.0)
+    mock.set_defaults(func=_cmd_mock_provider)
+
+    demo = sub.add_parser("demo", help="start Redis and a worker if needed, run mixed jobs")
+    demo.add_argument("--jobs", type=int, default=12)
+    demo.set_defaults(func=_cmd_demo)
+
+    health = sub.add_parser("health", help="Redis, workers per queue, queue depths")
+    health.set_defaults(func=_cmd_health)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except GatewayError as error:
+        print(f"l04: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

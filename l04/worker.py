@@ -1,0 +1,46 @@
+"""``l04 worker``: a Celery worker subscribed to the queues of the providers it serves."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from config.catalog import PROVIDERS
+from tasks.queues import queue_name
+
+DEFAULT_CONCURRENCY = 500
+
+
+def worker_argv(
+    providers: list[str], concurrency: int, loglevel: str = "INFO", name: str | None = None
+) -> list[str]:
+    unknown = [p for p in providers if p not in PROVIDERS]
+    if unknown:
+        raise SystemExit(
+            f"unknown provider(s): {', '.join(unknown)}; choose from {', '.join(PROVIDERS)}"
+        )
+    queues = ",".join(queue_name(p) for p in providers)
+    node = name or f"l04-{'-'.join(providers)}-{os.getpid()}@{socket.gethostname()}"
+    return [
+        "worker",
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(concurrency),
+        "--queues",
+        queues,
+        "--hostname",
+        node,
+        "--loglevel",
+        loglevel,
+        "--without-mingle",
+        "--without-gossip",
+    ]
+
+
+def run_worker(
+    providers: list[str], concurrency: int, loglevel: str = "INFO", name: str | None = None
+) -> None:
+    from tasks import app
+
+    app.worker_main(worker_argv(providers, concurrency, loglevel, name))

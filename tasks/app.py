@@ -1,0 +1,88 @@
+"""The Celery application, configured for long, I/O-bound jobs that must not be lost.
+
+* ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after its job
+  ended, so a worker that dies holding it does not lose it.
+* ``worker_prefetch_multiplier = 1``: a worker reserves no more messages than it has slots, so a
+  HIGH job that arrives later is not stuck behind LOW jobs hoarded in some worker's buffer.
+* JSON only, never pickle; results are not stored by Celery (jobs report through their own event
+  streams), so Celery's "succeeded" log line carries only a one-word outcome.
+* kombu's Redis transport puts a message back on its queue only ``visibility_timeout`` seconds
+  after delivery (an hour by default). We keep that short (``L04_VISIBILITY_TIMEOUT``, 30 s) and
+  have every live worker refresh the delivery time of each message it holds (the heartbeat in
+  :mod:`workers.heartbeat`), so only a dead worker's messages come back, within about
+  ``visibility_timeout`` plus one restore sweep, and long jobs are never handed out twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from config.settings import GatewaySettings
+from tasks.queues import (
+    REDIS_PRIORITY_SEP,
+    REDIS_PRIORITY_STEPS,
+    REDIS_UNACKED_INDEX,
+    all_queue_names,
+    is_redis_broker,
+    queue_name,
+)
+
+
+def celery_config(settings: GatewaySettings) -> dict[str, Any]:
+    broker = settings.effective_broker_url
+    config: dict[str, Any] = {
+        "broker_url": broker,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": queue_name("mock"),
+        "task_queues": [
+            Queue(name, routing_key=name, queue_arguments={"x-max-priority": 9})
+            for name in all_queue_names()
+        ],
+        "task_create_missing_queues": True,
+        "task_default_priority": None,
+        # Flower and `celery events` see tasks and workers.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+    }
+    if is_redis_broker(broker):
+        restore_every = max(1, int(settings.visibility_timeout // 6))
+        config["broker_transport_options"] = {
+            "visibility_timeout": settings.visibility_timeout,
+            "priority_steps": list(REDIS_PRIORITY_STEPS),
+            "sep": REDIS_PRIORITY_SEP,
+            "queue_order_strategy": "priority",
+            "unacked_index_key": REDIS_UNACKED_INDEX,
+            "unacked_restore_interval": restore_every,
+            "unacked_restore_throttle": 1,
+            "socket_connect_timeout": 5,
+            "socket_timeout": 30,
+            "health_check_interval": 10,
+            "retry_on_timeout": True,
+        }
+    else:
+        config["broker_transport_options"] = {}
+        config["task_queue_max_priority"] = 9
+    return config
+
+
+def create_app(settings: GatewaySettings) -> Celery:
+    app = Celery("l04", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app

@@ -1,0 +1,26 @@
+"""The one task the fleet runs. Its argument is a small envelope: a schema version and a job id.
+
+The request itself (the prompt) stays in the job's Redis hash, so task arguments seen by Celery's
+logs, Flower and the broker carry no prompt text and no credentials. The task body only hands the
+job to this process's asyncio runtime and blocks its pool slot until the job ends; the return
+value is a one-word outcome, which is all Celery's "succeeded" log line will print.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, Task
+
+from tasks.queues import INFER_TASK
+
+
+def register(app: Celery) -> Task:
+    @app.task(name=INFER_TASK, bind=True, acks_late=True, ignore_result=True)
+    def infer(self: Task, envelope: Any) -> str:
+        from workers.runtime import get_runtime
+
+        properties = self.request.properties or {}
+        return get_runtime().run_job(envelope, delivery_tag=properties.get("delivery_tag"))
+
+    return infer

@@ -1,0 +1,46 @@
+"""Queue topology: one queue per provider, three priorities in each.
+
+On Redis, kombu keeps one list per priority step and pops the lowest step first, so HIGH is 0.
+On AMQP brokers (RabbitMQ) priorities are native and larger is more urgent, so the numbers flip.
+"""
+
+from __future__ import annotations
+
+from config.catalog import PROVIDERS
+from gateway_client.request import Priority
+
+QUEUE_PREFIX = "l04"
+INFER_TASK = "l04.infer"
+
+# kombu's Redis transport: one list per step, named "<queue><SEP><step>" (step 0: "<queue>").
+REDIS_PRIORITY_STEPS = (0, 5, 9)
+REDIS_PRIORITY_SEP = "\x06\x16"
+REDIS_UNACKED_INDEX = "unacked_index"
+
+_REDIS_PRIORITY = {Priority.HIGH: 0, Priority.NORMAL: 5, Priority.LOW: 9}
+_AMQP_PRIORITY = {Priority.HIGH: 9, Priority.NORMAL: 5, Priority.LOW: 0}
+
+
+def queue_name(provider: str) -> str:
+    return f"{QUEUE_PREFIX}.{provider}"
+
+
+def all_queue_names() -> list[str]:
+    return [queue_name(p) for p in PROVIDERS]
+
+
+def is_redis_broker(broker_url: str) -> bool:
+    return broker_url.split("://", 1)[0] in ("redis", "rediss", "sentinel", "redis+socket")
+
+
+def priority_value(priority: Priority, broker_url: str) -> int:
+    table = _REDIS_PRIORITY if is_redis_broker(broker_url) else _AMQP_PRIORITY
+    return table[priority]
+
+
+def redis_priority_lists(queue: str) -> list[str]:
+    """The Redis lists that hold ``queue``'s messages, most urgent first."""
+    return [
+        queue if step == 0 else f"{queue}{REDIS_PRIORITY_SEP}{step}"
+        for step in REDIS_PRIORITY_STEPS
+    ]

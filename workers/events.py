@@ -1,0 +1,77 @@
+"""Writing one attempt's events to the job's stream.
+
+A job whose worker died mid-stream is run again by another worker. The caller has already seen
+the first attempt's chunks, so the new attempt continues the numbering and skips as many
+characters of its own output as were already delivered: the caller never sees a piece twice, and
+the final content is exactly the concatenation of the chunks it received. (With a deterministic
+model the resumed text is seamless; with a sampling model the continuation comes from the new
+attempt.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway_client.errors import GatewayError
+from gateway_client.job_store import JobStore
+from gateway_client.response import InferenceResponse
+
+
+class JobFenced(Exception):
+    """The job ended or moved to another worker while this attempt ran: stop quietly."""
+
+
+class EventWriter:
+    def __init__(self, store: JobStore, job_id: str, worker_id: str, attempt: int) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._worker_id = worker_id
+        self._attempt = attempt
+        self._seq = 0
+        self._skip = 0
+        self.streamed: list[str] = []
+        self.emitted = False  # whether this attempt has sent a chunk of its own
+
+    async def resume(self, events_so_far: int) -> None:
+        """Pick up numbering and the delivered prefix from an earlier attempt's chunks."""
+        if events_so_far == 0:
+            return
+        delivered = [
+            e.data.get("delta", "")
+            for e in await self._store.events_after(self._job_id)
+            if e.type == "chunk"
+        ]
+        self._seq = len(delivered)
+        self.streamed = list(delivered)
+        self._skip = sum(len(d) for d in delivered)
+
+    @property
+    def streamed_text(self) -> str:
+        return "".join(self.streamed)
+
+    async def chunk(self, text: str) -> None:
+        if self._skip:
+            dropped = min(self._skip, len(text))
+            self._skip -= dropped
+            text = text[dropped:]
+        if not text:
+            return
+        event = {"type": "chunk", "seq": self._seq, "delta": text, "attempt": self._attempt}
+        if await self._store.append(self._job_id, self._worker_id, event) < 0:
+            raise JobFenced(self._job_id)
+        self._seq += 1
+        self.streamed.append(text)
+        self.emitted = True
+
+    async def result(self, response: InferenceResponse) -> bool:
+        event: dict[str, Any] = {"type": "result", "response": response.model_dump(mode="json")}
+        return await self._finish("succeeded", event)
+
+    async def error(self, error: GatewayError) -> bool:
+        return await self._finish("failed", {"type": "error", "error": error.to_payload()})
+
+    async def _finish(self, state: str, event: dict[str, Any]) -> bool:
+        written = await self._store.finish(
+            self._job_id, mode="worker", state=state, event=event, owner=self._worker_id
+        )
+        return written == 1

@@ -1,0 +1,66 @@
+"""Proof of life for the jobs a worker holds.
+
+Two things expire unless a live worker refreshes them:
+
+* each job's lease (``l04:job:{id}:lease``), so a redelivered copy of a job that is still
+  running waits instead of running twice, and takes over once the lease lapses;
+* each held message's entry in kombu's ``unacked_index``: kombu's Redis transport puts a message
+  back on its queue once its delivery time is older than ``visibility_timeout``. Refreshing the
+  time keeps a live worker's long jobs from being handed out again; a dead worker stops
+  refreshing, and its messages return to the queue within about one visibility timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from gateway_client.job_store import JobStore
+from tasks.queues import REDIS_UNACKED_INDEX
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        store: JobStore,
+        broker_redis: Redis | None,
+        worker_id: str,
+        held: Callable[[], dict[str, str]],
+        on_lost: Callable[[list[str]], None],
+        interval: float,
+        lease_ms: int,
+    ) -> None:
+        self._store = store
+        self._broker = broker_redis
+        self._worker_id = worker_id
+        self._held = held  # delivery tag -> job id, for the messages this process holds
+        self._on_lost = on_lost  # told of jobs that ended or moved elsewhere: stop their calls
+        self._interval = interval
+        self._lease_ms = lease_ms
+
+    async def beat(self) -> None:
+        held = self._held()
+        if not held:
+            return
+        lost = await self._store.renew_leases(
+            sorted(set(held.values())), self._worker_id, self._lease_ms
+        )
+        if lost:
+            self._on_lost(lost)
+        if self._broker is not None:
+            now = time.time()
+            await self._broker.zadd(REDIS_UNACKED_INDEX, dict.fromkeys(held, now), xx=True)
+
+    async def run_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.beat()
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", type(exc).__name__)

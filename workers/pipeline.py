@@ -1,0 +1,172 @@
+"""One job, start to finish, inside a worker: claim, call the provider, report.
+
+The claim is atomic (see :mod:`gateway_client.job_store`): a job that was cancelled, has expired
+or already ended is never sent to a provider. The provider call runs under the job's deadline.
+Every outcome, including bugs, ends in exactly one terminal event with an E4xxx code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from config.catalog import Catalog, ModelSpec
+from config.settings import GatewaySettings
+from gateway_client.errors import GatewayError, ProviderError
+from gateway_client.job_store import Claim, JobStore
+from gateway_client.request import InferenceRequest, parse_request
+from gateway_client.response import InferenceResponse
+from workers.events import EventWriter, JobFenced
+from workers.providers import CallContext, ProviderAdapter, ProviderResult, ProviderSet
+from workers.retry import retry_delay
+
+log = logging.getLogger(__name__)
+
+
+class JobPipeline:
+    def __init__(
+        self,
+        store: JobStore,
+        providers: ProviderSet,
+        catalog: Catalog,
+        settings: GatewaySettings,
+        worker_id: str,
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self._catalog = catalog
+        self._settings = settings
+        self._worker_id = worker_id
+        self._claiming: dict[str, int] = {}  # job id -> duplicates waiting for its lease
+
+    def is_claiming(self, job_id: str) -> bool:
+        return job_id in self._claiming
+
+    async def run(self, job_id: str) -> str:
+        """Run the job; returns a one-word outcome (for Celery's log line and the tests)."""
+        claim = await self._claim(job_id)
+        if claim.outcome != "run":
+            log.info("job %s not run: %s %s", job_id, claim.outcome, claim.detail)
+            return claim.outcome
+        writer = EventWriter(self._store, job_id, self._worker_id, claim.attempt)
+        started = time.monotonic()
+        try:
+            await writer.resume(claim.events_so_far)
+            request = parse_request(claim.request_json)
+            spec = self._catalog.resolve(claim.model)
+            adapter = self._providers.get(claim.provider)
+            ctx = CallContext(job_id=job_id, attempt=claim.attempt)
+            timeout = asyncio.timeout(max(0.0, claim.deadline - time.time()))
+            try:
+                async with timeout:
+                    result = await self._call(adapter, request, spec, ctx, writer, claim)
+            except TimeoutError:
+                if not timeout.expired():
+                    raise
+                raise ProviderError(
+                    "deadline passed while the job was running", code="E4205", retryable=False
+                ) from None
+        except JobFenced:
+            log.info("job %s ended elsewhere while attempt %d ran", job_id, claim.attempt)
+            return "fenced"
+        except GatewayError as error:
+            log.info("job %s failed: %s", job_id, error.code)
+            await writer.error(error)
+            return "failed"
+        except Exception as exc:
+            # A bug must not leave the caller waiting: report it with a code, log the type only.
+            log.exception("job %s: unexpected %s", job_id, type(exc).__name__)
+            await writer.error(
+                ProviderError(
+                    f"internal error in the worker ({type(exc).__name__})",
+                    code="E4200",
+                    retryable=False,
+                )
+            )
+            return "failed"
+        content = writer.streamed_text if claim.stream else result.content
+        response = InferenceResponse(
+            request_id=request.request_id,
+            job_id=job_id,
+            model_id=spec.model_id,
+            provider=spec.provider,
+            content=content,
+            tool_calls=result.tool_calls,
+            finish_reason=result.finish_reason,
+            token_usage=result.usage,
+            latency_ms=round((time.monotonic() - started) * 1000, 3),
+            cost=spec.cost(result.usage.prompt_tokens, result.usage.completion_tokens),
+            attempt=claim.attempt,
+        )
+        return "succeeded" if await writer.result(response) else "fenced"
+
+    async def _claim(self, job_id: str) -> Claim:
+        lease_ms = int(self._settings.lease_ttl * 1000)
+        claim = await self._store.claim(job_id, self._worker_id, lease_ms)
+        if claim.outcome != "busy":
+            return claim
+        # Another live worker holds this job (a duplicate delivery): wait until it finishes or
+        # its lease lapses, keeping this message so that the job cannot be lost meanwhile.
+        self._claiming[job_id] = self._claiming.get(job_id, 0) + 1
+        try:
+            while claim.outcome == "busy":
+                pause = min(self._settings.lease_ttl, max(0.05, int(claim.detail) / 1000))
+                await asyncio.sleep(pause)
+                claim = await self._store.claim(job_id, self._worker_id, lease_ms)
+            return claim
+        finally:
+            self._claiming[job_id] -= 1
+            if not self._claiming[job_id]:
+                del self._claiming[job_id]
+
+    async def _call(
+        self,
+        adapter: ProviderAdapter,
+        request: InferenceRequest,
+        spec: ModelSpec,
+        ctx: CallContext,
+        writer: EventWriter,
+        claim: Claim,
+    ) -> ProviderResult:
+        call = 1
+        while True:
+            try:
+                if claim.stream:
+                    return await self._stream(adapter, request, spec, ctx, writer)
+                return await adapter.complete(request, spec, ctx)
+            except GatewayError as error:
+                # A stream that already delivered chunks is not restarted mid-way.
+                if claim.stream and writer.emitted:
+                    raise
+                delay = retry_delay(error, call, claim.deadline - time.time())
+                if delay is None:
+                    raise
+                log.info(
+                    "job %s: %s, call %d retried in %.2fs", ctx.job_id, error.code, call, delay
+                )
+                await asyncio.sleep(delay)
+                call += 1
+
+    async def _stream(
+        self,
+        adapter: ProviderAdapter,
+        request: InferenceRequest,
+        spec: ModelSpec,
+        ctx: CallContext,
+        writer: EventWriter,
+    ) -> ProviderResult:
+        final = None
+        async for delta in adapter.stream(request, spec, ctx):
+            if delta.text:
+                await writer.chunk(delta.text)
+            if delta.usage is not None or delta.finish_reason is not None:
+                final = delta
+        if final is None or final.usage is None:
+            raise ProviderError("the stream ended without usage or finish reason", code="E4604")
+        return ProviderResult(
+            content=writer.streamed_text,
+            usage=final.usage,
+            finish_reason=final.finish_reason or "stop",
+            tool_calls=final.tool_calls,
+        )

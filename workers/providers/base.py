@@ -1,0 +1,72 @@
+"""The contract every provider adapter keeps.
+
+An adapter is built once per worker process from settings (never from the job), holds one HTTP
+connection pool, and translates between the gateway's request/response models and its provider's
+wire format. Errors are translated to the gateway's E42xx/E46xx codes at one boundary per adapter.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from config.catalog import ModelSpec
+from gateway_client.errors import ConfigurationError
+from gateway_client.messages import ToolCall
+from gateway_client.request import InferenceRequest
+from gateway_client.response import TokenUsage
+from workers import tokens
+
+
+@dataclass(slots=True)
+class CallContext:
+    """What an adapter may know about the job beyond the request: never credentials."""
+
+    job_id: str
+    attempt: int = 1
+
+
+@dataclass(slots=True)
+class ProviderResult:
+    content: str
+    usage: TokenUsage
+    finish_reason: str = "stop"
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ProviderDelta:
+    """One streamed piece: text, or (on the last) the finish reason, usage and whole tool calls."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: TokenUsage | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+class ProviderAdapter(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    async def complete(
+        self, request: InferenceRequest, model: ModelSpec, ctx: CallContext
+    ) -> ProviderResult: ...
+
+    @abstractmethod
+    def stream(
+        self, request: InferenceRequest, model: ModelSpec, ctx: CallContext
+    ) -> AsyncIterator[ProviderDelta]: ...
+
+    async def embed(self, texts: list[str], model: str | None = None) -> list[list[float]]:
+        raise ConfigurationError(f"provider {self.name} has no embeddings", code="E4002")
+
+    def count_tokens(self, request: InferenceRequest, model: ModelSpec) -> int:
+        return tokens.count_messages(request.messages, model.tokenizer)
+
+    async def health(self) -> dict[str, Any]:
+        return {"provider": self.name, "healthy": True}
+
+    async def aclose(self) -> None:
+        return None

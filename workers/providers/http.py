@@ -1,0 +1,218 @@
+"""What the HTTP adapters share: the pooled client, SSE reading, and the one error boundary.
+
+Every HTTP failure becomes a gateway error here, and nowhere else:
+
+    401, 403                       -> E4203 (not retryable)
+    429                            -> E4401 RateLimitError with retry_after from Retry-After
+    400, 404, 409, 413, 422        -> E4201 (the provider refused this request; not retryable)
+    408, 5xx, 529, connect errors  -> E4200 (retryable)
+    timeouts                       -> E4202 (retryable)
+    a body that is not JSON        -> E4600
+    a stream cut or stalled        -> E4604 (retryable)
+
+Messages are scrubbed of credentials before they leave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import httpx
+
+from config.settings import GatewaySettings
+from gateway_client.errors import (
+    GatewayError,
+    ProviderError,
+    RateLimitError,
+    ResponseError,
+)
+from workers.redact import redact
+
+
+def http_client(
+    settings: GatewaySettings, base_url: str, headers: dict[str, str]
+) -> httpx.AsyncClient:
+    """One pooled client per adapter, sized for thousands of concurrent slow calls.
+
+    httpx's default pool allows 100 connections, which would silently cap a worker's in-flight
+    calls; ``L04_HTTP_MAX_CONNECTIONS`` sets it.
+    """
+    limit = settings.http_max_connections
+    return httpx.AsyncClient(
+        base_url=base_url.rstrip("/") + "/",
+        headers=headers,
+        timeout=httpx.Timeout(settings.provider_timeout, connect=10.0),
+        limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+    )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class HttpErrorMapper:
+    def __init__(self, provider: str, secrets: Iterable[str] = ()) -> None:
+        self.provider = provider
+        self._secrets = [s for s in secrets if s]
+
+    def _clean(self, text: str) -> str:
+        return redact(text, self._secrets)[:500]
+
+    def from_status(
+        self, status: int, body_text: str, headers: httpx.Headers | dict[str, str]
+    ) -> GatewayError:
+        detail = self._clean(_error_message(body_text))
+        message = f"{self.provider} returned HTTP {status}: {detail}"
+        details: dict[str, Any] = {"provider": self.provider, "status": status}
+        if status in (401, 403):
+            return ProviderError(message, code="E4203", details=details)
+        if status == 429:
+            retry_after = parse_retry_after(headers.get("retry-after"))
+            if retry_after is not None:
+                details["retry_after"] = retry_after
+            details["source"] = "provider"
+            return RateLimitError(message, code="E4401", details=details)
+        if status == 408 or status >= 500:
+            retry_after = parse_retry_after(headers.get("retry-after"))
+            if retry_after is not None:
+                details["retry_after"] = retry_after
+            return ProviderError(message, code="E4200", details=details)
+        return ProviderError(message, code="E4201", details=details)
+
+    def from_error_body(self, error: Any, streaming: bool = False) -> GatewayError:
+        """An error reported inside a 200 response (an SSE ``error`` event)."""
+        text = json.dumps(error) if not isinstance(error, str) else error
+        kind = error.get("type", "") if isinstance(error, dict) else ""
+        if kind in ("overloaded_error", "api_error", "server_error"):
+            return ProviderError(
+                f"{self.provider} stream error: {self._clean(text)}",
+                code="E4604" if streaming else "E4200",
+                details={"provider": self.provider, "type": kind},
+            )
+        if kind == "rate_limit_error":
+            return RateLimitError(
+                f"{self.provider} rate limited the stream",
+                code="E4401",
+                details={"provider": self.provider, "source": "provider"},
+            )
+        return ResponseError(
+            f"{self.provider} stream error: {self._clean(text)}",
+            code="E4604",
+            details={"provider": self.provider, "type": kind},
+        )
+
+    def raise_for_status(self, response: httpx.Response) -> None:
+        if response.status_code >= 400:
+            raise self.from_status(response.status_code, response.text, response.headers)
+
+    async def raise_for_stream_status(self, response: httpx.Response) -> None:
+        if response.status_code >= 400:
+            body = (await response.aread()).decode(errors="replace")
+            raise self.from_status(response.status_code, body, response.headers)
+
+    def loads(self, text: str) -> Any:
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ResponseError(
+                f"{self.provider} sent a body that is not JSON",
+                code="E4600",
+                details={"provider": self.provider},
+            ) from None
+
+    def json(self, response: httpx.Response) -> Any:
+        return self.loads(response.text)
+
+    @contextlib.asynccontextmanager
+    async def boundary(self, streaming: bool = False) -> AsyncIterator[None]:
+        """Translate transport failures inside the block into gateway errors."""
+        details = {"provider": self.provider}
+        try:
+            yield
+        except GatewayError:
+            raise
+        except httpx.TimeoutException as exc:
+            code = "E4604" if streaming and isinstance(exc, httpx.ReadTimeout) else "E4202"
+            what = "stream stalled" if code == "E4604" else "request timed out"
+            raise ProviderError(
+                f"{self.provider}: {what} ({type(exc).__name__})",
+                code=code,
+                retryable=True,
+                details=details,
+            ) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            code = "E4604" if streaming else "E4200"
+            raise ProviderError(
+                f"{self.provider}: connection broke ({type(exc).__name__})",
+                code=code,
+                retryable=True,
+                details=details,
+            ) from None
+        except httpx.TransportError as exc:
+            raise ProviderError(
+                f"{self.provider}: cannot reach the provider ({type(exc).__name__})",
+                code="E4200",
+                details=details,
+            ) from None
+
+
+def _error_message(body: str) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip() or "(empty body)"
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("type") or error)
+        return str(error)
+    return str(data)
+
+
+async def iter_sse_data(
+    response: httpx.Response, done_marker: str | None = None
+) -> AsyncIterator[str]:
+    """The ``data:`` payloads of a server-sent-event stream, one per event.
+
+    Ends at ``done_marker``; a stream that closes without it (when one is expected) was cut,
+    which is E4604.
+    """
+    data_lines: list[str] = []
+    async for line in response.aiter_lines():
+        if line == "":
+            if data_lines:
+                payload = "\n".join(data_lines)
+                data_lines = []
+                if done_marker is not None and payload == done_marker:
+                    return
+                yield payload
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if field == "data":
+            data_lines.append(value[1:] if value.startswith(" ") else value)
+    if data_lines:
+        payload = "\n".join(data_lines)
+        if done_marker is None or payload != done_marker:
+            yield payload
+        if payload == done_marker:
+            return
+    if done_marker is not None:
+        raise ResponseError("stream ended before its end marker", code="E4604", retryable=True)

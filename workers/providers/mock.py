@@ -1,0 +1,112 @@
+"""The in-process mock provider: the whole fleet runs with no outside service.
+
+Behaviour comes from settings (``L04_MOCK_*``) and may be overridden per request in
+``metadata["mock"]``, which only this adapter reads::
+
+    {"latency_ms": 200, "chunks": 5, "chunk_delay_ms": 10,
+     "fail": "E4200", "fail_attempts": 1, "content": "fixed answer"}
+
+``fail`` raises that error code; with ``fail_attempts`` only the first N attempts fail.
+The answer is deterministic, so a retried stream resumes seamlessly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+from config.catalog import ModelSpec
+from config.settings import GatewaySettings
+from gateway_client.errors import ERROR_CODES, error_class_for
+from gateway_client.messages import MessageRole
+from gateway_client.request import InferenceRequest
+from gateway_client.response import TokenUsage
+from workers import tokens
+from workers.providers.base import CallContext, ProviderAdapter, ProviderDelta, ProviderResult
+
+
+class MockAdapter(ProviderAdapter):
+    name = "mock"
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self._latency_ms = settings.mock_latency_ms
+        self._chunks = settings.mock_chunks
+        self._failure_rate = settings.mock_failure_rate
+
+    def _options(self, request: InferenceRequest) -> dict[str, Any]:
+        options = request.metadata.get("mock")
+        return options if isinstance(options, dict) else {}
+
+    def _maybe_fail(self, options: dict[str, Any], ctx: CallContext) -> None:
+        code = options.get("fail")
+        if code is None and self._failure_rate and random.random() < self._failure_rate:
+            code = "E4200"
+        if code is None:
+            return
+        if ctx.attempt > int(options.get("fail_attempts", 1_000_000)):
+            return
+        code = str(code) if str(code) in ERROR_CODES else "E4200"
+        raise error_class_for(code)(f"mock provider injected failure {code}", code=code)
+
+    def _answer(self, request: InferenceRequest, model: ModelSpec) -> tuple[str, str, TokenUsage]:
+        options = self._options(request)
+        last_user = next(
+            (m.text for m in reversed(request.messages) if m.role is MessageRole.USER), ""
+        )
+        content = str(options.get("content") or f"Mock response to: {last_user[:200]}")
+        finish = "stop"
+        completion = tokens.count_text(content, model.tokenizer)
+        if completion > request.max_tokens:
+            words = content.split(" ")
+            while (
+                words and tokens.count_text(" ".join(words), model.tokenizer) > request.max_tokens
+            ):
+                words.pop()
+            content, finish = " ".join(words), "length"
+            completion = tokens.count_text(content, model.tokenizer)
+        usage = TokenUsage(
+            prompt_tokens=tokens.count_messages(request.messages, model.tokenizer),
+            completion_tokens=completion,
+        )
+        return content, finish, usage
+
+    async def complete(
+        self, request: InferenceRequest, model: ModelSpec, ctx: CallContext
+    ) -> ProviderResult:
+        options = self._options(request)
+        await asyncio.sleep(float(options.get("latency_ms", self._latency_ms)) / 1000)
+        self._maybe_fail(options, ctx)
+        content, finish, usage = self._answer(request, model)
+        return ProviderResult(content=content, usage=usage, finish_reason=finish)
+
+    async def stream(
+        self, request: InferenceRequest, model: ModelSpec, ctx: CallContext
+    ) -> AsyncIterator[ProviderDelta]:
+        options = self._options(request)
+        await asyncio.sleep(float(options.get("latency_ms", self._latency_ms)) / 1000)
+        content, finish, usage = self._answer(request, model)
+        pieces = split_evenly(content, int(options.get("chunks", self._chunks)))
+        delay = float(options.get("chunk_delay_ms", 0)) / 1000
+        fail_after = options.get("fail_after_chunks")
+        if fail_after is None:
+            self._maybe_fail(options, ctx)
+        for index, piece in enumerate(pieces):
+            if fail_after is not None and index == int(fail_after):
+                self._maybe_fail(options, ctx)
+            if delay:
+                await asyncio.sleep(delay)
+            yield ProviderDelta(text=piece)
+        yield ProviderDelta(finish_reason=finish, usage=usage)
+
+
+def split_evenly(text: str, parts: int) -> list[str]:
+    parts = max(1, min(parts, len(text) or 1))
+    size, extra = divmod(len(text), parts)
+    out, start = [], 0
+    for index in range(parts):
+        end = start + size + (1 if index < extra else 0)
+        out.append(text[start:end])
+        start = end
+    return [p for p in out if p] or [""]

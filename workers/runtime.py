@@ -1,0 +1,152 @@
+"""The worker process's asyncio runtime: where provider calls actually run.
+
+Celery (5.x) has no asyncio support, and one provider call takes 1 to 60 seconds while using
+almost no CPU. So a worker runs Celery's ``threads`` pool at high concurrency (500 by default)
+and each pool thread only hands its job to one shared asyncio event loop and waits. All HTTP and
+Redis I/O of every job is multiplexed on that loop, over one connection pool per provider, so one
+process holds hundreds to thousands of calls in flight while Celery keeps doing what it does
+well: delivery, acknowledgement after the job ends, priorities, events for Flower.
+
+The runtime is created on first use in the process that runs tasks (so a prefork child gets its
+own, never a forked copy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import uuid
+from concurrent.futures import CancelledError, Future
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+
+from config.catalog import Catalog, cached_catalog
+from config.settings import GatewaySettings, get_settings
+from gateway_client.job_store import JobStore
+from gateway_client.wire import UnreadableEnvelope, read_envelope
+from tasks.queues import is_redis_broker
+from workers.dead_letters import set_aside
+from workers.heartbeat import Heartbeat
+from workers.pipeline import JobPipeline
+from workers.providers import ProviderSet
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def redis_client(url: str) -> Redis:
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        health_check_interval=10,
+        retry_on_timeout=True,
+        max_connections=4096,
+    )
+
+
+class WorkerRuntime:
+    def __init__(self, settings: GatewaySettings, catalog: Catalog) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._held: dict[str, str] = {}  # delivery tag -> job id
+        self._running: dict[str, Future[Any]] = {}  # delivery tag -> the job's run on the loop
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="l04-runtime"
+        )
+        self._thread.start()
+        self._call(self._setup())
+
+    async def _setup(self) -> None:
+        settings = self.settings
+        self.redis = redis_client(settings.redis_url)
+        broker = settings.effective_broker_url
+        self.broker_redis = redis_client(broker) if is_redis_broker(broker) else None
+        self.store = JobStore(self.redis, result_ttl=settings.result_ttl)
+        self.providers = ProviderSet(settings)
+        self.pipeline = JobPipeline(
+            self.store, self.providers, self.catalog, settings, self.worker_id
+        )
+        heartbeat = Heartbeat(
+            self.store,
+            self.broker_redis,
+            self.worker_id,
+            lambda: dict(self._held),
+            self._stop_lost,
+            settings.heartbeat_interval,
+            int(settings.lease_ttl * 1000),
+        )
+        self._heartbeat_task = asyncio.create_task(heartbeat.run_forever())
+
+    def _call(self, coro: Any) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result()
+
+    def run_job(self, envelope: Any, delivery_tag: str | None) -> str:
+        """Run one job to its end; called from a Celery pool thread, blocks only that thread."""
+        try:
+            job_id = read_envelope(envelope)
+        except UnreadableEnvelope as exc:
+            log.error("unreadable job message set aside: %s", exc)
+            self._call(set_aside(self.redis, envelope, str(exc)))
+            return "dead-lettered"
+        tag = delivery_tag or f"local-{uuid.uuid4().hex}"
+        self._held[tag] = job_id
+        future = asyncio.run_coroutine_threadsafe(self.pipeline.run(job_id), self._loop)
+        self._running[tag] = future
+        try:
+            return str(future.result())
+        except CancelledError:
+            return "stopped"
+        finally:
+            self._held.pop(tag, None)
+            self._running.pop(tag, None)
+
+    def _stop_lost(self, job_ids: list[str]) -> None:
+        """Stop the provider calls of jobs that were cancelled, expired or taken over."""
+        lost = set(job_ids)
+        for tag, job_id in list(self._held.items()):
+            future = self._running.get(tag)
+            if job_id in lost and future is not None and not future.done():
+                if self.pipeline.is_claiming(job_id):
+                    continue
+                log.info("job %s ended elsewhere; stopping its call", job_id)
+                future.cancel()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._held)
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            self._heartbeat_task.cancel()
+            await self.providers.aclose()
+            await self.redis.aclose()
+            if self.broker_redis is not None:
+                await self.broker_redis.aclose()
+
+        try:
+            self._call(shutdown())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+
+
+_runtime: WorkerRuntime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> WorkerRuntime:
+    global _runtime
+    if _runtime is None:
+        with _runtime_lock:
+            if _runtime is None:
+                settings = get_settings()
+                _runtime = WorkerRuntime(settings, cached_catalog(settings.catalog_path))
+    return _runtime
