@@ -13,8 +13,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.asyncio import Redis
-
 from config.catalog import Catalog, ModelSpec, cached_catalog
 from config.settings import GatewaySettings, load_settings
 from gateway_client.errors import (
@@ -27,10 +25,12 @@ from gateway_client.health import fleet_health
 from gateway_client.job_store import JobStore
 from gateway_client.listener import EventListener
 from gateway_client.messages import Message, MessageRole, ToolResult
+from gateway_client.redis_pool import make_redis
 from gateway_client.request import InferenceRequest, parse_request
 from gateway_client.response import InferenceResponse, StreamChunk
 from gateway_client.wire import JOB_ID_PATTERN, make_envelope
 from tasks.app import create_app
+from tasks.message import build_task_message, redis_list_for
 from tasks.queues import (
     INFER_TASK,
     is_redis_broker,
@@ -60,19 +60,13 @@ class ModelGateway:
             settings = settings.model_copy(update={"redis_url": redis_url})
         self.settings = settings
         self.catalog = catalog or cached_catalog(settings.catalog_path)
-        self._redis = Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=5,
-            health_check_interval=10,
-            retry_on_timeout=True,
-        )
+        self._redis = make_redis(settings.redis_url)
         self._store = JobStore(self._redis, result_ttl=settings.result_ttl)
         self._listener = EventListener(self._redis, self._store)
         self._broker_url = settings.effective_broker_url
+        self._broker_is_state_redis = self._broker_url == settings.redis_url
         self._broker_redis = (
-            self._redis
-            if self._broker_url == settings.redis_url
-            else Redis.from_url(self._broker_url, socket_connect_timeout=5)
+            self._redis if self._broker_url == settings.redis_url else make_redis(self._broker_url)
         )
         self._celery = create_app(settings)
 
@@ -154,23 +148,50 @@ class ModelGateway:
         if deadline <= now:
             raise ValidationError("the request's deadline has already passed", code="E4502")
         queue = queue_name(spec.provider)
-        await self._check_depth(queue)
-        state = await self._store.create(
-            job_id,
-            int((deadline + self.settings.result_ttl) * 1000),
-            {
-                "request": request.model_dump_json(),
-                "provider": spec.provider,
-                "model": spec.model_id,
-                "queue": queue,
-                "priority": request.priority.value,
-                "stream": "1" if stream else "0",
-                "deadline": repr(deadline),
-                "agent_did": request.agent_did,
-            },
-        )
+        priority = priority_value(request.priority, self._broker_url)
+        fields = {
+            "request": request.model_dump_json(),
+            "provider": spec.provider,
+            "model": spec.model_id,
+            "queue": queue,
+            "priority": request.priority.value,
+            "stream": "1" if stream else "0",
+            "deadline": repr(deadline),
+            "agent_did": request.agent_did,
+        }
+        expire_at_ms = int((deadline + self.settings.result_ttl) * 1000)
+        if self._broker_is_state_redis:
+            # One round trip: depth check, job record and queued message, atomically.
+            state = await self._store.create(
+                job_id,
+                expire_at_ms,
+                fields,
+                queue_lists=redis_priority_lists(queue),
+                max_depth=self.settings.queue_max_depth,
+                message=build_task_message(
+                    self._celery, job_id, make_envelope(job_id), queue, priority
+                ),
+                push_to=redis_list_for(queue, priority),
+            )
+        else:
+            await self._check_depth(queue)
+            state = await self._store.create(
+                job_id,
+                expire_at_ms,
+                fields,
+                queue_lists=[],
+                max_depth=self.settings.queue_max_depth,
+            )
+            if state == "created":
+                await self._send(job_id, queue, priority)
+        if state == "full":
+            raise self._queue_full(queue)
         if state != "created":
             return await self.job(job_id)
+        return self._handle(job_id, deadline)
+
+    async def _send(self, job_id: str, queue: str, priority: int) -> None:
+        """Publish through Celery, for brokers other than the job-state Redis."""
         try:
             await asyncio.to_thread(
                 self._celery.send_task,
@@ -179,7 +200,7 @@ class ModelGateway:
                 task_id=job_id,
                 queue=queue,
                 routing_key=queue,
-                priority=priority_value(request.priority, self._broker_url),
+                priority=priority,
             )
         except Exception as exc:
             error = RateLimitError(
@@ -193,7 +214,6 @@ class ModelGateway:
                 event={"type": "error", "error": error.to_payload()},
             )
             raise error from None
-        return self._handle(job_id, deadline)
 
     async def job(self, job_id: str) -> JobHandle:
         """A handle on a job submitted earlier (by this process or another)."""
@@ -226,9 +246,15 @@ class ModelGateway:
                 pipe.llen(name)
             depth = sum(await pipe.execute())
         if depth >= self.settings.queue_max_depth:
-            raise RateLimitError(
-                f"queue {queue} is full ({depth} jobs waiting, limit "
-                f"{self.settings.queue_max_depth}); retry later",
-                code="E4403",
-                details={"queue": queue, "depth": depth, "retry_after": 1.0},
-            )
+            raise self._queue_full(queue)
+
+    def _queue_full(self, queue: str) -> RateLimitError:
+        return RateLimitError(
+            f"queue {queue} is full ({self.settings.queue_max_depth} jobs waiting); retry later",
+            code="E4403",
+            details={
+                "queue": queue,
+                "max_depth": self.settings.queue_max_depth,
+                "retry_after": 1.0,
+            },
+        )

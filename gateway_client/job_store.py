@@ -58,13 +58,19 @@ local function finish(job, events, lease, channel, state_to, event_json, ttl)
 end
 """
 
-# KEYS: job. ARGV: expire_at_ms, then field, value pairs.
+# KEYS: job, then the queue's priority lists, then the list to push onto (or none).
+# ARGV: expire_at_ms, max queue depth, message (or ''), then field, value pairs.
+# Returns 'created', 'full', or the state of the job that already has this id.
 _CREATE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then return state end
+local depth = 0
+for i = 2, #KEYS - 1 do depth = depth + redis.call('LLEN', KEYS[i]) end
+if depth >= tonumber(ARGV[2]) then return 'full' end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempt', 0,
-           'created_ms', math.floor(now_seconds() * 1000), unpack(ARGV, 2))
+           'created_ms', math.floor(now_seconds() * 1000), unpack(ARGV, 4))
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+if ARGV[3] ~= '' then redis.call('LPUSH', KEYS[#KEYS], ARGV[3]) end
 return 'created'
 """
 
@@ -211,12 +217,29 @@ class JobStore:
     def _job_keys(job_id: str) -> list[str]:
         return [keys.job(job_id), keys.job_events(job_id), keys.job_lease(job_id)]
 
-    async def create(self, job_id: str, expire_at_ms: int, fields: dict[str, str]) -> str:
-        """Create the job unless it exists. Returns 'created' or the existing job's state."""
+    async def create(
+        self,
+        job_id: str,
+        expire_at_ms: int,
+        fields: dict[str, str],
+        *,
+        queue_lists: list[str],
+        max_depth: int,
+        message: str = "",
+        push_to: str = "",
+    ) -> str:
+        """Create the job unless it exists, and push ``message`` onto ``push_to`` with it.
+
+        Returns 'created', 'full' (``queue_lists`` hold ``max_depth`` messages already), or the
+        state of the existing job with this id (nothing is pushed then).
+        """
         flat: list[str] = []
         for name, value in fields.items():
             flat += [name, value]
-        result = await self._create(keys=[keys.job(job_id)], args=[expire_at_ms, *flat])
+        result = await self._create(
+            keys=[keys.job(job_id), *queue_lists, push_to or keys.job(job_id)],
+            args=[expire_at_ms, max_depth, message, *flat],
+        )
         return _text(result)
 
     async def claim(self, job_id: str, worker_id: str, lease_ms: int) -> Claim:

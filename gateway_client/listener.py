@@ -54,6 +54,9 @@ class EventListener:
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # redis-py's PubSub connects lazily and unguarded: concurrent first subscribes would each
+        # open a connection and all but one would be orphaned. Changes go through this lock.
+        self._subscription_lock = asyncio.Lock()
         self._closed = False
 
     # -- public -------------------------------------------------------------------------------
@@ -108,9 +111,10 @@ class EventListener:
         channel = keys.job_channel(job_id)
         confirmed = asyncio.get_running_loop().create_future()
         self._confirmations[channel] = confirmed
-        pubsub = await self._ensure_reader()
         try:
-            await pubsub.subscribe(channel)
+            async with self._subscription_lock:
+                pubsub = await self._ensure_reader()
+                await pubsub.subscribe(channel)
             # Reading the stream only after the server confirmed the subscription closes the gap
             # between "read the record" and "hear about new entries".
             await asyncio.wait_for(asyncio.shield(confirmed), timeout=5.0)
@@ -124,7 +128,8 @@ class EventListener:
         if self._pubsub is None or self._closed:
             return
         with contextlib.suppress(*_CONNECTION_ERRORS):
-            await self._pubsub.unsubscribe(keys.job_channel(job_id))
+            async with self._subscription_lock:
+                await self._pubsub.unsubscribe(keys.job_channel(job_id))
 
     # -- delivery -----------------------------------------------------------------------------
 
@@ -202,8 +207,18 @@ class EventListener:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 await self._reconnect()
+            except Exception:
+                # Never let the one reader die: every waiting caller depends on it.
+                log.exception("event listener error; starting a fresh connection")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                await self._reconnect()
 
     async def _reconnect(self) -> None:
+        async with self._subscription_lock:
+            await self._reconnect_locked()
+
+    async def _reconnect_locked(self) -> None:
         old = self._pubsub
         self._pubsub = self._redis.pubsub()
         if old is not None:

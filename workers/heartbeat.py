@@ -31,7 +31,8 @@ class Heartbeat:
         store: JobStore,
         broker_redis: Redis | None,
         worker_id: str,
-        held: Callable[[], dict[str, str]],
+        held_tags: Callable[[], list[str]],
+        claimed: Callable[[], list[str]],
         on_lost: Callable[[list[str]], None],
         interval: float,
         lease_ms: int,
@@ -39,23 +40,20 @@ class Heartbeat:
         self._store = store
         self._broker = broker_redis
         self._worker_id = worker_id
-        self._held = held  # delivery tag -> job id, for the messages this process holds
+        self._held_tags = held_tags  # delivery tags of the messages this process holds
+        self._claimed = claimed  # the jobs this process has claimed and runs now
         self._on_lost = on_lost  # told of jobs that ended or moved elsewhere: stop their calls
         self._interval = interval
         self._lease_ms = lease_ms
 
     async def beat(self) -> None:
-        held = self._held()
-        if not held:
-            return
-        lost = await self._store.renew_leases(
-            sorted(set(held.values())), self._worker_id, self._lease_ms
-        )
-        if lost:
-            self._on_lost(lost)
-        if self._broker is not None:
-            now = time.time()
-            await self._broker.zadd(REDIS_UNACKED_INDEX, dict.fromkeys(held, now), xx=True)
+        tags, claimed = self._held_tags(), self._claimed()
+        if tags and self._broker is not None:
+            await self._broker.zadd(REDIS_UNACKED_INDEX, dict.fromkeys(tags, time.time()), xx=True)
+        if claimed:
+            lost = await self._store.renew_leases(claimed, self._worker_id, self._lease_ms)
+            if lost:
+                self._on_lost(lost)
 
     async def run_forever(self) -> None:
         while True:

@@ -38,10 +38,9 @@ class JobPipeline:
         self._catalog = catalog
         self._settings = settings
         self._worker_id = worker_id
-        self._claiming: dict[str, int] = {}  # job id -> duplicates waiting for its lease
-
-    def is_claiming(self, job_id: str) -> bool:
-        return job_id in self._claiming
+        # Jobs this worker has claimed and not yet finished: the only ones whose leases it renews
+        # and whose calls it may stop when they end elsewhere.
+        self.claimed: set[str] = set()
 
     async def run(self, job_id: str) -> str:
         """Run the job; returns a one-word outcome (for Celery's log line and the tests)."""
@@ -49,6 +48,13 @@ class JobPipeline:
         if claim.outcome != "run":
             log.info("job %s not run: %s %s", job_id, claim.outcome, claim.detail)
             return claim.outcome
+        self.claimed.add(job_id)
+        try:
+            return await self._run_claimed(job_id, claim)
+        finally:
+            self.claimed.discard(job_id)
+
+    async def _run_claimed(self, job_id: str, claim: Claim) -> str:
         writer = EventWriter(self._store, job_id, self._worker_id, claim.attempt)
         started = time.monotonic()
         try:
@@ -108,17 +114,11 @@ class JobPipeline:
             return claim
         # Another live worker holds this job (a duplicate delivery): wait until it finishes or
         # its lease lapses, keeping this message so that the job cannot be lost meanwhile.
-        self._claiming[job_id] = self._claiming.get(job_id, 0) + 1
-        try:
-            while claim.outcome == "busy":
-                pause = min(self._settings.lease_ttl, max(0.05, int(claim.detail) / 1000))
-                await asyncio.sleep(pause)
-                claim = await self._store.claim(job_id, self._worker_id, lease_ms)
-            return claim
-        finally:
-            self._claiming[job_id] -= 1
-            if not self._claiming[job_id]:
-                del self._claiming[job_id]
+        while claim.outcome == "busy":
+            pause = min(self._settings.lease_ttl, max(0.05, int(claim.detail) / 1000))
+            await asyncio.sleep(pause)
+            claim = await self._store.claim(job_id, self._worker_id, lease_ms)
+        return claim
 
     async def _call(
         self,

@@ -22,11 +22,10 @@ import uuid
 from concurrent.futures import CancelledError, Future
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
-
 from config.catalog import Catalog, cached_catalog
 from config.settings import GatewaySettings, get_settings
 from gateway_client.job_store import JobStore
+from gateway_client.redis_pool import make_redis
 from gateway_client.wire import UnreadableEnvelope, read_envelope
 from tasks.queues import is_redis_broker
 from workers.dead_letters import set_aside
@@ -36,17 +35,6 @@ from workers.providers import ProviderSet
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def redis_client(url: str) -> Redis:
-    return Redis.from_url(
-        url,
-        socket_connect_timeout=5,
-        socket_keepalive=True,
-        health_check_interval=10,
-        retry_on_timeout=True,
-        max_connections=4096,
-    )
 
 
 class WorkerRuntime:
@@ -65,9 +53,9 @@ class WorkerRuntime:
 
     async def _setup(self) -> None:
         settings = self.settings
-        self.redis = redis_client(settings.redis_url)
+        self.redis = make_redis(settings.redis_url)
         broker = settings.effective_broker_url
-        self.broker_redis = redis_client(broker) if is_redis_broker(broker) else None
+        self.broker_redis = make_redis(broker) if is_redis_broker(broker) else None
         self.store = JobStore(self.redis, result_ttl=settings.result_ttl)
         self.providers = ProviderSet(settings)
         self.pipeline = JobPipeline(
@@ -77,10 +65,11 @@ class WorkerRuntime:
             self.store,
             self.broker_redis,
             self.worker_id,
-            lambda: dict(self._held),
-            self._stop_lost,
-            settings.heartbeat_interval,
-            int(settings.lease_ttl * 1000),
+            held_tags=lambda: list(self._held),
+            claimed=lambda: sorted(self.pipeline.claimed),
+            on_lost=self._stop_lost,
+            interval=settings.heartbeat_interval,
+            lease_ms=int(settings.lease_ttl * 1000),
         )
         self._heartbeat_task = asyncio.create_task(heartbeat.run_forever())
 
@@ -114,8 +103,6 @@ class WorkerRuntime:
         for tag, job_id in list(self._held.items()):
             future = self._running.get(tag)
             if job_id in lost and future is not None and not future.done():
-                if self.pipeline.is_claiming(job_id):
-                    continue
                 log.info("job %s ended elsewhere; stopping its call", job_id)
                 future.cancel()
 

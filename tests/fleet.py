@@ -1,0 +1,135 @@
+"""Real processes for the tests: workers and the mock upstream, started as users start them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from l04.redis_server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+class WorkerProcess:
+    """``l04 worker`` in a child process, logging to a file the test can read."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        providers: str = "mock",
+        concurrency: int = 50,
+        env: dict[str, str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.name = name or f"w{free_port()}"
+        self.log_path = ARTIFACTS / f"worker-{self.name}.log"
+        self.command = [
+            sys.executable,
+            "-m",
+            "l04",
+            "worker",
+            "--providers",
+            providers,
+            "--concurrency",
+            str(concurrency),
+            "--name",
+            f"{self.name}@test",
+        ]
+        self.env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> WorkerProcess:
+        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(
+            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log()}")
+            if " ready." in self.log():
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"worker not ready in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: the worker dies holding whatever it had."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class MockUpstreamProcess:
+    """``l04 mock-provider`` in a child process."""
+
+    def __init__(self, latency_ms: float = 0.0) -> None:
+        self.port = free_port()
+        self.command = [
+            sys.executable,
+            "-m",
+            "l04",
+            "mock-provider",
+            "--port",
+            str(self.port),
+            "--latency-ms",
+            str(latency_ms),
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> MockUpstreamProcess:
+        self.process = subprocess.Popen(
+            self.command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{self.url}/_mock/stats", timeout=0.5)
+                return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise TimeoutError("mock upstream did not start")
+
+    def faults(self, *faults: dict[str, object]) -> None:
+        httpx.post(f"{self.url}/_mock/faults", json=list(faults)).raise_for_status()
+
+    def stats(self) -> dict[str, object]:
+        return dict(httpx.get(f"{self.url}/_mock/stats").json())
+
+    def requests_to(self, path: str) -> int:
+        requests = self.stats()["requests"]
+        assert isinstance(requests, dict)
+        return int(requests.get(path, 0))
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/_mock/reset").raise_for_status()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
