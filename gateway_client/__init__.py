@@ -1,4 +1,11 @@
-"""The producer library of the L04 model gateway: the wire contract and the client."""
+"""The producer library of the L04 model gateway: the wire contract and the client.
+
+The client classes load on first use (PEP 562): ``config`` imports this package's errors, and
+the client imports ``config``, so loading the client here eagerly would make importing
+``config`` (or ``tasks``, as ``celery -A tasks worker`` does) first a circular import.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from gateway_client.errors import (
     ERROR_CODES,
@@ -13,8 +20,6 @@ from gateway_client.errors import (
     ValidationError,
     error_from_payload,
 )
-from gateway_client.gateway import ModelGateway
-from gateway_client.handle import JobHandle, JobStatus
 from gateway_client.messages import (
     ImagePart,
     Message,
@@ -26,10 +31,34 @@ from gateway_client.messages import (
 )
 from gateway_client.request import InferenceRequest, Priority, ResponseFormat
 from gateway_client.response import InferenceResponse, StreamChunk, TokenUsage
-from gateway_client.sync import SyncJobHandle, SyncModelGateway
 from gateway_client.wire import SCHEMA_VERSION
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "ModelGateway": "gateway_client.gateway",
+    "JobHandle": "gateway_client.handle",
+    "JobStatus": "gateway_client.handle",
+    "SyncModelGateway": "gateway_client.sync",
+    "SyncJobHandle": "gateway_client.sync",
+}
+
+if TYPE_CHECKING:
+    from gateway_client.gateway import ModelGateway
+    from gateway_client.handle import JobHandle, JobStatus
+    from gateway_client.sync import SyncJobHandle, SyncModelGateway
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gateway_client' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ERROR_CODES",

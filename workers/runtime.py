@@ -14,6 +14,7 @@ own, never a forked copy).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -44,6 +45,7 @@ class WorkerRuntime:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._held: dict[str, str] = {}  # delivery tag -> job id
         self._running: dict[str, Future[Any]] = {}  # delivery tag -> the job's run on the loop
+        self._outcomes: dict[str, str] = {}  # delivery tag -> outcome, until its task body asks
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, daemon=True, name="l04-runtime"
@@ -77,25 +79,52 @@ class WorkerRuntime:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result()
 
-    def run_job(self, envelope: Any, delivery_tag: str | None) -> str:
-        """Run one job to its end; called from a Celery pool thread, blocks only that thread."""
+    def start_job(self, envelope: Any, delivery_tag: str | None) -> Future[str]:
+        """Start a job on the loop; the future holds its one-word outcome."""
+        tag = delivery_tag or f"local-{uuid.uuid4().hex}"
+        return self._start(envelope, tag)
+
+    def _start(self, envelope: Any, tag: str) -> Future[str]:
         try:
             job_id = read_envelope(envelope)
         except UnreadableEnvelope as exc:
             log.error("unreadable job message set aside: %s", exc)
-            self._call(set_aside(self.redis, envelope, str(exc)))
-            return "dead-lettered"
+            future = asyncio.run_coroutine_threadsafe(self._dead_letter(envelope, exc), self._loop)
+        else:
+            self._held[tag] = job_id
+            future = asyncio.run_coroutine_threadsafe(self.pipeline.run(job_id), self._loop)
+            self._running[tag] = future
+        future.add_done_callback(lambda done: self._ended(tag, done))
+        return future
+
+    async def _dead_letter(self, envelope: Any, exc: Exception) -> str:
+        await set_aside(self.redis, envelope, str(exc))
+        return "dead-lettered"
+
+    def _ended(self, tag: str, future: Future[str]) -> None:
+        self._held.pop(tag, None)
+        self._running.pop(tag, None)
+        if future.cancelled():
+            outcome = "stopped"
+        elif future.exception() is not None:
+            outcome = f"error: {type(future.exception()).__name__}"
+        else:
+            outcome = future.result()
+        self._outcomes[tag] = outcome
+
+    def run_job(self, envelope: Any, delivery_tag: str | None) -> str:
+        """The task body's entry: the outcome of a job the pool already ran, or run it now.
+
+        With :class:`workers.pool.AsyncioPool` the job has ended before the task body runs; with
+        Celery's own pools (``-P threads``) this blocks the calling pool thread until it ends.
+        """
+        if delivery_tag is not None and delivery_tag in self._outcomes:
+            return self._outcomes.pop(delivery_tag)
         tag = delivery_tag or f"local-{uuid.uuid4().hex}"
-        self._held[tag] = job_id
-        future = asyncio.run_coroutine_threadsafe(self.pipeline.run(job_id), self._loop)
-        self._running[tag] = future
-        try:
-            return str(future.result())
-        except CancelledError:
-            return "stopped"
-        finally:
-            self._held.pop(tag, None)
-            self._running.pop(tag, None)
+        future = self._start(envelope, tag)
+        with contextlib.suppress(CancelledError):
+            future.result()
+        return self._outcomes.pop(tag, "stopped")
 
     def _stop_lost(self, job_ids: list[str]) -> None:
         """Stop the provider calls of jobs that were cancelled, expired or taken over."""
