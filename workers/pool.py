@@ -77,6 +77,7 @@ class AsyncioPool(BasePool):
             log.info("waiting for %d jobs in flight to end", len(pending))
             wait(pending, timeout=SHUTDOWN_GRACE_S)
         self._tracers.shutdown(wait=True)
+        self._runtime.close()
 
     def on_terminate(self) -> None:
         self._tracers.shutdown(wait=False, cancel_futures=True)

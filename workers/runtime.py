@@ -152,6 +152,8 @@ class WorkerRuntime:
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
+            if not self._thread.is_alive():
+                self._loop.close()
 
 
 _runtime: WorkerRuntime | None = None

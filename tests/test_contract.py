@@ -1,0 +1,217 @@
+"""The public contract: names, the error taxonomy, settings and catalog validation."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gateway_client
+from config.catalog import load_catalog, parse_catalog
+from config.settings import load_settings
+from gateway_client import (
+    ERROR_CODES,
+    CacheError,
+    CircuitBreakerError,
+    ConfigurationError,
+    GatewayError,
+    InferenceResponse,
+    ProviderError,
+    RateLimitError,
+    ResponseError,
+    RoutingError,
+    StreamChunk,
+    TokenUsage,
+    ValidationError,
+    error_from_payload,
+)
+from gateway_client.wire import UnreadableEnvelope, make_envelope, read_envelope
+
+SEED_CODES = {
+    "E4001": ConfigurationError,
+    "E4002": ConfigurationError,
+    "E4100": RoutingError,
+    "E4102": RoutingError,
+    "E4200": ProviderError,
+    "E4202": ProviderError,
+    "E4203": ProviderError,
+    "E4300": CacheError,
+    "E4301": CacheError,
+    "E4401": RateLimitError,
+    "E4402": RateLimitError,
+    "E4500": ValidationError,
+    "E4501": ValidationError,
+    "E4600": ResponseError,
+    "E4604": ResponseError,
+    "E4701": CircuitBreakerError,
+    "E4702": CircuitBreakerError,
+}
+
+
+def test_public_names() -> None:
+    for name in gateway_client.__all__:
+        assert getattr(gateway_client, name) is not None
+    assert {
+        "ModelGateway",
+        "SyncModelGateway",
+        "InferenceRequest",
+        "Message",
+        "MessageRole",
+        "InferenceResponse",
+        "StreamChunk",
+        "TokenUsage",
+        "GatewayError",
+    } <= set(gateway_client.__all__)
+
+
+@pytest.mark.parametrize(("code", "category"), sorted(SEED_CODES.items()))
+def test_every_seed_code_exists_in_its_category(code: str, category: type) -> None:
+    assert code in ERROR_CODES
+    error = error_from_payload({"code": code, "message": "m"})
+    assert type(error) is category and isinstance(error, GatewayError)
+    assert error.code == code and str(error) == f"[{code}] m"
+
+
+def test_added_codes_lie_inside_the_seed_ranges() -> None:
+    for code in ("E4403", "E4404", "E4405", "E4205", "E4503"):
+        assert code in ERROR_CODES
+    for code in ERROR_CODES:
+        assert 4000 <= int(code[1:]) <= 4799
+
+
+def test_errors_round_trip_as_payload_and_pickle() -> None:
+    error = RateLimitError("slow down", code="E4401", details={"retry_after": 2.5})
+    again = error_from_payload(error.to_payload())
+    assert (type(again), again.code, again.message, again.retry_after) == (
+        RateLimitError,
+        "E4401",
+        "slow down",
+        2.5,
+    )
+    unpickled = pickle.loads(pickle.dumps(error))
+    assert unpickled.code == "E4401" and unpickled.details == {"retry_after": 2.5}
+    with pytest.raises(ValueError):
+        ProviderError("wrong range", code="E4401")
+
+
+def test_response_models_round_trip_through_json() -> None:
+    usage = TokenUsage(prompt_tokens=3, completion_tokens=4)
+    assert usage.total_tokens == 7
+    response = InferenceResponse(
+        request_id="r",
+        job_id="j",
+        model_id="mock",
+        provider="mock",
+        content="hi",
+        token_usage=usage,
+    )
+    assert InferenceResponse.model_validate_json(response.model_dump_json()) == response
+    chunk = StreamChunk(job_id="j", sequence=0, content_delta="h")
+    assert not chunk.is_final and chunk.token_usage is None
+
+
+def test_envelope_versions() -> None:
+    assert read_envelope(make_envelope("abc")) == "abc"
+    for bad in ({"v": 2, "job_id": "abc"}, {"v": 1}, ["v", 1], {"v": 1, "job_id": "a{b}"}):
+        with pytest.raises(UnreadableEnvelope):
+            read_envelope(bad)
+
+
+def test_malformed_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHE_TTL", "soon")
+    monkeypatch.setenv("CIRCUIT_BREAKER_FAILURE_THRESHOLD", "-1")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert caught.value.code == "E4004"
+    assert "CACHE_TTL" in caught.value.message
+    assert "CIRCUIT_BREAKER_FAILURE_THRESHOLD" in caught.value.message
+
+
+def test_seed_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "REDIS_URL": "redis://example:6380/2",
+        "CACHE_ENABLED": "false",
+        "CACHE_TTL": "60",
+        "CACHE_SIMILARITY_THRESHOLD": "0.9",
+        "RATE_LIMIT_REQUESTS_PER_MINUTE": "7",
+        "RATE_LIMIT_TOKENS_PER_MINUTE": "700",
+        "CIRCUIT_BREAKER_FAILURE_THRESHOLD": "3",
+        "CIRCUIT_BREAKER_RECOVERY_TIMEOUT": "9",
+        "OLLAMA_URL": "http://o:1",
+        "OLLAMA_EMBEDDING_MODEL": "e",
+        "OLLAMA_EMBEDDING_DIMENSIONS": "384",
+        "OPENAI_API_KEY": "sk-secret-value",
+        "ANTHROPIC_API_KEY": "sk-ant-secret",
+        "L01_BASE_URL": "http://l01:8001",
+        "L01_API_KEY": "k",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s = load_settings()
+    assert (s.redis_url, s.cache_enabled, s.cache_ttl, s.cache_similarity_threshold) == (
+        "redis://example:6380/2",
+        False,
+        60,
+        0.9,
+    )
+    assert (s.rate_limit_requests_per_minute, s.rate_limit_tokens_per_minute) == (7, 700)
+    assert (s.circuit_breaker_failure_threshold, s.circuit_breaker_recovery_timeout) == (3, 9)
+    assert (s.ollama_url, s.ollama_embedding_model, s.ollama_embedding_dimensions) == (
+        "http://o:1",
+        "e",
+        384,
+    )
+    assert s.l01_base_url == "http://l01:8001"
+    assert "sk-secret-value" not in repr(s) and "sk-ant-secret" not in str(s)
+
+
+def test_malformed_catalog_names_the_model_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.toml"
+    path.write_text(
+        '[[models]]\nmodel_id = "m1"\nprovider = "openai"\n'
+        'context_window = "big"\nmax_output_tokens = 10\n'
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        load_catalog(path)
+    assert caught.value.code == "E4003"
+    assert "m1" in caught.value.message and "context_window" in caught.value.message
+    with pytest.raises(ConfigurationError, match="provider"):
+        parse_catalog(
+            {
+                "models": [
+                    {
+                        "model_id": "x",
+                        "provider": "nope",
+                        "context_window": 10,
+                        "max_output_tokens": 5,
+                    }
+                ]
+            }
+        )
+
+
+def test_default_catalog_has_the_seed_models() -> None:
+    catalog = load_catalog()
+    for model in (
+        "mock",
+        "claude-opus-4-5",
+        "claude-3-5-sonnet-20241022",
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4-turbo",
+        "gpt-3.5-turbo",
+        "llama3.1:8b",
+        "claude-code",
+    ):
+        assert catalog.get(model) is not None, model
+    assert catalog.resolve(None).model_id == "mock"
+    assert catalog.resolve("claude-3-5-sonnet").provider == "anthropic"
+
+
+@pytest.mark.parametrize("first", ["tasks", "config.settings", "gateway_client", "workers.pool"])
+def test_any_package_imports_first(first: str) -> None:
+    # `celery -A tasks worker` imports tasks before anything else.
+    subprocess.run([sys.executable, "-c", f"import {first}"], check=True)
