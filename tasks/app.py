@@ -47,8 +47,8 @@ def celery_config(settings: GatewaySettings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
-        # Jobs run on the worker's asyncio loop, not one thread each (see workers/pool.py).
-        "worker_pool": "workers.pool:AsyncioPool",
+        # Jobs run on the worker's asyncio loop, not one thread each (see workers/asyncio_pool.py).
+        "worker_pool": "workers.asyncio_pool:AsyncioPool",
         "task_default_queue": queue_name("mock"),
         "task_queues": [
             Queue(name, routing_key=name, queue_arguments={"x-max-priority": 9})

@@ -211,7 +211,9 @@ def test_default_catalog_has_the_seed_models() -> None:
     assert catalog.resolve("claude-3-5-sonnet").provider == "anthropic"
 
 
-@pytest.mark.parametrize("first", ["tasks", "config.settings", "gateway_client", "workers.pool"])
+@pytest.mark.parametrize(
+    "first", ["tasks", "config.settings", "gateway_client", "workers.asyncio_pool"]
+)
 def test_any_package_imports_first(first: str) -> None:
     # `celery -A tasks worker` imports tasks before anything else.
     subprocess.run([sys.executable, "-c", f"import {first}"], check=True)

@@ -115,8 +115,9 @@ class WorkerRuntime:
     def run_job(self, envelope: Any, delivery_tag: str | None) -> str:
         """The task body's entry: the outcome of a job the pool already ran, or run it now.
 
-        With :class:`workers.pool.AsyncioPool` the job has ended before the task body runs; with
-        Celery's own pools (``-P threads``) this blocks the calling pool thread until it ends.
+        With :class:`workers.asyncio_pool.AsyncioPool` the job has ended before the task body
+        runs; with Celery's own pools (``-P threads``) this blocks the calling pool thread until
+        it ends.
         """
         if delivery_tag is not None and delivery_tag in self._outcomes:
             return self._outcomes.pop(delivery_tag)
