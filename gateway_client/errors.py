@@ -182,6 +182,12 @@ _CATEGORIES: tuple[type[GatewayError], ...] = (
 )
 
 
+def unknown_job(job_id: str) -> RateLimitError:
+    return RateLimitError(
+        f"job {job_id} is unknown or its record expired", code="E4406", details={"job_id": job_id}
+    )
+
+
 def error_class_for(code: str) -> type[GatewayError]:
     number = int(code[1:])
     for cls in _CATEGORIES:

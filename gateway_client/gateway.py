@@ -19,6 +19,7 @@ from gateway_client.errors import (
     RateLimitError,
     RoutingError,
     ValidationError,
+    unknown_job,
 )
 from gateway_client.handle import JobHandle
 from gateway_client.health import fleet_health
@@ -219,7 +220,7 @@ class ModelGateway:
         """A handle on a job submitted earlier (by this process or another)."""
         info = await self._store.status(job_id)
         if not info:
-            raise RateLimitError(f"job {job_id} is unknown or its record expired", code="E4406")
+            raise unknown_job(job_id)
         return self._handle(job_id, float(info.get("deadline") or time.time()))
 
     def _handle(self, job_id: str, deadline: float) -> JobHandle:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from gateway_client.errors import GatewayError, RateLimitError, error_from_payload
+from gateway_client.errors import GatewayError, error_from_payload, unknown_job
 from gateway_client.job_store import JobEvent, JobStore
 from gateway_client.listener import EventListener
 from gateway_client.response import InferenceResponse, StreamChunk
@@ -102,9 +102,7 @@ class JobHandle:
     async def status(self) -> JobStatus:
         info = await self._store.status(self.job_id)
         if not info:
-            raise RateLimitError(
-                f"job {self.job_id} is unknown or its record expired", code="E4406"
-            )
+            raise unknown_job(self.job_id)
         return JobStatus(
             job_id=self.job_id,
             state=info.get("state", "unknown"),
@@ -163,9 +161,7 @@ class JobHandle:
             self.job_id, mode="expire", state="expired", grace=self._grace
         )
         if outcome == 0 and not await self._store.status(self.job_id):
-            raise RateLimitError(
-                f"job {self.job_id} is unknown or its record expired", code="E4406"
-            )
+            raise unknown_job(self.job_id)
         if outcome == -3:
             # Our clock runs ahead of the Redis server's: give it a moment.
             await asyncio.sleep(0.2)

@@ -31,6 +31,3 @@ def job_channel(job_id: str) -> str:
 
 DEAD_LETTERS = f"{PREFIX}:dlq"
 """List: job messages a worker could not read, set aside for ``l04 dlq``."""
-
-WORKERS = f"{PREFIX}:workers"
-"""Hash: worker id -> last heartbeat (server time), for health and scaling."""
