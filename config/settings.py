@@ -35,6 +35,7 @@ class GatewaySettings(BaseSettings):
     ollama_url: str = Field(default="http://localhost:11434", alias="OLLAMA_URL")
     ollama_embedding_model: str = Field(default="nomic-embed-text", alias="OLLAMA_EMBEDDING_MODEL")
     ollama_embedding_dimensions: int = Field(default=768, gt=0, alias="OLLAMA_EMBEDDING_DIMENSIONS")
+    claude_code_path: str = Field(default="claude", alias="L04_CLAUDE_CODE_PATH")
     provider_timeout: float = Field(default=60.0, gt=0, alias="L04_PROVIDER_TIMEOUT")
     http_max_connections: int = Field(default=2000, gt=0, alias="L04_HTTP_MAX_CONNECTIONS")
 

@@ -16,6 +16,18 @@ def build_adapter(provider: str, settings: GatewaySettings) -> ProviderAdapter:
         from workers.providers.openai import OpenAIAdapter
 
         return OpenAIAdapter(settings)
+    if provider == "anthropic":
+        from workers.providers.anthropic import AnthropicAdapter
+
+        return AnthropicAdapter(settings)
+    if provider == "ollama":
+        from workers.providers.ollama import OllamaAdapter
+
+        return OllamaAdapter(settings)
+    if provider == "claude_code":
+        from workers.providers.claude_code import ClaudeCodeAdapter
+
+        return ClaudeCodeAdapter(settings)
     raise ConfigurationError(
         f"provider {provider!r} is not configured on this worker",
         code="E4002",

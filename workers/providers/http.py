@@ -31,6 +31,7 @@ from gateway_client.errors import (
     ProviderError,
     RateLimitError,
     ResponseError,
+    error_class_for,
 )
 from workers.redact import redact
 
@@ -52,8 +53,11 @@ class ShardedHttpClient:
         total = settings.http_max_connections
         count = max(1, -(-total // POOL_SHARD_SIZE))
         per_shard = -(-total // count)
+        # One TLS context for all shards: building one loads the CA bundle (~30 ms each).
+        tls = httpx.create_ssl_context()
         self._shards = [
             httpx.AsyncClient(
+                verify=tls,
                 base_url=base_url.rstrip("/") + "/",
                 headers=headers,
                 timeout=httpx.Timeout(settings.provider_timeout, connect=10.0),
@@ -136,9 +140,11 @@ class HttpErrorMapper:
         text = json.dumps(error) if not isinstance(error, str) else error
         kind = error.get("type", "") if isinstance(error, dict) else ""
         if kind in ("overloaded_error", "api_error", "server_error"):
-            return ProviderError(
+            code = "E4604" if streaming else "E4200"
+            return error_class_for(code)(
                 f"{self.provider} stream error: {self._clean(text)}",
-                code="E4604" if streaming else "E4200",
+                code=code,
+                retryable=True,
                 details={"provider": self.provider, "type": kind},
             )
         if kind == "rate_limit_error":
@@ -186,7 +192,7 @@ class HttpErrorMapper:
         except httpx.TimeoutException as exc:
             code = "E4604" if streaming and isinstance(exc, httpx.ReadTimeout) else "E4202"
             what = "stream stalled" if code == "E4604" else "request timed out"
-            raise ProviderError(
+            raise error_class_for(code)(
                 f"{self.provider}: {what} ({type(exc).__name__})",
                 code=code,
                 retryable=True,
@@ -194,7 +200,7 @@ class HttpErrorMapper:
             ) from None
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
             code = "E4604" if streaming else "E4200"
-            raise ProviderError(
+            raise error_class_for(code)(
                 f"{self.provider}: connection broke ({type(exc).__name__})",
                 code=code,
                 retryable=True,

@@ -11,7 +11,7 @@ from typing import Any
 
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
-from gateway_client.errors import ResponseError
+from gateway_client.errors import CacheError, ResponseError
 from gateway_client.messages import ImagePart, Message, TextPart, ToolCall
 from gateway_client.request import InferenceRequest
 from gateway_client.response import TokenUsage
@@ -66,6 +66,20 @@ class OpenAIAdapter(ProviderAdapter):
         yield ProviderDelta(
             finish_reason=finish or "stop", usage=usage or TokenUsage(), tool_calls=calls.calls()
         )
+
+    async def embed(self, texts: list[str], model: str | None = None) -> list[list[float]]:
+        body = {"model": model or "text-embedding-3-small", "input": texts}
+        async with self._errors.boundary():
+            response = await self._client.post("embeddings", json=body)
+            self._errors.raise_for_status(response)
+            data = self._errors.json(response)
+        try:
+            rows = sorted(data["data"], key=lambda row: row["index"])
+            return [[float(x) for x in row["embedding"]] for row in rows]
+        except (KeyError, TypeError) as exc:
+            raise CacheError(
+                f"openai: unexpected embeddings shape ({exc!r})", code="E4301"
+            ) from None
 
     async def health(self) -> dict[str, Any]:
         async with self._errors.boundary():

@@ -1,0 +1,189 @@
+"""The local Claude Code CLI, run in print mode with streamed JSON output.
+
+    claude -p --output-format stream-json --verbose --include-partial-messages [--model M]
+
+The conversation goes in on stdin (never on the command line, where ``ps`` would show it). Each
+line out is one event: ``system`` (init), ``stream_event`` (Anthropic SSE events, with partial
+messages), ``assistant`` / ``user`` (whole turns) and a final ``result`` with usage and cost.
+Each call runs in its own scratch directory, in its own process group, which is killed on
+timeout, on a stall, on cancel and on any error, so no process outlives its job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+from config.catalog import ModelSpec
+from config.settings import GatewaySettings
+from gateway_client.errors import ConfigurationError, ProviderError, ResponseError
+from gateway_client.messages import MessageRole
+from gateway_client.request import InferenceRequest
+from gateway_client.response import TokenUsage
+from workers.providers.base import CallContext, ProviderAdapter, ProviderDelta, ProviderResult
+from workers.redact import redact
+
+log = logging.getLogger(__name__)
+LINE_LIMIT = 16 * 1024 * 1024
+
+
+class ClaudeCodeAdapter(ProviderAdapter):
+    name = "claude_code"
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self._executable = settings.claude_code_path
+        self._stall_timeout = settings.provider_timeout
+
+    def command(self, model: ModelSpec) -> list[str]:
+        command = [
+            self._executable,
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--include-partial-messages",
+        ]
+        if model.provider_model:
+            command += ["--model", model.provider_model]
+        return command
+
+    async def complete(
+        self, request: InferenceRequest, model: ModelSpec, ctx: CallContext
+    ) -> ProviderResult:
+        text: list[str] = []
+        final = ProviderDelta()
+        async for delta in self.stream(request, model, ctx):
+            text.append(delta.text)
+            if delta.usage is not None:
+                final = delta
+        return ProviderResult(
+            content="".join(text),
+            usage=final.usage or TokenUsage(),
+            finish_reason=final.finish_reason or "stop",
+        )
+
+    async def stream(
+        self, request: InferenceRequest, model: ModelSpec, ctx: CallContext
+    ) -> AsyncIterator[ProviderDelta]:
+        partial_seen = False
+        async for event in self._events(render_prompt(request), model):
+            kind = event.get("type")
+            if kind == "stream_event":
+                inner = event.get("event") or {}
+                delta = inner.get("delta") or {}
+                if (
+                    inner.get("type") == "content_block_delta"
+                    and delta.get("type") == ("text_delta")
+                    and delta.get("text")
+                ):
+                    partial_seen = True
+                    yield ProviderDelta(text=delta["text"])
+            elif kind == "assistant" and not partial_seen:
+                for block in (event.get("message") or {}).get("content") or []:
+                    if block.get("type") == "text" and block.get("text"):
+                        yield ProviderDelta(text=block["text"])
+            elif kind == "result":
+                if event.get("is_error") or event.get("subtype") != "success":
+                    raise ProviderError(
+                        f"claude reported {event.get('subtype')}: "
+                        f"{redact(str(event.get('result') or ''))[:300]}",
+                        code="E4200",
+                    )
+                usage = event.get("usage") or {}
+                cached = int(usage.get("cache_read_input_tokens") or 0)
+                yield ProviderDelta(
+                    finish_reason="stop",
+                    usage=TokenUsage(
+                        prompt_tokens=int(usage.get("input_tokens") or 0)
+                        + cached
+                        + int(usage.get("cache_creation_input_tokens") or 0),
+                        completion_tokens=int(usage.get("output_tokens") or 0),
+                        cached_tokens=cached,
+                    ),
+                )
+                return
+        raise ResponseError("claude exited without a result event", code="E4604", retryable=True)
+
+    async def _events(self, prompt: str, model: ModelSpec) -> AsyncIterator[dict[str, Any]]:
+        workdir = tempfile.mkdtemp(prefix="l04-claude-")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self.command(model),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=workdir,
+                start_new_session=True,
+                limit=LINE_LIMIT,
+            )
+        except FileNotFoundError:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise ConfigurationError(
+                f"the Claude Code executable {self._executable!r} was not found; install it or "
+                "set L04_CLAUDE_CODE_PATH",
+                code="E4002",
+                details={"provider": self.name},
+            ) from None
+        try:
+            assert process.stdin and process.stdout and process.stderr
+            process.stdin.write(prompt.encode())
+            await process.stdin.drain()
+            process.stdin.close()
+            while True:
+                try:
+                    line = await asyncio.wait_for(process.stdout.readline(), self._stall_timeout)
+                except TimeoutError:
+                    raise ProviderError(
+                        f"claude wrote nothing for {self._stall_timeout:.0f}s",
+                        code="E4604",
+                        retryable=True,
+                    ) from None
+                if not line:
+                    break
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    log.debug("claude wrote a line that is not JSON; skipped")
+                    continue
+                if isinstance(event, dict):
+                    yield event
+            code = await process.wait()
+            if code != 0:
+                stderr = (await process.stderr.read()).decode(errors="replace")
+                raise ProviderError(
+                    f"claude exited with status {code}: {redact(stderr.strip())[-300:]}",
+                    code="E4200",
+                    details={"provider": self.name, "exit_status": code},
+                )
+        finally:
+            _kill_group(process)
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                await process.wait()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _kill_group(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def render_prompt(request: InferenceRequest) -> str:
+    """The conversation as one prompt: the CLI takes a single prompt in print mode."""
+    if len(request.messages) == 1:
+        return request.messages[0].text
+    names = {
+        MessageRole.SYSTEM: "System",
+        MessageRole.USER: "User",
+        MessageRole.ASSISTANT: "Assistant",
+        MessageRole.TOOL: "Tool result",
+    }
+    return "\n\n".join(f"{names[m.role]}: {m.text}" for m in request.messages)
