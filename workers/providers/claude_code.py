@@ -19,7 +19,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from config.catalog import ModelSpec
@@ -74,45 +74,25 @@ class ClaudeCodeAdapter(ProviderAdapter):
         self, request: InferenceRequest, model: ModelSpec, ctx: CallContext
     ) -> AsyncIterator[ProviderDelta]:
         partial_seen = False
-        async for event in self._events(render_prompt(request), model):
-            kind = event.get("type")
-            if kind == "stream_event":
-                inner = event.get("event") or {}
-                delta = inner.get("delta") or {}
-                if (
-                    inner.get("type") == "content_block_delta"
-                    and delta.get("type") == ("text_delta")
-                    and delta.get("text")
-                ):
-                    partial_seen = True
-                    yield ProviderDelta(text=delta["text"])
-            elif kind == "assistant" and not partial_seen:
-                for block in (event.get("message") or {}).get("content") or []:
-                    if block.get("type") == "text" and block.get("text"):
-                        yield ProviderDelta(text=block["text"])
-            elif kind == "result":
-                if event.get("is_error") or event.get("subtype") != "success":
-                    raise ProviderError(
-                        f"claude reported {event.get('subtype')}: "
-                        f"{redact(str(event.get('result') or ''))[:300]}",
-                        code="E4200",
-                    )
-                usage = event.get("usage") or {}
-                cached = int(usage.get("cache_read_input_tokens") or 0)
-                yield ProviderDelta(
-                    finish_reason="stop",
-                    usage=TokenUsage(
-                        prompt_tokens=int(usage.get("input_tokens") or 0)
-                        + cached
-                        + int(usage.get("cache_creation_input_tokens") or 0),
-                        completion_tokens=int(usage.get("output_tokens") or 0),
-                        cached_tokens=cached,
-                    ),
-                )
-                return
+        # aclosing: leaving the loop early must still kill the process and remove its directory.
+        async with contextlib.aclosing(self._events(render_prompt(request), model)) as events:
+            async for event in events:
+                kind = event.get("type")
+                if kind == "stream_event":
+                    text = _partial_text(event)
+                    if text:
+                        partial_seen = True
+                        yield ProviderDelta(text=text)
+                elif kind == "assistant" and not partial_seen:
+                    for block in (event.get("message") or {}).get("content") or []:
+                        if block.get("type") == "text" and block.get("text"):
+                            yield ProviderDelta(text=block["text"])
+                elif kind == "result":
+                    yield _final(event)
+                    return
         raise ResponseError("claude exited without a result event", code="E4604", retryable=True)
 
-    async def _events(self, prompt: str, model: ModelSpec) -> AsyncIterator[dict[str, Any]]:
+    async def _events(self, prompt: str, model: ModelSpec) -> AsyncGenerator[dict[str, Any], None]:
         workdir = tempfile.mkdtemp(prefix="l04-claude-")
         try:
             process = await asyncio.create_subprocess_exec(
@@ -141,7 +121,7 @@ class ClaudeCodeAdapter(ProviderAdapter):
                 try:
                     line = await asyncio.wait_for(process.stdout.readline(), self._stall_timeout)
                 except TimeoutError:
-                    raise ProviderError(
+                    raise ResponseError(
                         f"claude wrote nothing for {self._stall_timeout:.0f}s",
                         code="E4604",
                         retryable=True,
@@ -168,6 +148,36 @@ class ClaudeCodeAdapter(ProviderAdapter):
             with contextlib.suppress(ProcessLookupError, ChildProcessError):
                 await process.wait()
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _partial_text(event: dict[str, Any]) -> str:
+    """The text of a ``stream_event`` wrapping a ``content_block_delta`` / ``text_delta``."""
+    inner = event.get("event") or {}
+    delta = inner.get("delta") or {}
+    if inner.get("type") == "content_block_delta" and delta.get("type") == "text_delta":
+        return str(delta.get("text") or "")
+    return ""
+
+
+def _final(event: dict[str, Any]) -> ProviderDelta:
+    """The ``result`` event: usage, or the error the CLI reports."""
+    if event.get("is_error") or event.get("subtype") != "success":
+        raise ProviderError(
+            f"claude reported {event.get('subtype')}: "
+            f"{redact(str(event.get('result') or ''))[:300]}",
+            code="E4200",
+        )
+    usage = event.get("usage") or {}
+    cached = int(usage.get("cache_read_input_tokens") or 0)
+    created = int(usage.get("cache_creation_input_tokens") or 0)
+    return ProviderDelta(
+        finish_reason="stop",
+        usage=TokenUsage(
+            prompt_tokens=int(usage.get("input_tokens") or 0) + cached + created,
+            completion_tokens=int(usage.get("output_tokens") or 0),
+            cached_tokens=cached,
+        ),
+    )
 
 
 def _kill_group(process: asyncio.subprocess.Process) -> None:
