@@ -420,8 +420,18 @@ class MockUpstream:
 
     # -- OpenAI ---------------------------------------------------------------------------------
 
-    def _openai_error(self, status: int, fault: dict[str, Any]) -> web.Response:
+    def _openai_error(
+        self, status: int, fault: dict[str, Any], request: web.Request | None = None
+    ) -> web.Response:
         kind, code, message = _OPENAI_ERROR_KINDS.get(status, _OPENAI_ERROR_KINDS[500])
+        key = (request.headers.get("Authorization", "") if request else "").removeprefix("Bearer ")
+        if status == 401 and key:
+            # As OpenAI does: the key it was given, partly masked.
+            masked = key[:8] + "*" * max(0, len(key) - 12) + key[-4:]
+            message = (
+                f"Incorrect API key provided: {masked}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys."
+            )
         body = OPENAI_ERROR % {"message": message, "type": kind, "code": code}
         return web.Response(status=status, text=body, headers=self._retry_headers(fault))
 
@@ -430,7 +440,7 @@ class MockUpstream:
         try:
             body, fault = await self._begin(request)
             if fault.get("status"):
-                return self._openai_error(int(fault["status"]), fault)
+                return self._openai_error(int(fault["status"]), fault, request)
             if fault.get("malformed"):
                 return web.Response(text="<html>bad gateway</html>", content_type="text/html")
             values = {
@@ -440,7 +450,7 @@ class MockUpstream:
                 "tool": _first_tool(body, "function"),
             }
             if not body.get("stream"):
-                if body.get("tools"):
+                if _wants_tool(body):
                     text = OPENAI_TOOL_COMPLETION % values
                 else:
                     text = OPENAI_COMPLETION % values
@@ -459,7 +469,7 @@ class MockUpstream:
         fault: dict[str, Any],
     ) -> web.StreamResponse:
         response = await _sse(request)
-        if body.get("tools"):
+        if _wants_tool(body):
             for delta in OPENAI_TOOL_CHUNKS:
                 await response.write(
                     (OPENAI_DELTA % {**values, "delta": delta % values, "finish": "null"}).encode()
@@ -525,7 +535,7 @@ class MockUpstream:
                 return self._anthropic_error(int(fault["status"]), fault)
             values = {"model": str(body.get("model", "claude")), "tool": _first_tool(body, None)}
             if not body.get("stream"):
-                template = ANTHROPIC_TOOL_MESSAGE if body.get("tools") else ANTHROPIC_MESSAGE
+                template = ANTHROPIC_TOOL_MESSAGE if _wants_tool(body) else ANTHROPIC_MESSAGE
                 return web.Response(text=template % values, content_type="application/json")
             response = await _sse(request)
             await response.write((ANTHROPIC_STREAM_START % values).encode())
@@ -539,7 +549,7 @@ class MockUpstream:
                 await response.write((ANTHROPIC_TEXT_DELTA % {"piece": json.dumps(piece)}).encode())
             await response.write((ANTHROPIC_BLOCK_STOP % {"index": 0}).encode())
             stop = "end_turn"
-            if body.get("tools"):
+            if _wants_tool(body):
                 await response.write((ANTHROPIC_TOOL_BLOCK % values).encode())
                 await response.write((ANTHROPIC_BLOCK_STOP % {"index": 1}).encode())
                 stop = "tool_use"
@@ -567,7 +577,7 @@ class MockUpstream:
                     content_type="application/json",
                 )
             if not body.get("stream", True):
-                template = OLLAMA_TOOL_CHAT if body.get("tools") else OLLAMA_CHAT
+                template = OLLAMA_TOOL_CHAT if _wants_tool(body) else OLLAMA_CHAT
                 return web.Response(text=template % values, content_type="application/json")
             response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
             await response.prepare(request)
@@ -577,7 +587,7 @@ class MockUpstream:
                 await response.write(
                     (OLLAMA_STREAM_PIECE % {**values, "piece": json.dumps(piece)}).encode()
                 )
-            if body.get("tools"):
+            if _wants_tool(body):
                 await response.write((OLLAMA_STREAM_TOOL % values).encode())
             await response.write((OLLAMA_STREAM_DONE % values).encode())
             await response.write_eof()
@@ -643,6 +653,20 @@ async def _interrupt(request: web.Request, fault: dict[str, Any], index: int) ->
     if fault.get("stall_after_chunks") == index:
         await asyncio.sleep(3600)
     return False
+
+
+def _wants_tool(body: dict[str, Any]) -> bool:
+    """Answer with a tool call when tools are offered, unless the last turn is a tool's result."""
+    if not body.get("tools"):
+        return False
+    last = (body.get("messages") or [{}])[-1]
+    content = last.get("content")
+    if last.get("role") == "tool":
+        return False
+    return not (
+        isinstance(content, list)
+        and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
+    )
 
 
 def _first_tool(body: dict[str, Any], wrapper: str | None) -> str:

@@ -119,6 +119,8 @@ async def test_tool_calls_come_back_whole(
     assert json.loads(calls[0].arguments) == {"location": "San Francisco, CA"}
     assert calls[0].id
     assert finish == "tool_calls"
+    if provider == "openai" and not streamed:
+        assert result.usage.cached_tokens == 64  # prompt_tokens_details.cached_tokens
 
 
 @providers
@@ -288,6 +290,17 @@ async def test_cut_or_stalled_stream_is_E4604(
     with pytest.raises(GatewayError) as caught:
         await collect(adapter_for[provider], request(USER), provider)
     assert caught.value.code == "E4604" and caught.value.retryable
+
+
+async def test_slow_provider_times_out_with_E4202(mock_upstream: MockUpstreamProcess) -> None:
+    adapter = build_adapter("openai", settings_for(mock_upstream, L04_PROVIDER_TIMEOUT=1))
+    mock_upstream.faults({"latency_ms": 3000})
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await adapter.complete(request(USER), spec("openai"), CTX)
+        assert (caught.value.code, caught.value.retryable) == ("E4202", True)
+    finally:
+        await adapter.aclose()
 
 
 async def test_unreachable_provider_is_retryable_E4200() -> None:

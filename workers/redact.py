@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-# Key shapes of the providers we speak to, in case an upstream echoes a key we never sent.
-_KEY_PATTERN = re.compile(r"\b(sk-ant-[A-Za-z0-9_\-]{6,}|sk-[A-Za-z0-9_\-]{6,})")
+# Key shapes of the providers we speak to, whole or partly masked with '*' as providers echo
+# them back ("Incorrect API key provided: sk-proj-********abcd").
+_KEY_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-*]{4,}")
 REDACTED = "[REDACTED]"
 
 
