@@ -1,0 +1,135 @@
+"""Circuit breakers per provider (or model deployment), their state in Redis for every worker.
+
+    CLOSED ──(failure_threshold consecutive retryable failures)──▶ OPEN
+    OPEN ──(recovery_timeout elapsed)──▶ HALF_OPEN: at most `probes` calls let through at once
+    HALF_OPEN ──(a probe succeeds)──▶ CLOSED      HALF_OPEN ──(a probe fails)──▶ OPEN again
+
+Every transition is one Lua script on the server's clock, so all workers on all hosts see the
+same state at once and exactly ``probes`` calls probe a half-open provider. Only retryable
+failures count (a 400 says nothing about the provider's health).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from redis.asyncio import Redis
+
+from gateway_client.keys import PREFIX
+
+
+class BreakerState(IntEnum):
+    """Values as the seed's ``l04_circuit_breaker_state`` gauge has them."""
+
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+_PRELUDE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+# KEYS: breaker hash. ARGV: recovery_ms, probes, probe_ttl_ms.
+# Returns {allowed (0/1), state, retry_in_ms}.
+_ALLOW = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'probes')
+local state, opened, probing = tonumber(f[1] or 0), tonumber(f[2] or 0), tonumber(f[3] or 0)
+local now = now_ms()
+if state == 0 then return {1, 0, 0} end
+if state == 2 then
+  local reopen_at = opened + tonumber(ARGV[1])
+  if now < reopen_at then return {0, 2, reopen_at - now} end
+  redis.call('HSET', KEYS[1], 'state', 1, 'probes', 0)
+  state, probing = 1, 0
+end
+if probing < tonumber(ARGV[2]) then
+  redis.call('HINCRBY', KEYS[1], 'probes', 1)
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]))
+  return {1, 1, 0}
+end
+return {0, 1, tonumber(ARGV[3])}
+"""
+)
+
+# KEYS: breaker hash. ARGV: outcome ('success' | 'failure'), threshold, ttl_ms.
+# Returns the state after the report.
+_REPORT = (
+    _PRELUDE
+    + """
+local state = tonumber(redis.call('HGET', KEYS[1], 'state') or 0)
+if ARGV[1] == 'success' then
+  if state ~= 0 or redis.call('HGET', KEYS[1], 'failures') then
+    redis.call('DEL', KEYS[1])
+  end
+  return 0
+end
+if state == 1 then
+  redis.call('HSET', KEYS[1], 'state', 2, 'opened_at', now_ms(), 'probes', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 2
+end
+if state == 2 then return 2 end
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if failures >= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'state', 2, 'opened_at', now_ms(), 'probes', 0, 'failures', 0)
+  return 2
+end
+return 0
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    allowed: bool
+    state: BreakerState
+    retry_in_ms: int = 0
+
+
+def breaker_key(target: str) -> str:
+    """``target`` is a provider ("openai") or a deployment ("openai:gpt-4o")."""
+    return f"{PREFIX}:cb:{{{target}}}"
+
+
+class CircuitBreakers:
+    def __init__(
+        self,
+        redis: Redis,
+        failure_threshold: int = 5,
+        recovery_timeout_s: float = 60.0,
+        probes: int = 1,
+    ) -> None:
+        self._redis = redis
+        self.failure_threshold = failure_threshold
+        self.recovery_ms = int(recovery_timeout_s * 1000)
+        self.probes = probes
+        # A probe that never reports (its worker died) frees its place after this long.
+        self.probe_ttl_ms = max(1000, self.recovery_ms)
+        self._allow = redis.register_script(_ALLOW)
+        self._report = redis.register_script(_REPORT)
+
+    async def allow(self, target: str) -> Permit:
+        raw = await self._allow(
+            keys=[breaker_key(target)], args=[self.recovery_ms, self.probes, self.probe_ttl_ms]
+        )
+        return Permit(bool(int(raw[0])), BreakerState(int(raw[1])), int(raw[2]))
+
+    async def record(self, target: str, success: bool) -> BreakerState:
+        ttl = self.recovery_ms * 10 + 60_000
+        state = await self._report(
+            keys=[breaker_key(target)],
+            args=["success" if success else "failure", self.failure_threshold, ttl],
+        )
+        return BreakerState(int(state))
+
+    async def state(self, target: str) -> BreakerState:
+        raw = await self._redis.hget(breaker_key(target), "state")
+        return BreakerState(int(raw or 0))
