@@ -29,7 +29,13 @@ from gateway_client.messages import (
     ToolDefinition,
     ToolResult,
 )
-from gateway_client.request import InferenceRequest, Priority, ResponseFormat
+from gateway_client.request import (
+    InferenceRequest,
+    Priority,
+    ResponseFormat,
+    RoutingOptions,
+    RoutingStrategy,
+)
 from gateway_client.response import InferenceResponse, StreamChunk, TokenUsage
 from gateway_client.wire import SCHEMA_VERSION
 
@@ -81,6 +87,8 @@ __all__ = [
     "ResponseError",
     "ResponseFormat",
     "RoutingError",
+    "RoutingOptions",
+    "RoutingStrategy",
     "StreamChunk",
     "SyncJobHandle",
     "SyncModelGateway",

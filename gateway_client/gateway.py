@@ -8,6 +8,7 @@ comes back through the job's event stream (see :mod:`gateway_client.listener`).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,9 +16,9 @@ from typing import Any
 
 from config.catalog import Catalog, ModelSpec, cached_catalog
 from config.settings import GatewaySettings, load_settings
+from gateway_client import keys, tokens
 from gateway_client.errors import (
     RateLimitError,
-    RoutingError,
     ValidationError,
     unknown_job,
 )
@@ -29,6 +30,7 @@ from gateway_client.messages import Message, MessageRole, ToolResult
 from gateway_client.redis_pool import make_redis
 from gateway_client.request import InferenceRequest, parse_request
 from gateway_client.response import InferenceResponse, StreamChunk
+from gateway_client.router import LLMRouter
 from gateway_client.wire import JOB_ID_PATTERN, make_envelope
 from tasks.app import create_app
 from tasks.message import build_task_message, redis_list_for
@@ -143,7 +145,8 @@ class ModelGateway:
                 "job_id must be 1-128 characters of A-Z a-z 0-9 . _ : -", code="E4500"
             )
         job_id = job_id or uuid.uuid4().hex
-        spec = self._route(request)
+        chain = await self._route(request)
+        spec = chain[0]
         now = time.time()
         deadline = request.deadline or now + request.timeout
         if deadline <= now:
@@ -159,6 +162,7 @@ class ModelGateway:
             "stream": "1" if stream else "0",
             "deadline": repr(deadline),
             "agent_did": request.agent_did,
+            "chain": json.dumps([m.model_id for m in chain]),
         }
         expire_at_ms = int((deadline + self.settings.result_ttl) * 1000)
         if self._broker_is_state_redis:
@@ -228,16 +232,21 @@ class ModelGateway:
             job_id, deadline, self._store, self._listener, self.settings.deadline_grace
         )
 
-    def _route(self, request: InferenceRequest) -> ModelSpec:
-        spec = self.catalog.resolve(request.model_id)
-        missing = set(request.required_capabilities) - set(spec.capabilities)
-        if missing:
-            raise RoutingError(
-                f"model {spec.model_id} lacks {', '.join(sorted(missing))}",
-                code="E4101",
-                details={"model_id": spec.model_id, "missing": sorted(missing)},
-            )
-        return spec
+    async def _route(self, request: InferenceRequest) -> list[ModelSpec]:
+        """The model to answer and its fallbacks (see :class:`LLMRouter`)."""
+        needs_health = request.model_id is None or bool(request.routing.fallback_models)
+        unavailable = await self._open_breakers() if needs_health else set()
+        router = LLMRouter(self.catalog, unavailable=unavailable)
+        return router.route(request, tokens.count_messages(request.messages))
+
+    async def _open_breakers(self) -> set[str]:
+        """Providers whose circuit breaker is open right now."""
+        providers = sorted(self.catalog.providers)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for provider in providers:
+                pipe.hget(keys.breaker(provider), "state")
+            states = await pipe.execute()
+        return {p for p, state in zip(providers, states, strict=True) if state in (b"2", "2")}
 
     async def _check_depth(self, queue: str) -> None:
         if not is_redis_broker(self._broker_url):

@@ -31,3 +31,14 @@ def job_channel(job_id: str) -> str:
 
 DEAD_LETTERS = f"{PREFIX}:dlq"
 """List: job messages a worker could not read, set aside for ``l04 dlq``."""
+
+
+def breaker(target: str) -> str:
+    """Hash: circuit breaker of a provider ("openai") or a deployment ("openai:gpt-4o")."""
+    return f"{PREFIX}:cb:{{{target}}}"
+
+
+def rate_limit(provider: str, model: str, name: str, agent: str | None = None) -> str:
+    """Hash of sub-bucket counts. One model's limits share a hash tag (one Cluster slot)."""
+    scope = f"agent:{agent}:" if agent else ""
+    return f"{PREFIX}:rl:{{{provider}:{model}}}:{scope}{name}"

@@ -22,6 +22,25 @@ class Priority(StrEnum):
     LOW = "low"
 
 
+class RoutingStrategy(StrEnum):
+    CAPABILITY_FIRST = "capability_first"
+    COST_OPTIMIZED = "cost_optimized"
+    LATENCY_OPTIMIZED = "latency_optimized"
+    QUALITY_OPTIMIZED = "quality_optimized"
+    PROVIDER_PINNED = "provider_pinned"
+
+
+class RoutingOptions(BaseModel):
+    """How the router picks a model when ``model_id`` is not given, and what may take over."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    strategy: RoutingStrategy = RoutingStrategy.CAPABILITY_FIRST
+    fallback_models: list[str] = Field(default_factory=list, max_length=8)
+    provider: str | None = None  # for provider_pinned
+    region: str | None = None  # data residency: only models in this region
+    task_type: str | None = None  # which quality score counts (default "general")
+
+
 class ResponseFormat(BaseModel):
     """``json_object``: any JSON object; ``json_schema``: one matching ``json_schema``."""
 
@@ -60,6 +79,7 @@ class InferenceRequest(BaseModel):
     tools: list[ToolDefinition] = Field(default_factory=list, max_length=512)
     tool_choice: str | None = None  # "auto" | "none" | "required" | a tool's name
     response_format: ResponseFormat | None = None
+    routing: RoutingOptions = Field(default_factory=RoutingOptions)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("stop")

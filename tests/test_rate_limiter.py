@@ -9,8 +9,9 @@ import sys
 import pytest
 import redis
 
+from gateway_client.keys import rate_limit as limit_key
 from tests.fleet import ROOT
-from workers.control.rate_limiter import Limit, RateLimiter, limit_key
+from workers.control.rate_limiter import Limit, RateLimiter
 
 WINDOW_S = 3.0  # the algorithm is window-agnostic; a short window keeps the test short
 RUN_S = 9.0

@@ -7,8 +7,7 @@ import sys
 
 import tiktoken
 
-from gateway_client import Message, MessageRole
-from workers import tokens
+from gateway_client import Message, MessageRole, tokens
 
 FIXED_TEXTS = [
     "tiktoken is great!",
@@ -72,7 +71,7 @@ def test_no_network_is_touched_for_any_encoding(tmp_path) -> None:  # type: igno
         "def refuse(*a, **k): raise OSError('network used')\n"
         "socket.socket.connect = refuse\n"
         "socket.create_connection = refuse\n"
-        "from workers import tokens\n"
+        "from gateway_client import tokens\n"
         "assert tokens.count_text('hello world') == 2\n"
         "assert not tokens.is_exact('o200k_base')\n"
         "n = tokens.count_text('hello world, again', 'o200k_base')\n"

@@ -16,7 +16,7 @@ from enum import IntEnum
 
 from redis.asyncio import Redis
 
-from gateway_client.keys import PREFIX
+from gateway_client.keys import breaker as breaker_key
 
 
 class BreakerState(IntEnum):
@@ -92,11 +92,6 @@ class Permit:
     allowed: bool
     state: BreakerState
     retry_in_ms: int = 0
-
-
-def breaker_key(target: str) -> str:
-    """``target`` is a provider ("openai") or a deployment ("openai:gpt-4o")."""
-    return f"{PREFIX}:cb:{{{target}}}"
 
 
 class CircuitBreakers:

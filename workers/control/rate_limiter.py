@@ -26,8 +26,6 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from gateway_client.keys import PREFIX
-
 # KEYS: one hash per limit. ARGV: window_ms, bucket_ms, then per limit: capacity, amount.
 # Returns {1, now_ms, bucket} when admitted, {0, now_ms, wait_ms, index of the short limit}.
 _ADMIT = """
@@ -106,11 +104,6 @@ class Decision:
     wait_ms: int = 0  # when refused: how long until there is room
     short: str = ""  # when refused: the key of the limit that had no room
     never: bool = False  # the amount exceeds the limit's whole capacity
-
-
-def limit_key(provider: str, model: str, name: str, agent: str | None = None) -> str:
-    scope = f"agent:{agent}:" if agent else ""
-    return f"{PREFIX}:rl:{{{provider}:{model}}}:{scope}{name}"
 
 
 class RateLimiter:

@@ -19,11 +19,11 @@ from typing import Any
 
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
+from gateway_client import tokens
 from gateway_client.errors import ERROR_CODES, error_class_for
 from gateway_client.messages import MessageRole
 from gateway_client.request import InferenceRequest
 from gateway_client.response import TokenUsage
-from workers import tokens
 from workers.providers.base import CallContext, ProviderAdapter, ProviderDelta, ProviderResult
 
 

@@ -1,0 +1,152 @@
+"""``LLMRouter``: which model answers a request, and which ones take over if it cannot.
+
+Every candidate must have the request's capabilities, fit prompt + max_tokens in its context
+window (else E4103), sit in the required region (else E4104) and not be disabled. Candidates
+whose circuit breaker is open are skipped (E4102 when that leaves none). The survivors are ranked
+by the request's strategy; the first answers, the rest are its fallback chain.
+
+Strategies (the seed's): ``capability_first`` (default: active before deprecated, then general
+quality, then cost), ``cost_optimized`` (expected cost of this request), ``latency_optimized``
+(latencies the fleet measured; unmeasured models last), ``quality_optimized`` (the quality score
+for the request's task type), ``provider_pinned`` (only the pinned provider's models).
+A request naming a model gets that model first and its own ``fallback_models`` after it; a
+request naming neither a model nor a strategy gets the catalog's ``default_model``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+from config.catalog import Catalog, ModelSpec, ModelStatus
+from gateway_client.errors import RoutingError
+from gateway_client.request import InferenceRequest, RoutingStrategy
+
+MAX_CHAIN = 4
+
+
+class LLMRouter:
+    def __init__(
+        self,
+        catalog: Catalog,
+        latencies_ms: Mapping[str, float] | None = None,
+        unavailable: set[str] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.latencies_ms = dict(latencies_ms or {})
+        # Models (or whole providers) whose circuit breaker is open.
+        self.unavailable = set(unavailable or ())
+
+    def route(self, request: InferenceRequest, prompt_tokens: int) -> list[ModelSpec]:
+        """The chain: the model that answers first, then its fallbacks, never empty."""
+        options = request.routing
+        named_model = request.model_id
+        if named_model is None and "strategy" not in options.model_fields_set:
+            # No model and no strategy asked for: the operator's default model answers.
+            named_model = self.catalog.default_model
+        if named_model is not None:
+            named = [self.catalog.resolve(named_model)]
+            named += [self.catalog.resolve(m) for m in options.fallback_models]
+            candidates = named
+        else:
+            candidates = [m for m in self.catalog if m.status is not ModelStatus.DISABLED]
+            if options.strategy is RoutingStrategy.PROVIDER_PINNED:
+                if not options.provider:
+                    raise RoutingError(
+                        "provider_pinned routing needs routing.provider", code="E4100"
+                    )
+                candidates = [m for m in candidates if m.provider == options.provider]
+        fitting = self._fitting(candidates, request, prompt_tokens, explicit=bool(request.model_id))
+        healthy = [m for m in fitting if not self._down(m)]
+        if not healthy:
+            raise RoutingError(
+                "every model that fits the request is unavailable (circuit open)",
+                code="E4102",
+                details={"models": [m.model_id for m in fitting]},
+            )
+        if named_model is None:
+            healthy.sort(key=self._rank_key(request, prompt_tokens))
+        return healthy[:MAX_CHAIN]
+
+    def _down(self, model: ModelSpec) -> bool:
+        return model.provider in self.unavailable or (
+            f"{model.provider}:{model.model_id}" in self.unavailable
+        )
+
+    def _fitting(
+        self,
+        candidates: list[ModelSpec],
+        request: InferenceRequest,
+        prompt_tokens: int,
+        explicit: bool,
+    ) -> list[ModelSpec]:
+        """Candidates meeting every hard requirement; the most telling refusal if none do."""
+        needed = set(request.required_capabilities)
+        if request.tools:
+            needed.add("tool_use")
+        if any(m.has_images for m in request.messages):
+            needed.add("vision")
+        checks: list[tuple[str, str, Callable[[ModelSpec], bool]]] = [
+            (
+                "E4101",
+                f"no model offers {', '.join(sorted(needed))}",
+                lambda m: needed <= _capabilities(m),
+            ),
+            (
+                "E4103",
+                f"prompt ({prompt_tokens} tokens) plus max_tokens ({request.max_tokens}) "
+                "exceed every candidate's context window",
+                lambda m: prompt_tokens + request.max_tokens <= m.context_window,
+            ),
+            (
+                "E4104",
+                f"no candidate in region {request.routing.region!r}",
+                lambda m: request.routing.region in (None, m.region),
+            ),
+        ]
+        remaining = candidates
+        for code, message, check in checks:
+            passing = [m for m in remaining if check(m)]
+            if not passing:
+                if explicit and len(candidates) == 1:
+                    message = f"model {candidates[0].model_id}: " + message
+                raise RoutingError(
+                    message, code=code, details={"models": [m.model_id for m in remaining]}
+                )
+            remaining = passing
+        return remaining
+
+    def _rank_key(
+        self, request: InferenceRequest, prompt_tokens: int
+    ) -> Callable[[ModelSpec], tuple[float, ...]]:
+        strategy = request.routing.strategy
+        task = request.routing.task_type or "general"
+
+        def quality(m: ModelSpec) -> float:
+            return m.quality_scores.get(task, m.quality_scores.get("general", 0.0))
+
+        def cost(m: ModelSpec) -> float:
+            return m.cost(prompt_tokens, request.max_tokens)
+
+        def deprecated(m: ModelSpec) -> float:
+            return 1.0 if m.status is ModelStatus.DEPRECATED else 0.0
+
+        # Deprecated models come last under every strategy: they are the last resort.
+        if strategy is RoutingStrategy.COST_OPTIMIZED:
+            return lambda m: (deprecated(m), cost(m), -quality(m))
+        if strategy is RoutingStrategy.LATENCY_OPTIMIZED:
+            return lambda m: (
+                deprecated(m),
+                self.latencies_ms.get(m.model_id, math.inf),
+                -quality(m),
+            )
+        if strategy is RoutingStrategy.QUALITY_OPTIMIZED:
+            return lambda m: (deprecated(m), -quality(m), cost(m))
+        return lambda m: (deprecated(m), -quality(m), cost(m))
+
+
+def _capabilities(model: ModelSpec) -> set[str]:
+    caps = set(model.capabilities)
+    if "function_calling" in caps:
+        caps.add("tool_use")
+    return caps
