@@ -94,9 +94,22 @@ local now_ms = math.floor(now * 1000)
 if attempt == 1 then redis.call('HSET', KEYS[1], 'started_ms', now_ms) end
 redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1])
 local r = redis.call('HMGET', KEYS[1], 'request', 'provider', 'model', 'stream', 'deadline',
-                     'created_ms')
+                     'created_ms', 'chain', 'priority')
 return {'run', tostring(attempt), r[1], r[2], r[3], r[4], r[5], r[6],
-        tostring(redis.call('XLEN', KEYS[2])), tostring(now_ms)}
+        tostring(redis.call('XLEN', KEYS[2])), tostring(now_ms), r[7] or '[]', r[8] or 'normal'}
+"""
+
+# KEYS: job, lease, the next model's queue list. ARGV: owner, provider, model, queue, message.
+# Hands a running job to another model's queue: 1 if done, 0 if this worker no longer owns it.
+_HANDOFF = """
+local f = redis.call('HMGET', KEYS[1], 'state')
+if f[1] ~= 'running' or redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'provider', ARGV[2], 'model', ARGV[3],
+           'queue', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'failovers', 1)
+redis.call('DEL', KEYS[2])
+if ARGV[5] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[5]) end
+return 1
 """
 
 # KEYS: job, events, lease. ARGV: worker id, channel, event json.
@@ -168,6 +181,8 @@ class Claim:
     events_so_far: int = 0
     started_ms: int = 0
     detail: str = ""
+    chain: tuple[str, ...] = ()  # the models that may answer, in order
+    priority: str = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +227,7 @@ class JobStore:
         self._append = redis.register_script(_PRELUDE + _APPEND)
         self._finish = redis.register_script(_PRELUDE + _FINISH)
         self._renew = redis.register_script(_RENEW)
+        self._handoff = redis.register_script(_HANDOFF)
 
     @staticmethod
     def _job_keys(job_id: str) -> list[str]:
@@ -261,6 +277,8 @@ class JobStore:
             created_ms=int(parts[7] or 0),
             events_so_far=int(parts[8]),
             started_ms=int(parts[9]),
+            chain=tuple(json.loads(parts[10])),
+            priority=parts[11],
         )
 
     async def append(self, job_id: str, worker_id: str, event: dict[str, Any]) -> int:
@@ -293,6 +311,23 @@ class JobStore:
             ],
         )
         return int(result)
+
+    async def hand_off(
+        self,
+        job_id: str,
+        owner: str,
+        provider: str,
+        model: str,
+        queue: str,
+        message: str = "",
+        push_to: str = "",
+    ) -> bool:
+        """Move a running job to another model's queue (failover); False if no longer ours."""
+        result = await self._handoff(
+            keys=[keys.job(job_id), keys.job_lease(job_id), push_to or keys.job(job_id)],
+            args=[owner, provider, model, queue, message],
+        )
+        return int(result) == 1
 
     async def renew_leases(self, job_ids: list[str], worker_id: str, lease_ms: int) -> list[str]:
         """Renew the leases; returns the job ids this worker no longer owns."""

@@ -13,15 +13,28 @@ import time
 
 from config.catalog import Catalog, ModelSpec
 from config.settings import GatewaySettings
-from gateway_client.errors import GatewayError, ProviderError
+from gateway_client.errors import CircuitBreakerError, GatewayError, ProviderError, RoutingError
 from gateway_client.job_store import Claim, JobStore
 from gateway_client.request import InferenceRequest, parse_request
 from gateway_client.response import InferenceResponse
+from workers.control.circuit_breaker import CircuitBreakers
 from workers.events import EventWriter, JobFenced
+from workers.failover import Failover
 from workers.providers import CallContext, ProviderAdapter, ProviderResult, ProviderSet
 from workers.retry import retry_delay
 
 log = logging.getLogger(__name__)
+
+# Errors that say the provider is unhealthy: they count against its breaker and fail over.
+HEALTH_FAILURES = frozenset({"E4200", "E4202", "E4604"})
+
+
+class ProviderUnavailable(Exception):
+    """The provider failed retryably (after retries) or its breaker is open: try the next model."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.code)
+        self.error = error
 
 
 class JobPipeline:
@@ -32,7 +45,11 @@ class JobPipeline:
         catalog: Catalog,
         settings: GatewaySettings,
         worker_id: str,
+        breakers: CircuitBreakers,
+        failover: Failover,
     ) -> None:
+        self._breakers = breakers
+        self._failover = failover
         self._store = store
         self._providers = providers
         self._catalog = catalog
@@ -63,16 +80,9 @@ class JobPipeline:
             spec = self._catalog.resolve(claim.model)
             adapter = self._providers.get(claim.provider)
             ctx = CallContext(job_id=job_id, attempt=claim.attempt)
-            timeout = asyncio.timeout(max(0.0, claim.deadline - time.time()))
-            try:
-                async with timeout:
-                    result = await self._call(adapter, request, spec, ctx, writer, claim)
-            except TimeoutError:
-                if not timeout.expired():
-                    raise
-                raise ProviderError(
-                    "deadline passed while the job was running", code="E4205", retryable=False
-                ) from None
+            result = await self._guarded_call(adapter, request, spec, ctx, writer, claim)
+        except ProviderUnavailable as unavailable:
+            return await self._fail_over(job_id, claim, writer, unavailable.error)
         except JobFenced:
             log.info("job %s ended elsewhere while attempt %d ran", job_id, claim.attempt)
             return "fenced"
@@ -106,6 +116,65 @@ class JobPipeline:
             attempt=claim.attempt,
         )
         return "succeeded" if await writer.result(response) else "fenced"
+
+    async def _guarded_call(
+        self,
+        adapter: ProviderAdapter,
+        request: InferenceRequest,
+        spec: ModelSpec,
+        ctx: CallContext,
+        writer: EventWriter,
+        claim: Claim,
+    ) -> ProviderResult:
+        """The provider call under the job's deadline and the provider's circuit breaker."""
+        permit = await self._breakers.allow(spec.provider)
+        if not permit.allowed:
+            raise ProviderUnavailable(
+                CircuitBreakerError(
+                    f"circuit open for {spec.provider}",
+                    code="E4701",
+                    details={"provider": spec.provider, "retry_after": permit.retry_in_ms / 1000},
+                )
+            )
+        timeout = asyncio.timeout(max(0.0, claim.deadline - time.time()))
+        try:
+            async with timeout:
+                result = await self._call(adapter, request, spec, ctx, writer, claim)
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            raise ProviderError(
+                "deadline passed while the job was running", code="E4205", retryable=False
+            ) from None
+        except GatewayError as error:
+            if error.code in HEALTH_FAILURES:
+                await self._breakers.record(spec.provider, success=False)
+                if not writer.emitted:
+                    raise ProviderUnavailable(error) from None
+            raise
+        await self._breakers.record(spec.provider, success=True)
+        return result
+
+    async def _fail_over(
+        self, job_id: str, claim: Claim, writer: EventWriter, error: GatewayError
+    ) -> str:
+        spec = await self._failover.next_model(claim)
+        if spec is None:
+            final = error
+            if len(claim.chain) > 1:
+                final = RoutingError(
+                    f"every model of the chain is unavailable (last: {error.code})",
+                    code="E4102",
+                    details={"chain": list(claim.chain), "last_error": error.code},
+                )
+            log.info("job %s failed: %s", job_id, final.code)
+            await writer.error(final)
+            return "failed"
+        log.info(
+            "job %s: %s on %s, failing over to %s", job_id, error.code, claim.model, spec.model_id
+        )
+        moved = await self._failover.hand_off(job_id, self._worker_id, claim, spec)
+        return "failed-over" if moved else "fenced"
 
     async def _claim(self, job_id: str) -> Claim:
         lease_ms = int(self._settings.lease_ttl * 1000)

@@ -28,8 +28,11 @@ from config.settings import GatewaySettings, get_settings
 from gateway_client.job_store import JobStore
 from gateway_client.redis_pool import make_redis
 from gateway_client.wire import UnreadableEnvelope, read_envelope
+from tasks.app import create_app
 from tasks.queues import is_redis_broker
+from workers.control.circuit_breaker import CircuitBreakers
 from workers.dead_letters import set_aside
+from workers.failover import Failover
 from workers.heartbeat import Heartbeat
 from workers.pipeline import JobPipeline
 from workers.providers import ProviderSet
@@ -60,8 +63,21 @@ class WorkerRuntime:
         self.broker_redis = make_redis(broker) if is_redis_broker(broker) else None
         self.store = JobStore(self.redis, result_ttl=settings.result_ttl)
         self.providers = ProviderSet(settings)
+        breakers = CircuitBreakers(
+            self.redis,
+            failure_threshold=settings.circuit_breaker_failure_threshold,
+            recovery_timeout_s=settings.circuit_breaker_recovery_timeout,
+        )
+        failover = Failover(
+            self.store,
+            self.catalog,
+            breakers,
+            create_app(settings),
+            broker,
+            broker_is_state_redis=broker == settings.redis_url,
+        )
         self.pipeline = JobPipeline(
-            self.store, self.providers, self.catalog, settings, self.worker_id
+            self.store, self.providers, self.catalog, settings, self.worker_id, breakers, failover
         )
         heartbeat = Heartbeat(
             self.store,

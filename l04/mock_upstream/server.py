@@ -53,14 +53,13 @@ class MockUpstream:
         app.router.add_post("/_mock/reset", self.reset)
         return app
 
-    def _next_fault(self) -> dict[str, Any]:
-        while self.faults:
-            fault = self.faults[0]
-            if fault.get("count", 1) <= 0:
-                self.faults.pop(0)
-                continue
-            fault["count"] = fault.get("count", 1) - 1
-            return fault
+    def _next_fault(self, path: str) -> dict[str, Any]:
+        """The first queued fault for ``path`` (a fault without "path" applies to any)."""
+        self.faults = [f for f in self.faults if f.get("count", 1) > 0]
+        for fault in self.faults:
+            if fault.get("path", path) == path:
+                fault["count"] = fault.get("count", 1) - 1
+                return fault
         return {}
 
     async def _begin(self, request: web.Request) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -68,7 +67,7 @@ class MockUpstream:
         self.stats[request.path] += 1
         body = await request.json() if request.can_read_body else {}
         self.last[request.path] = {"body": body, "headers": dict(request.headers)}
-        fault = self._next_fault()
+        fault = self._next_fault(request.path)
         latency = float(fault.get("latency_ms", self.latency_ms))
         if latency:
             await asyncio.sleep(latency / 1000)
