@@ -28,9 +28,9 @@ from gateway_client.job_store import JobStore
 from gateway_client.listener import EventListener
 from gateway_client.messages import Message, MessageRole, ToolResult
 from gateway_client.redis_pool import make_redis
-from gateway_client.request import InferenceRequest, parse_request
+from gateway_client.request import InferenceRequest, RoutingStrategy, parse_request
 from gateway_client.response import InferenceResponse, StreamChunk
-from gateway_client.router import LLMRouter
+from gateway_client.router import LLMRouter, measured_latencies
 from gateway_client.wire import JOB_ID_PATTERN, make_envelope
 from tasks.app import create_app
 from tasks.message import build_task_message, redis_list_for
@@ -236,7 +236,12 @@ class ModelGateway:
         """The model to answer and its fallbacks (see :class:`LLMRouter`)."""
         needs_health = request.model_id is None or bool(request.routing.fallback_models)
         unavailable = await self._open_breakers() if needs_health else set()
-        router = LLMRouter(self.catalog, unavailable=unavailable)
+        latencies = (
+            await measured_latencies(self._redis)
+            if request.routing.strategy is RoutingStrategy.LATENCY_OPTIMIZED
+            else {}
+        )
+        router = LLMRouter(self.catalog, latencies_ms=latencies, unavailable=unavailable)
         return router.route(request, tokens.count_messages(request.messages))
 
     async def _open_breakers(self) -> set[str]:

@@ -42,3 +42,7 @@ def rate_limit(provider: str, model: str, name: str, agent: str | None = None) -
     """Hash of sub-bucket counts. One model's limits share a hash tag (one Cluster slot)."""
     scope = f"agent:{agent}:" if agent else ""
     return f"{PREFIX}:rl:{{{provider}:{model}}}:{scope}{name}"
+
+
+LATENCIES = f"{PREFIX}:latency"
+"""Hash: model id -> moving average of its call latency in ms, kept by the workers."""

@@ -18,7 +18,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
+from redis.asyncio import Redis
+
 from config.catalog import Catalog, ModelSpec, ModelStatus
+from gateway_client import keys
 from gateway_client.errors import RoutingError
 from gateway_client.request import InferenceRequest, RoutingStrategy
 
@@ -143,6 +146,12 @@ class LLMRouter:
         if strategy is RoutingStrategy.QUALITY_OPTIMIZED:
             return lambda m: (deprecated(m), -quality(m), cost(m))
         return lambda m: (deprecated(m), -quality(m), cost(m))
+
+
+async def measured_latencies(redis: Redis) -> dict[str, float]:
+    """Per-model latency moving averages the workers keep (``workers/control/latency.py``)."""
+    raw = await redis.hgetall(keys.LATENCIES)
+    return {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()}
 
 
 def _capabilities(model: ModelSpec) -> set[str]:

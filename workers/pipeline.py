@@ -18,6 +18,7 @@ from gateway_client.job_store import Claim, JobStore
 from gateway_client.request import InferenceRequest, parse_request
 from gateway_client.response import InferenceResponse
 from workers.control.circuit_breaker import CircuitBreakers
+from workers.control.latency import LatencyTracker
 from workers.events import EventWriter, JobFenced
 from workers.failover import Failover
 from workers.providers import CallContext, ProviderAdapter, ProviderResult, ProviderSet
@@ -47,8 +48,10 @@ class JobPipeline:
         worker_id: str,
         breakers: CircuitBreakers,
         failover: Failover,
+        latencies: LatencyTracker,
     ) -> None:
         self._breakers = breakers
+        self._latencies = latencies
         self._failover = failover
         self._store = store
         self._providers = providers
@@ -137,6 +140,7 @@ class JobPipeline:
                 )
             )
         timeout = asyncio.timeout(max(0.0, claim.deadline - time.time()))
+        called = time.monotonic()
         try:
             async with timeout:
                 result = await self._call(adapter, request, spec, ctx, writer, claim)
@@ -153,6 +157,7 @@ class JobPipeline:
                     raise ProviderUnavailable(error) from None
             raise
         await self._breakers.record(spec.provider, success=True)
+        await self._latencies.record(spec.model_id, (time.monotonic() - called) * 1000)
         return result
 
     async def _fail_over(

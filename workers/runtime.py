@@ -31,6 +31,7 @@ from gateway_client.wire import UnreadableEnvelope, read_envelope
 from tasks.app import create_app
 from tasks.queues import is_redis_broker
 from workers.control.circuit_breaker import CircuitBreakers
+from workers.control.latency import LatencyTracker
 from workers.dead_letters import set_aside
 from workers.failover import Failover
 from workers.heartbeat import Heartbeat
@@ -77,7 +78,14 @@ class WorkerRuntime:
             broker_is_state_redis=broker == settings.redis_url,
         )
         self.pipeline = JobPipeline(
-            self.store, self.providers, self.catalog, settings, self.worker_id, breakers, failover
+            self.store,
+            self.providers,
+            self.catalog,
+            settings,
+            self.worker_id,
+            breakers,
+            failover,
+            LatencyTracker(self.redis),
         )
         heartbeat = Heartbeat(
             self.store,
