@@ -33,9 +33,8 @@ from gateway_client.response import InferenceResponse, StreamChunk
 from gateway_client.router import LLMRouter, measured_latencies
 from gateway_client.wire import JOB_ID_PATTERN, make_envelope
 from tasks.app import create_app
-from tasks.message import build_task_message, redis_list_for
+from tasks.message import build_task_message, publish_job, redis_list_for
 from tasks.queues import (
-    INFER_TASK,
     is_redis_broker,
     priority_value,
     queue_name,
@@ -198,15 +197,7 @@ class ModelGateway:
     async def _send(self, job_id: str, queue: str, priority: int) -> None:
         """Publish through Celery, for brokers other than the job-state Redis."""
         try:
-            await asyncio.to_thread(
-                self._celery.send_task,
-                INFER_TASK,
-                args=[make_envelope(job_id)],
-                task_id=job_id,
-                queue=queue,
-                routing_key=queue,
-                priority=priority,
-            )
+            await asyncio.to_thread(publish_job, self._celery, job_id, queue, priority)
         except Exception as exc:
             error = RateLimitError(
                 f"could not enqueue the job: broker unreachable ({type(exc).__name__})",

@@ -58,3 +58,17 @@ def build_task_message(
         "properties": properties,
     }
     return json.dumps(message)
+
+
+def publish_job(app: Celery, job_id: str, queue: str, priority: int) -> None:
+    """Publish a job's message through Celery (for a broker that is not the job-state Redis)."""
+    from gateway_client.wire import make_envelope
+
+    app.send_task(
+        INFER_TASK,
+        args=[make_envelope(job_id)],
+        task_id=job_id,
+        queue=queue,
+        routing_key=queue,
+        priority=priority,
+    )

@@ -159,8 +159,7 @@ async def test_latency_routing_uses_what_the_fleet_measured(redis_url: str) -> N
     await tracker.record("gpt-4o", 100.0)
     await tracker.record("gpt-4o", 200.0)  # moving average: 100 * 0.8 + 200 * 0.2
     await tracker.record("claude-3-haiku-20240307", 40.0)
-    assert await measured_latencies(client) == {"gpt-4o": 120.0,
-                                                "claude-3-haiku-20240307": 40.0}
+    assert await measured_latencies(client) == {"gpt-4o": 120.0, "claude-3-haiku-20240307": 40.0}
     async with ModelGateway(redis_url=redis_url) as gateway:
         handle = await gateway.submit(ask(routing={"strategy": "latency_optimized"}))
         assert (await handle.status()).model_id == "claude-3-haiku-20240307"

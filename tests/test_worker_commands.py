@@ -64,3 +64,20 @@ async def test_l04_worker_subscribes_to_every_provider_it_is_given(
         assert (openai.provider, openai.content) == ("openai", "Hello! How can I assist you today?")
     finally:
         worker.stop()
+
+
+async def test_a_separate_broker_works(redis_url: str) -> None:
+    from config.settings import load_settings
+
+    broker = redis_url.rsplit("/", 1)[0] + "/1"  # another Redis database as the broker
+    worker = WorkerProcess(redis_url, env={**FAST_RECOVERY, "L04_BROKER_URL": broker})
+    worker.start()
+    try:
+        settings = load_settings(REDIS_URL=redis_url, L04_BROKER_URL=broker)
+        async with ModelGateway(settings) as gateway:
+            response = await gateway.execute(make_request("two redises"))
+            assert response.content == "Mock response to: two redises"
+            streamed = [c async for c in gateway.stream(make_request("streamed"))]
+            assert "".join(c.content_delta for c in streamed) == "Mock response to: streamed"
+    finally:
+        worker.stop()

@@ -15,8 +15,8 @@ from config.catalog import Catalog, ModelSpec, ModelStatus
 from gateway_client.job_store import Claim, JobStore
 from gateway_client.request import Priority
 from gateway_client.wire import make_envelope
-from tasks.message import build_task_message, redis_list_for
-from tasks.queues import INFER_TASK, priority_value, queue_name
+from tasks.message import build_task_message, publish_job, redis_list_for
+from tasks.queues import priority_value, queue_name
 from workers.control.circuit_breaker import BreakerState, CircuitBreakers
 
 
@@ -66,13 +66,5 @@ class Failover:
             )
         moved = await self._store.hand_off(job_id, owner, spec.provider, spec.model_id, queue)
         if moved:
-            await asyncio.to_thread(
-                self._app.send_task,
-                INFER_TASK,
-                args=[make_envelope(job_id)],
-                task_id=job_id,
-                queue=queue,
-                routing_key=queue,
-                priority=priority,
-            )
+            await asyncio.to_thread(publish_job, self._app, job_id, queue, priority)
         return moved

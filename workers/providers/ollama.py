@@ -18,6 +18,7 @@ from gateway_client.request import InferenceRequest
 from gateway_client.response import TokenUsage
 from workers.providers.base import CallContext, ProviderAdapter, ProviderDelta, ProviderResult
 from workers.providers.http import HttpErrorMapper, http_client
+from workers.providers.openai import function_tools
 
 
 class OllamaAdapter(ProviderAdapter):
@@ -136,17 +137,7 @@ def build_body(request: InferenceRequest, model: ModelSpec, stream: bool = False
     elif fmt is not None and fmt.type == "json_schema":
         body["format"] = fmt.json_schema
     if request.tools:
-        body["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.parameters,
-                },
-            }
-            for t in request.tools
-        ]
+        body["tools"] = function_tools(request.tools)
     return body
 
 

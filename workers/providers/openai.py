@@ -12,7 +12,7 @@ from typing import Any
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
 from gateway_client.errors import CacheError, ResponseError
-from gateway_client.messages import ImagePart, Message, TextPart, ToolCall
+from gateway_client.messages import ImagePart, Message, TextPart, ToolCall, ToolDefinition
 from gateway_client.request import InferenceRequest
 from gateway_client.response import TokenUsage
 from workers.providers.base import CallContext, ProviderAdapter, ProviderDelta, ProviderResult
@@ -133,17 +133,7 @@ def build_body(request: InferenceRequest, model: ModelSpec, stream: bool = False
     if request.stop:
         body["stop"] = request.stop
     if request.tools:
-        body["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.parameters,
-                },
-            }
-            for t in request.tools
-        ]
+        body["tools"] = function_tools(request.tools)
     if request.tool_choice in ("auto", "none", "required"):
         body["tool_choice"] = request.tool_choice
     elif request.tool_choice:
@@ -160,6 +150,17 @@ def build_body(request: InferenceRequest, model: ModelSpec, stream: bool = False
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+def function_tools(tools: list[ToolDefinition]) -> list[dict[str, Any]]:
+    """Tools in the "function" form OpenAI defined and Ollama also reads."""
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
 
 
 def parse_usage(usage: dict[str, Any]) -> TokenUsage:
