@@ -23,8 +23,7 @@ def worker_argv(
     node = name or f"l04-{'-'.join(providers)}-{os.getpid()}@{socket.gethostname()}"
     return [
         "worker",
-        "--pool",
-        "threads",
+        # No --pool: the app's worker_pool (workers.asyncio_pool:AsyncioPool) applies.
         "--concurrency",
         str(concurrency),
         "--queues",

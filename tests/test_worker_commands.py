@@ -81,3 +81,12 @@ async def test_a_separate_broker_works(redis_url: str) -> None:
             assert "".join(c.content_delta for c in streamed) == "Mock response to: streamed"
     finally:
         worker.stop()
+
+
+def test_l04_worker_runs_the_asyncio_pool(redis_url: str) -> None:
+    worker = WorkerProcess(redis_url, env=FAST_RECOVERY)
+    worker.start()
+    try:
+        assert "(asyncio_pool)" in worker.log()
+    finally:
+        worker.stop()
