@@ -111,7 +111,15 @@ async def _run_jobs(gateway: ModelGateway, jobs: int) -> None:
         result = results[i]
         text = result.content if not isinstance(result, BaseException) else repr(result)
         print(f"{number:>4} {priority.value:>8} {rank[i]:>7}.  {text}")
-    print("\n(submitted LOW first, yet HIGH and NORMAL jobs started ahead of waiting LOW jobs)")
+    last_low = max(rank[i] for i, (_, p, _) in enumerate(handles) if p is Priority.LOW)
+    overtook = [
+        n for i, (n, p, _) in enumerate(handles) if p is not Priority.LOW and rank[i] < last_low
+    ]
+    print(
+        f"\nSubmitted after every LOW job, {len(overtook)} of "
+        f"{sum(p is not Priority.LOW for _, p, _ in handles)} HIGH/NORMAL jobs started before "
+        f"the last LOW job did."
+    )
 
 
 def run_demo(jobs: int = 12) -> int:

@@ -66,4 +66,6 @@ def test_demo_starts_its_own_redis_and_cleans_up() -> None:
     assert f"started redis-server on port {port}" in result.stdout
     assert "Mock response to: Stream me a sentence, please." in result.stdout
     assert result.stdout.count("Mock response to: Question") == 8
+    # 4 LOW jobs first, then 2 NORMAL and 2 HIGH, on 2 worker slots: all 4 overtake a LOW job.
+    assert "4 of 4 HIGH/NORMAL jobs started before the last LOW job did." in result.stdout
     assert not redis_answers(url)  # the demo stopped what it started
