@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 from config.settings import load_settings
 from gateway_client import InferenceRequest, Message, MessageRole, ModelGateway, Priority
+from l04.processes import stop_process
 from l04.redis_server import LocalRedis, redis_answers
 
 WORKER_SLOTS = 2  # few slots, so that priorities visibly decide who goes first
@@ -138,10 +139,6 @@ def run_demo(jobs: int = 12) -> int:
         print(f"\nDemo finished in {time.monotonic() - started:.1f}s; cleaning up.")
         return 0
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_process(worker, timeout=20)
         if redis_server is not None:
             redis_server.stop()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import redis
 
+from l04.processes import stop_process
+
 
 class RedisNotInstalled(RuntimeError):
     pass
@@ -92,17 +94,8 @@ class LocalRedis:
         raise TimeoutError(f"redis-server did not answer on port {self.port}")
 
     def stop(self, kill: bool = False) -> None:
-        if self.process is None:
-            return
-        if kill:
-            self.process.kill()
-        else:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout=0 if kill else 10)
         self.process = None
 
     def restart(self) -> None:
