@@ -80,9 +80,6 @@ class GatewaySettings(BaseSettings):
     mock_chunks: int = Field(default=5, ge=1, alias="L04_MOCK_CHUNKS")
     mock_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0, alias="L04_MOCK_FAILURE_RATE")
 
-    # Logging of prompt and response text (off: logs carry ids, sizes and codes only).
-    log_content: bool = Field(default=False, alias="L04_LOG_CONTENT")
-
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.redis_url
