@@ -253,7 +253,9 @@ class Subscription:
 
     async def next(self, timeout: float | None = None) -> JobEvent:
         """The next event; TimeoutError if none arrives within ``timeout`` seconds."""
-        return await asyncio.wait_for(self._watch.queue.get(), timeout)
+        # asyncio.timeout, not wait_for, which can swallow a cancel on 3.11.
+        async with asyncio.timeout(timeout):
+            return await self._watch.queue.get()
 
     async def close(self) -> None:
         await self._listener._release(self._watch)

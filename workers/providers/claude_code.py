@@ -118,8 +118,11 @@ class ClaudeCodeAdapter(ProviderAdapter):
             await process.stdin.drain()
             process.stdin.close()
             while True:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+                # arrives as the read completes, and the process would outlive its job.
                 try:
-                    line = await asyncio.wait_for(process.stdout.readline(), self._stall_timeout)
+                    async with asyncio.timeout(self._stall_timeout):
+                        line = await process.stdout.readline()
                 except TimeoutError:
                     raise ResponseError(
                         f"claude wrote nothing for {self._stall_timeout:.0f}s",
