@@ -33,6 +33,21 @@ class ModelLimits(BaseModel):
     tokens_per_minute: int | None = Field(default=None, gt=0)
 
 
+class AgentLimits(BaseModel):
+    """An agent's own limits (``[agents."<agent_did>"]``; ``"*"`` applies to every agent).
+
+    Rates are per rate-limit window (a minute by default) and per model; quotas are across all
+    models, per ``quota_period_s``, in tokens and in USD (E4402 when spent).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    token_quota: int | None = Field(default=None, gt=0)
+    cost_quota: float | None = Field(default=None, gt=0.0)  # USD
+    quota_period_s: int = Field(default=86_400, gt=0)
+
+
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -75,7 +90,13 @@ class ModelSpec(BaseModel):
 class Catalog:
     """Models by id and alias. Immutable once loaded."""
 
-    def __init__(self, models: list[ModelSpec], default_model: str | None = None) -> None:
+    def __init__(
+        self,
+        models: list[ModelSpec],
+        default_model: str | None = None,
+        agents: dict[str, AgentLimits] | None = None,
+    ) -> None:
+        self.agents = dict(agents or {})
         self._models: dict[str, ModelSpec] = {}
         self._names: dict[str, str] = {}
         for spec in models:
@@ -124,6 +145,10 @@ class Catalog:
             )
         return spec
 
+    def agent_limits(self, agent_did: str) -> AgentLimits | None:
+        """The agent's own entry, else the ``"*"`` entry, else None (no agent limits)."""
+        return self.agents.get(agent_did) or self.agents.get("*")
+
     @property
     def providers(self) -> set[str]:
         return {spec.provider for spec in self._models.values()}
@@ -145,7 +170,21 @@ def parse_catalog(data: dict[str, Any], source: str = "catalog") -> Catalog:
                 code="E4003",
                 details={"source": source, "model": label, "errors": problems},
             ) from None
-    return Catalog(models, default_model=data.get("default_model"))
+    agents: dict[str, AgentLimits] = {}
+    for agent_did, entry in (data.get("agents") or {}).items():
+        try:
+            agents[agent_did] = AgentLimits.model_validate(entry)
+        except pydantic.ValidationError as exc:
+            problems = [
+                f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}"
+                for err in exc.errors(include_url=False, include_input=False)
+            ]
+            raise ConfigurationError(
+                f"{source}: agent {agent_did}: " + "; ".join(problems),
+                code="E4003",
+                details={"source": source, "agent": agent_did, "errors": problems},
+            ) from None
+    return Catalog(models, default_model=data.get("default_model"), agents=agents)
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:

@@ -53,6 +53,9 @@ class GatewaySettings(BaseSettings):
     rate_limit_tokens_per_minute: int = Field(
         default=100_000, gt=0, alias="RATE_LIMIT_TOKENS_PER_MINUTE"
     )
+    # The window the limits count over, in seconds ("per minute" is per this window). Shorter
+    # windows are for tests and demos.
+    rate_limit_window: float = Field(default=60.0, gt=0, alias="L04_RATE_LIMIT_WINDOW")
 
     # Circuit breaker
     circuit_breaker_failure_threshold: int = Field(
@@ -79,6 +82,23 @@ class GatewaySettings(BaseSettings):
     mock_latency_ms: float = Field(default=0.0, ge=0.0, alias="L04_MOCK_LATENCY_MS")
     mock_chunks: int = Field(default=5, ge=1, alias="L04_MOCK_CHUNKS")
     mock_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0, alias="L04_MOCK_FAILURE_RATE")
+
+    def default_model_limits(self) -> tuple[int | None, int | None]:
+        """RPM and TPM for a model whose catalog entry sets none: the RATE_LIMIT_* variables.
+
+        They apply once set (in the environment or as arguments). Left unset, a model is limited
+        only by its catalog entry: the seed's 60 requests per minute, imposed silently on every
+        model, would throttle a local mock and most real accounts alike.
+        """
+        explicit = self.model_fields_set
+        return (
+            self.rate_limit_requests_per_minute
+            if "rate_limit_requests_per_minute" in explicit
+            else None,
+            self.rate_limit_tokens_per_minute
+            if "rate_limit_tokens_per_minute" in explicit
+            else None,
+        )
 
     @property
     def effective_broker_url(self) -> str:

@@ -236,13 +236,14 @@ class ModelGateway:
         return router.route(request, tokens.count_messages(request.messages))
 
     async def _open_breakers(self) -> set[str]:
-        """Providers whose circuit breaker is open right now."""
-        providers = sorted(self.catalog.providers)
+        """Providers ("openai") and deployments ("openai:gpt-4o") whose breaker is open now."""
+        targets = sorted(self.catalog.providers)
+        targets += [f"{m.provider}:{m.model_id}" for m in self.catalog]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for provider in providers:
-                pipe.hget(keys.breaker(provider), "state")
+            for target in targets:
+                pipe.hget(keys.breaker(target), "state")
             states = await pipe.execute()
-        return {p for p, state in zip(providers, states, strict=True) if state in (b"2", "2")}
+        return {t for t, state in zip(targets, states, strict=True) if state in (b"2", "2")}
 
     async def _check_depth(self, queue: str) -> None:
         if not is_redis_broker(self._broker_url):

@@ -39,9 +39,11 @@ local function emit(events_key, channel, expire_at_ms, event_json)
   redis.call('PUBLISH', channel, n .. '\\n' .. id .. '\\n' .. event_json)
   return n
 end
-local function deadline_event(state)
+local function deadline_event(state, job)
   local code, message
-  if state == 'queued' then
+  if state ~= 'running' and redis.call('HEXISTS', job, 'deferrals') == 1 then
+    code, message = 'E4401', 'deadline passed while the job waited for a rate limit'
+  elseif state == 'queued' then
     code, message = 'E4404', 'deadline passed before a worker started the job'
   else
     code, message = 'E4205', 'deadline passed while the job was running'
@@ -80,9 +82,10 @@ local f = redis.call('HMGET', KEYS[1], 'state', 'deadline')
 local state, deadline = f[1], tonumber(f[2])
 if not state then return {'gone'} end
 if TERMINAL[state] then return {'terminal', state} end
+if state == 'deferred' then return {'deferred', state} end
 local now = now_seconds()
 if deadline and now >= deadline then
-  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[3], 'expired', deadline_event(state), ARGV[4])
+  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[3], 'expired', deadline_event(state, KEYS[1]), ARGV[4])
   return {'expired', state}
 end
 if state == 'running' and redis.call('EXISTS', KEYS[3]) == 1 then
@@ -112,6 +115,48 @@ if ARGV[5] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[5]) end
 return 1
 """
 
+# KEYS: job, lease, the deferred set. ARGV: owner, wait ms, message, list, job id.
+# Parks a running job over a rate limit until the server's clock passes now + wait: no worker
+# holds it meanwhile. The attempt it used is given back (it never reached the provider).
+_DEFER = """
+local f = redis.call('HMGET', KEYS[1], 'state')
+if f[1] ~= 'running' or redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local ready = math.floor(now_seconds() * 1000) + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'state', 'deferred', 'ready_ms', ready,
+           'requeue', ARGV[3], 'requeue_to', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'attempt', -1)
+redis.call('HINCRBY', KEYS[1], 'deferrals', 1)
+redis.call('DEL', KEYS[2])
+redis.call('ZADD', KEYS[3], ready, ARGV[5])
+return 1
+"""
+
+# KEYS: the deferred set. ARGV: how many at most, the job key prefix.
+# Puts the deferred jobs whose time has come back on their queues. Returns their ids; with a
+# broker other than this Redis (no stored message) the caller publishes them.
+# (The job keys are derived here, so this script is for a single Redis or Sentinel, not Cluster.)
+_RELEASE = """
+local now = math.floor(now_seconds() * 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local moved = {}
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], id)
+  local job = ARGV[2] .. '{' .. id .. '}'
+  local f = redis.call('HMGET', job, 'state', 'requeue', 'requeue_to', 'provider', 'priority')
+  if f[1] == 'deferred' then
+    redis.call('HSET', job, 'state', 'queued')
+    if f[2] and f[2] ~= '' then
+      redis.call('LPUSH', f[3], f[2])
+      redis.call('HDEL', job, 'requeue')
+    end
+    table.insert(moved, id)
+    table.insert(moved, f[4] or '')
+    table.insert(moved, f[5] or 'normal')
+  end
+end
+return moved
+"""
+
 # KEYS: job, events, lease. ARGV: worker id, channel, event json.
 # Returns the event's n, -1 if the job is no longer running, -2 if another worker holds it.
 _APPEND = """
@@ -136,7 +181,7 @@ if mode == 'worker' then
   if holder and holder ~= ARGV[2] then return -2 end
 elseif mode == 'expire' then
   if not deadline or now_seconds() < deadline + tonumber(ARGV[7]) then return -3 end
-  event = deadline_event(state)
+  event = deadline_event(state, KEYS[1])
 end
 finish(KEYS[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], event, ARGV[6])
 return 1
@@ -228,6 +273,8 @@ class JobStore:
         self._finish = redis.register_script(_PRELUDE + _FINISH)
         self._renew = redis.register_script(_RENEW)
         self._handoff = redis.register_script(_HANDOFF)
+        self._defer = redis.register_script(_PRELUDE + _DEFER)
+        self._release = redis.register_script(_PRELUDE + _RELEASE)
 
     @staticmethod
     def _job_keys(job_id: str) -> list[str]:
@@ -328,6 +375,24 @@ class JobStore:
             args=[owner, provider, model, queue, message],
         )
         return int(result) == 1
+
+    async def defer(
+        self, job_id: str, owner: str, wait_ms: int, message: str = "", push_to: str = ""
+    ) -> bool:
+        """Park a running job for ``wait_ms`` (see ``_DEFER``); False if no longer ours."""
+        result = await self._defer(
+            keys=[keys.job(job_id), keys.job_lease(job_id), keys.DEFERRED],
+            args=[owner, wait_ms, message, push_to, job_id],
+        )
+        return int(result) == 1
+
+    async def release_due(self, limit: int = 200) -> list[tuple[str, str, str]]:
+        """Requeue the deferred jobs whose wait is over: (job id, provider, priority) each."""
+        flat = [
+            _text(v)
+            for v in await self._release(keys=[keys.DEFERRED], args=[limit, f"{keys.PREFIX}:job:"])
+        ]
+        return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
 
     async def renew_leases(self, job_ids: list[str], worker_id: str, lease_ms: int) -> list[str]:
         """Renew the leases; returns the job ids this worker no longer owns."""

@@ -46,3 +46,20 @@ def rate_limit(provider: str, model: str, name: str, agent: str | None = None) -
 
 LATENCIES = f"{PREFIX}:latency"
 """Hash: model id -> moving average of its call latency in ms, kept by the workers."""
+
+
+def waiting_room(provider: str, model: str) -> str:
+    """Key prefix of a model's waiting room: jobs over its limits, in admission order.
+
+    Its keys (``:order``, ``:due``, ``:meta``) share the model's rate-limit hash tag.
+    """
+    return f"{PREFIX}:rl:{{{provider}:{model}}}:room"
+
+
+DEFERRED = f"{PREFIX}:deferred"
+"""Sorted set: deferred job ids by the server time (ms) they go back onto their queue."""
+
+
+def quota(agent: str, period: int) -> str:
+    """Hash: an agent's spend (tokens, micro-USD) in one quota period."""
+    return f"{PREFIX}:quota:{{{agent}}}:{period}"

@@ -72,6 +72,9 @@ class InferenceRequest(BaseModel):
     stop: list[str] = Field(default_factory=list, max_length=16)
     seed: int | None = None
     priority: Priority = Priority.NORMAL
+    # Over a rate limit the job waits in the queue until its deadline; True fails it at once
+    # with E4401 (and the wait in details.retry_after) instead.
+    fail_fast: bool = False
     # Seconds the caller will wait, counted from submit; ``deadline`` (epoch seconds) wins if set.
     timeout: float = Field(default=DEFAULT_TIMEOUT_S, gt=0.0, le=MAX_TIMEOUT_S)
     deadline: float | None = Field(default=None, gt=0.0)

@@ -76,8 +76,8 @@ async def gateway(redis_url: str) -> AsyncIterator[ModelGateway]:
 
 def make_request(text: str = "Hello, world!", **fields: object) -> InferenceRequest:
     fields.setdefault("model_id", "mock")
+    fields.setdefault("agent_did", "did:key:test")
     return InferenceRequest.create(
-        agent_did="did:key:test",
         messages=[Message(role=MessageRole.USER, content=text)],
         **fields,  # type: ignore[arg-type]
     )

@@ -17,11 +17,13 @@ from gateway_client.errors import CircuitBreakerError, GatewayError, ProviderErr
 from gateway_client.job_store import Claim, JobStore
 from gateway_client.request import InferenceRequest, parse_request
 from gateway_client.response import InferenceResponse
+from workers.control.admission import Admission, Deferred
 from workers.control.circuit_breaker import CircuitBreakers
 from workers.control.latency import LatencyTracker
 from workers.events import EventWriter, JobFenced
 from workers.failover import Failover
 from workers.providers import CallContext, ProviderAdapter, ProviderResult, ProviderSet
+from workers.requeue import Requeue
 from workers.retry import retry_delay
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,11 @@ class JobPipeline:
         breakers: CircuitBreakers,
         failover: Failover,
         latencies: LatencyTracker,
+        admission: Admission,
+        requeue: Requeue,
     ) -> None:
+        self._admission = admission
+        self._requeue = requeue
         self._breakers = breakers
         self._latencies = latencies
         self._failover = failover
@@ -86,6 +92,8 @@ class JobPipeline:
             result = await self._guarded_call(adapter, request, spec, ctx, writer, claim)
         except ProviderUnavailable as unavailable:
             return await self._fail_over(job_id, claim, writer, unavailable.error)
+        except Deferred as deferred:
+            return await self._defer(job_id, claim, deferred)
         except JobFenced:
             log.info("job %s ended elsewhere while attempt %d ran", job_id, claim.attempt)
             return "fenced"
@@ -130,13 +138,17 @@ class JobPipeline:
         claim: Claim,
     ) -> ProviderResult:
         """The provider call under the job's deadline and the provider's circuit breaker."""
-        permit = await self._breakers.allow(spec.provider)
+        permit = await self._breakers.allow_call(spec.provider, spec.model_id)
         if not permit.allowed:
             raise ProviderUnavailable(
                 CircuitBreakerError(
-                    f"circuit open for {spec.provider}",
+                    f"circuit open for {spec.provider} ({spec.model_id})",
                     code="E4701",
-                    details={"provider": spec.provider, "retry_after": permit.retry_in_ms / 1000},
+                    details={
+                        "provider": spec.provider,
+                        "model_id": spec.model_id,
+                        "retry_after": permit.retry_in_ms / 1000,
+                    },
                 )
             )
         timeout = asyncio.timeout(max(0.0, claim.deadline - time.time()))
@@ -152,11 +164,11 @@ class JobPipeline:
             ) from None
         except GatewayError as error:
             if error.code in HEALTH_FAILURES:
-                await self._breakers.record(spec.provider, success=False)
+                await self._breakers.record_call(spec.provider, spec.model_id, success=False)
                 if not writer.emitted:
                     raise ProviderUnavailable(error) from None
             raise
-        await self._breakers.record(spec.provider, success=True)
+        await self._breakers.record_call(spec.provider, spec.model_id, success=True)
         await self._latencies.record(spec.model_id, (time.monotonic() - called) * 1000)
         return result
 
@@ -181,6 +193,19 @@ class JobPipeline:
         moved = await self._failover.hand_off(job_id, self._worker_id, claim, spec)
         return "failed-over" if moved else "fenced"
 
+    async def _defer(self, job_id: str, claim: Claim, deferred: Deferred) -> str:
+        """Park the job outside any worker until the limiter's wait is over."""
+        message, target = self._requeue.message(job_id, claim.provider, claim.priority)
+        parked = await self._store.defer(job_id, self._worker_id, deferred.wait_ms, message, target)
+        log.info(
+            "job %s: over the %s limit of %s, deferred %d ms",
+            job_id,
+            deferred.limit,
+            claim.model,
+            deferred.wait_ms,
+        )
+        return "deferred" if parked else "fenced"
+
     async def _claim(self, job_id: str) -> Claim:
         lease_ms = int(self._settings.lease_ttl * 1000)
         claim = await self._store.claim(job_id, self._worker_id, lease_ms)
@@ -204,12 +229,27 @@ class JobPipeline:
         claim: Claim,
     ) -> ProviderResult:
         call = 1
+        prompt_tokens = adapter.count_tokens(request, spec)
         while True:
+            # Every call to the provider, retries included, is admitted by the rate limits.
+            ticket = await self._admission.admit(
+                ctx.job_id,
+                request,
+                spec,
+                priority=claim.priority,
+                deadline=claim.deadline,
+                prompt_tokens=prompt_tokens,
+            )
             try:
                 if claim.stream:
-                    return await self._stream(adapter, request, spec, ctx, writer)
-                return await adapter.complete(request, spec, ctx)
-            except GatewayError as error:
+                    result = await self._stream(adapter, request, spec, ctx, writer)
+                else:
+                    result = await adapter.complete(request, spec, ctx)
+            except BaseException as exc:
+                await asyncio.shield(self._admission.settle(ticket, None, 0.0))
+                if not isinstance(exc, GatewayError):
+                    raise
+                error = exc
                 # A stream that already delivered chunks is not restarted mid-way.
                 if claim.stream and writer.emitted:
                     raise
@@ -221,6 +261,11 @@ class JobPipeline:
                 )
                 await asyncio.sleep(delay)
                 call += 1
+                continue
+            usage = result.usage
+            cost = spec.cost(usage.prompt_tokens, usage.completion_tokens)
+            await self._admission.settle(ticket, usage, cost)
+            return result
 
     async def _stream(
         self,

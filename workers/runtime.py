@@ -30,13 +30,16 @@ from gateway_client.redis_pool import make_redis
 from gateway_client.wire import UnreadableEnvelope, read_envelope
 from tasks.app import create_app
 from tasks.queues import is_redis_broker
+from workers.control.admission import Admission
 from workers.control.circuit_breaker import CircuitBreakers
 from workers.control.latency import LatencyTracker
 from workers.dead_letters import set_aside
+from workers.deferred import DeferredMover
 from workers.failover import Failover
 from workers.heartbeat import Heartbeat
 from workers.pipeline import JobPipeline
 from workers.providers import ProviderSet
+from workers.requeue import Requeue
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,14 +72,7 @@ class WorkerRuntime:
             failure_threshold=settings.circuit_breaker_failure_threshold,
             recovery_timeout_s=settings.circuit_breaker_recovery_timeout,
         )
-        failover = Failover(
-            self.store,
-            self.catalog,
-            breakers,
-            create_app(settings),
-            broker,
-            broker_is_state_redis=broker == settings.redis_url,
-        )
+        requeue = Requeue(create_app(settings), broker, broker == settings.redis_url)
         self.pipeline = JobPipeline(
             self.store,
             self.providers,
@@ -84,9 +80,12 @@ class WorkerRuntime:
             settings,
             self.worker_id,
             breakers,
-            failover,
+            Failover(self.store, self.catalog, breakers, requeue),
             LatencyTracker(self.redis),
+            Admission(self.redis, self.catalog, settings),
+            requeue,
         )
+        self._mover_task = asyncio.create_task(DeferredMover(self.store, requeue).run_forever())
         heartbeat = Heartbeat(
             self.store,
             self.broker_redis,
@@ -167,6 +166,7 @@ class WorkerRuntime:
     def close(self) -> None:
         async def shutdown() -> None:
             self._heartbeat_task.cancel()
+            self._mover_task.cancel()
             await self.providers.aclose()
             await self.redis.aclose()
             if self.broker_redis is not None:

@@ -128,3 +128,30 @@ class CircuitBreakers:
     async def state(self, target: str) -> BreakerState:
         raw = await self._redis.hget(breaker_key(target), "state")
         return BreakerState(int(raw or 0))
+
+    # A model deployment has a breaker of its own beside its provider's: one failing model opens
+    # its own breaker without taking the provider's healthy models down with it, while failures
+    # across the provider's models still open the provider's.
+
+    async def allow_call(self, provider: str, model_id: str) -> Permit:
+        """A call goes through only when the provider's and the deployment's breakers allow it."""
+        permit = await self.allow(provider)
+        if not permit.allowed:
+            return permit
+        return await self.allow(deployment(provider, model_id))
+
+    async def record_call(self, provider: str, model_id: str, success: bool) -> None:
+        await self.record(provider, success)
+        await self.record(deployment(provider, model_id), success)
+
+    async def is_open(self, provider: str, model_id: str) -> bool:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(breaker_key(provider), "state")
+            pipe.hget(breaker_key(deployment(provider, model_id)), "state")
+            states = await pipe.execute()
+        return any(int(s or 0) == BreakerState.OPEN for s in states)
+
+
+def deployment(provider: str, model_id: str) -> str:
+    """The breaker target of one model on one provider."""
+    return f"{provider}:{model_id}"

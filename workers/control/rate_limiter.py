@@ -26,51 +26,150 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-# KEYS: one hash per limit. ARGV: window_ms, bucket_ms, then per limit: capacity, amount.
-# Returns {1, now_ms, bucket} when admitted, {0, now_ms, wait_ms, index of the short limit}.
+# KEYS: one hash per limit, then (optionally) the waiting room: order zset, due zset, hash.
+# ARGV: window_ms, bucket_ms, number of limits, job id, priority band, agent, join (0/1),
+# deadline_ms (0: none), slack_ms, then per limit: capacity, amount, shared (0/1), kind (r/t).
+# Returns {1, now_ms, bucket} when admitted; {0, now_ms, wait_ms, index of the short limit, joined}
+# when refused (wait_ms -1: the amount exceeds the limit's whole capacity).
 _ADMIT = """
-local window, bucket_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+local window, bucket_ms, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local job, band, agent = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local join, deadline, slack = ARGV[7] == '1', tonumber(ARGV[8]), tonumber(ARGV[9])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local current = math.floor(now / bucket_ms)
 local oldest = math.floor((now - window) / bucket_ms)
+local BAND = 1099511627776
+local room = #KEYS > n
+local R, D, H = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3]
+local cap, amt, shared, kind = {}, {}, {}, {}
+for i = 1, n do
+  local base = 9 + 4 * (i - 1)
+  cap[i], amt[i] = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+  shared[i], kind[i] = ARGV[base + 3] == '1', ARGV[base + 4]
+end
+-- The waiting room: who waits ahead of this job for the shared limits.
+local myscore, mytag, inroom, mytokens = nil, nil, false, 0
+for i = 1, n do if shared[i] and kind[i] == 't' then mytokens = amt[i] end end
+if room then
+  for _, w in ipairs(redis.call('ZRANGEBYSCORE', D, '-inf', now)) do
+    redis.call('ZREM', R, w)
+    redis.call('ZREM', D, w)
+    redis.call('HDEL', H, 'k:' .. w)
+  end
+  local s = redis.call('ZSCORE', R, job)
+  if s then
+    myscore, inroom = tonumber(s), true
+    mytag = myscore % BAND
+  else
+    local v = tonumber(redis.call('HGET', H, 'v') or '0')
+    local last = tonumber(redis.call('HGET', H, 'a:' .. agent) or '0')
+    mytag = math.max(v, last) + 1
+    myscore = band * BAND + mytag
+  end
+end
+local ahead_n, ahead_t = 0, 0
+if room then
+  local need_r, need_t = 0, 0
+  for i = 1, n do
+    if shared[i] and kind[i] == 'r' then need_r = math.max(need_r, cap[i]) end
+    if shared[i] and kind[i] == 't' then need_t = math.max(need_t, cap[i]) end
+  end
+  local offset = 0
+  while (need_r > 0 and ahead_n < need_r) or (need_t > 0 and ahead_t < need_t) do
+    local batch = redis.call('ZRANGEBYSCORE', R, '-inf', '(' .. myscore, 'LIMIT', offset, 200)
+    if #batch == 0 then break end
+    for _, w in ipairs(batch) do
+      ahead_n = ahead_n + 1
+      ahead_t = ahead_t + tonumber(redis.call('HGET', H, 'k:' .. w) or '0')
+    end
+    offset = offset + #batch
+  end
+end
 local totals, counts = {}, {}
-for i, key in ipairs(KEYS) do
-  local flat = redis.call('HGETALL', key)
+for i = 1, n do
+  local flat = redis.call('HGETALL', KEYS[i])
   local total, live = 0, {}
   for j = 1, #flat, 2 do
-    local b, n = tonumber(flat[j]), tonumber(flat[j + 1])
+    local b, c = tonumber(flat[j]), tonumber(flat[j + 1])
     if b < oldest then
-      redis.call('HDEL', key, flat[j])
+      redis.call('HDEL', KEYS[i], flat[j])
     else
-      total = total + n
-      live[#live + 1] = {b, n}
+      total = total + c
+      live[#live + 1] = {b, c}
     end
   end
   totals[i], counts[i] = total, live
 end
-for i = 1, #KEYS do
-  local capacity, amount = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
-  if amount > capacity then return {0, now, -1, i} end
-  local excess = totals[i] + amount - capacity
+local refused, wait = nil, 0
+for i = 1, n do
+  if amt[i] > cap[i] then
+    refused, wait = i, -1
+    break
+  end
+  local ahead = 0
+  if shared[i] then ahead = (kind[i] == 'r') and ahead_n or ahead_t end
+  local excess = totals[i] + ahead + amt[i] - cap[i]
   if excess > 0 then
-    -- Wait until the oldest buckets holding at least `excess` have left the window.
+    -- Wait until the oldest buckets holding `excess` have left the window; past what the window
+    -- holds, the jobs ahead fill whole windows first.
     table.sort(counts[i], function(a, b) return a[1] < b[1] end)
-    local freed = 0
+    local freed, w = 0, nil
     for _, entry in ipairs(counts[i]) do
       freed = freed + entry[2]
       if freed >= excess then
-        local leaves_at = (entry[1] + 1) * bucket_ms + window
-        return {0, now, math.max(1, leaves_at - now), i}
+        w = (entry[1] + 1) * bucket_ms + window - now
+        break
       end
     end
-    return {0, now, window, i}
+    if not w then
+      local last = now
+      if #counts[i] > 0 then last = (counts[i][#counts[i]][1] + 1) * bucket_ms + window end
+      w = last - now + window * math.ceil((excess - totals[i]) / cap[i] - 1)
+    end
+    w = math.max(1, w)
+    if w > wait then refused, wait = i, w end
   end
 end
-for i, key in ipairs(KEYS) do
-  local amount = tonumber(ARGV[2 + 2 * i])
-  if amount > 0 then redis.call('HINCRBY', key, current, amount) end
-  redis.call('PEXPIRE', key, window + 2 * bucket_ms)
+if refused then
+  local joined = 0
+  if room then
+    local fits = wait >= 0 and (deadline == 0 or now + wait <= deadline)
+    if join and fits then
+      redis.call('ZADD', R, myscore, job)
+      redis.call('ZADD', D, now + wait + slack, job)
+      redis.call('HSET', H, 'k:' .. job, mytokens)
+      if not inroom then
+        local last = tonumber(redis.call('HGET', H, 'a:' .. agent) or '0')
+        redis.call('HSET', H, 'a:' .. agent, math.max(last, mytag))
+      end
+      local ttl = wait + slack + 2 * window
+      for _, k in ipairs({R, D, H}) do
+        if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end
+      end
+      joined = 1
+    elseif inroom then
+      redis.call('ZREM', R, job)
+      redis.call('ZREM', D, job)
+      redis.call('HDEL', H, 'k:' .. job)
+    end
+  end
+  return {0, now, wait, refused, joined}
+end
+for i = 1, n do
+  if amt[i] > 0 then redis.call('HINCRBY', KEYS[i], current, amt[i]) end
+  redis.call('PEXPIRE', KEYS[i], window + 2 * bucket_ms)
+end
+if room then
+  if inroom then
+    redis.call('ZREM', R, job)
+    redis.call('ZREM', D, job)
+    redis.call('HDEL', H, 'k:' .. job)
+  end
+  local v = tonumber(redis.call('HGET', H, 'v') or '0')
+  local last = tonumber(redis.call('HGET', H, 'a:' .. agent) or '0')
+  redis.call('HSET', H, 'v', math.max(v, mytag), 'a:' .. agent, math.max(last, mytag))
+  redis.call('PEXPIRE', H, 2 * window + slack)
 end
 return {1, now, current}
 """
@@ -89,11 +188,29 @@ return 1
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """``capacity`` units per window on ``key``; ``amount`` is what this decision takes."""
+    """``capacity`` units per window on ``key``; ``amount`` is what this decision takes.
+
+    A ``shared`` limit (a model's, which every agent's jobs compete for) is taken in the order of
+    the waiting room; ``kind`` says whether it counts requests ("r") or tokens ("t").
+    """
 
     key: str
     capacity: int
     amount: int
+    shared: bool = False
+    kind: str = "r"
+
+
+@dataclass(frozen=True, slots=True)
+class Waiter:
+    """Who asks, for the waiting room: the job, its priority band (0 first) and its agent."""
+
+    room: str  # key prefix of the room (see :func:`gateway_client.keys.waiting_room`)
+    job_id: str
+    band: int
+    agent: str
+    join: bool = True  # False: fail fast, never wait in the room
+    deadline_ms: int = 0  # a wait that ends after this is not taken (0: no deadline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +218,10 @@ class Decision:
     admitted: bool
     server_time_ms: int
     bucket: int = 0  # where the amounts were recorded (for settle)
-    wait_ms: int = 0  # when refused: how long until there is room
+    wait_ms: int = 0  # when refused: how long until there is room for this job
     short: str = ""  # when refused: the key of the limit that had no room
     never: bool = False  # the amount exceeds the limit's whole capacity
+    waiting: bool = False  # when refused: the job holds its place in the waiting room
 
 
 class RateLimiter:
@@ -114,16 +232,35 @@ class RateLimiter:
         self._admit = redis.register_script(_ADMIT)
         self._settle = redis.register_script(_SETTLE)
 
-    async def admit(self, limits: list[Limit]) -> Decision:
-        args: list[int] = [self.window_ms, self.bucket_ms]
+    async def admit(self, limits: list[Limit], waiter: Waiter | None = None) -> Decision:
+        """One decision over every limit; with a ``waiter``, in the order of the waiting room."""
+        keys = [limit.key for limit in limits]
+        args: list[int | str] = [self.window_ms, self.bucket_ms, len(limits)]
+        if waiter is None:
+            args += ["", 0, "", 0, 0, 0]
+        else:
+            keys += [f"{waiter.room}:order", f"{waiter.room}:due", f"{waiter.room}:meta"]
+            args += [
+                waiter.job_id,
+                waiter.band,
+                waiter.agent,
+                int(waiter.join),
+                waiter.deadline_ms,
+                self.window_ms,
+            ]
         for limit in limits:
-            args += [limit.capacity, limit.amount]
-        raw = await self._admit(keys=[limit.key for limit in limits], args=args)
+            args += [limit.capacity, limit.amount, int(limit.shared), limit.kind]
+        raw = await self._admit(keys=keys, args=args)
         if int(raw[0]) == 1:
             return Decision(True, int(raw[1]), bucket=int(raw[2]))
         wait, index = int(raw[2]), int(raw[3]) - 1
         return Decision(
-            False, int(raw[1]), wait_ms=max(wait, 0), short=limits[index].key, never=wait < 0
+            False,
+            int(raw[1]),
+            wait_ms=max(wait, 0),
+            short=limits[index].key,
+            never=wait < 0,
+            waiting=int(raw[4]) == 1,
         )
 
     async def settle(self, keys: list[str], bucket: int, reserved: int, used: int) -> None:

@@ -1,0 +1,107 @@
+"""Per-agent quotas in tokens and in cost, per period, kept in Redis for the whole fleet.
+
+A quota is a budget, not a rate: once spent it stays spent until its period ends, so a job over
+it fails at once with E4402 instead of waiting. Like tokens per minute, a job reserves its
+estimate (prompt tokens + max_tokens, and their price) before the call and settles with the real
+usage after it, so concurrent jobs cannot overspend together. Cost is kept in micro-USD (integers
+are exact in Redis). Periods are aligned to the epoch on the server's clock: a daily quota resets
+at 00:00 UTC.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from gateway_client import keys
+
+MICRO = 1_000_000
+
+# KEYS: the quota hash of the period the caller expects. ARGV: that period, period_s, token quota
+# (0: none), cost quota in micro-USD (0: none), tokens, micro-USD. Returns {1, period} when
+# reserved, {0, which ('tokens'|'cost'), used, quota, resets_in_s} when refused, and {-1, period}
+# when the server's clock is in another period than the caller's (ask again with that one).
+_RESERVE = """
+local period_s = tonumber(ARGV[2])
+local now = tonumber(redis.call('TIME')[1])
+local period = math.floor(now / period_s)
+if period ~= tonumber(ARGV[1]) then return {-1, period} end
+local key = KEYS[1]
+local f = redis.call('HMGET', key, 'tokens', 'micro_usd')
+local used_t, used_c = tonumber(f[1] or '0'), tonumber(f[2] or '0')
+local quota_t, quota_c = tonumber(ARGV[3]), tonumber(ARGV[4])
+local want_t, want_c = tonumber(ARGV[5]), tonumber(ARGV[6])
+local resets = (period + 1) * period_s - now
+if quota_t > 0 and used_t + want_t > quota_t then
+  return {0, 'tokens', used_t, quota_t, resets}
+end
+if quota_c > 0 and used_c + want_c > quota_c then
+  return {0, 'cost', used_c, quota_c, resets}
+end
+redis.call('HINCRBY', key, 'tokens', want_t)
+redis.call('HINCRBY', key, 'micro_usd', want_c)
+redis.call('EXPIRE', key, period_s + 3600)
+return {1, period}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaRefusal:
+    which: str  # "tokens" or "cost"
+    used: float
+    quota: float
+    resets_in_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaReservation:
+    key: str
+    tokens: int
+    micro_usd: int
+
+
+class Quotas:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._reserve = redis.register_script(_RESERVE)
+
+    async def reserve(
+        self,
+        agent: str,
+        period_s: int,
+        token_quota: int | None,
+        cost_quota: float | None,
+        tokens: int,
+        cost: float,
+    ) -> QuotaReservation | QuotaRefusal:
+        micro = round(cost * MICRO)
+        period = int(time.time() // period_s)
+        for _ in range(3):
+            raw = await self._reserve(
+                keys=[keys.quota(agent, period)],
+                args=[
+                    period,
+                    period_s,
+                    token_quota or 0,
+                    round((cost_quota or 0) * MICRO),
+                    tokens,
+                    micro,
+                ],
+            )
+            if int(raw[0]) != -1:
+                break
+            period = int(raw[1])  # the server's clock decides the period
+        if int(raw[0]) == 1:
+            return QuotaReservation(keys.quota(agent, int(raw[1])), tokens, micro)
+        which = raw[1].decode() if isinstance(raw[1], bytes) else str(raw[1])
+        scale = MICRO if which == "cost" else 1
+        return QuotaRefusal(which, int(raw[2]) / scale, int(raw[3]) / scale, int(raw[4]))
+
+    async def settle(self, reservation: QuotaReservation, tokens: int, cost: float) -> None:
+        """Replace the reservation by what the call really used (0 when it failed)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(reservation.key, "tokens", tokens - reservation.tokens)
+            pipe.hincrby(reservation.key, "micro_usd", round(cost * MICRO) - reservation.micro_usd)
+            await pipe.execute()

@@ -1,0 +1,41 @@
+"""Moves deferred jobs back onto their queues when their rate-limit wait is over.
+
+A job over a limit is parked in a sorted set by the time its wait ends (see
+``JobStore.defer``), held by no worker and by no unacknowledged message. Every worker process
+runs this mover; the release script takes each due job exactly once, whichever worker runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from gateway_client.job_store import JobStore
+from workers.requeue import Requeue
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.05
+
+
+class DeferredMover:
+    def __init__(self, store: JobStore, requeue: Requeue) -> None:
+        self._store = store
+        self._requeue = requeue
+
+    async def move_due(self) -> int:
+        released = await self._store.release_due()
+        if not self._requeue.in_script:
+            for job_id, provider, priority in released:
+                await self._requeue.publish(job_id, provider, priority)
+        return len(released)
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                moved = await self.move_due()
+            except Exception as exc:
+                log.warning("moving deferred jobs failed: %s", type(exc).__name__)
+                moved = 0
+            if moved == 0:
+                await asyncio.sleep(POLL_INTERVAL_S)
