@@ -148,14 +148,17 @@ async def test_normal_jobs_overtake_waiting_low_ones_and_agents_take_turns(
         for i in range(2)
     ]
     interactive = [
-        await client.submit(make_request(f"n{i}", model_id="mock-limited", priority="normal"))
+        await client.submit(
+            make_request(f"n{i}", model_id="mock-limited", priority="normal", agent_did="did:a")
+        )
         for i in range(3)
     ]
     everything = batch + other_agent + interactive
     await asyncio.gather(*(h.result(timeout=60) for h in everything))
     last_normal = max(finished_ms(redis_client, h) for h in interactive)
     batch_after_normal = sum(1 for h in batch if finished_ms(redis_client, h) > last_normal)
-    # Without priorities the three NORMAL jobs would queue behind the nine waiting LOW ones.
+    # Without priorities the three NORMAL jobs (of the batch's own agent) would queue behind the
+    # nine waiting LOW ones.
     assert batch_after_normal >= 6
     last_b = max(finished_ms(redis_client, h) for h in other_agent)
     batch_after_b = sum(1 for h in batch if finished_ms(redis_client, h) > last_b)
