@@ -4,9 +4,12 @@ Keys (see :mod:`gateway_client.keys`): a hash with the job's state and request, 
 events, a lease naming the worker that runs it. States::
 
     queued ──claim──▶ running ──finish──▶ succeeded | failed
-       │                 │  ▲
-       │                 │  └── claim again after the lease lapsed (worker died): attempt + 1
-       └─────────────────┴──▶ cancelled (cancel) | expired (deadline passed)
+     ▲ │                 │  ▲
+     │ │                 │  └── claim again after the lease lapsed (worker died): attempt + 1
+     │ │                 ├──defer──▶ deferred (over a rate limit, held by no worker)
+     │ │                 └──hand_off──▶ queued on the next model's queue (failover)
+     │ └─────────────────┴──▶ cancelled (cancel) | expired (deadline passed)
+     └──release (the wait is over)── deferred
 
 Every event goes to the stream first and is then announced on the job's pub/sub channel as
 ``"<n>\\n<stream id>\\n<event json>"``; ``n`` counts the job's events from 0 so a listener can

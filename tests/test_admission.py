@@ -14,9 +14,11 @@ import redis
 from config.catalog import load_catalog
 from gateway_client import InferenceResponse, ModelGateway, RateLimitError
 from gateway_client.handle import JobHandle
+from l04.mock_upstream import REPLY
 from tests.conftest import make_request
-from tests.fleet import WorkerProcess
+from tests.fleet import MockUpstreamProcess, WorkerProcess
 
+CHAT = "/v1/chat/completions"
 WINDOW_S = 2.0  # the limiter's window in these tests: "per minute" means per 2 s here
 
 CATALOG = """
@@ -242,3 +244,25 @@ async def test_a_cancelled_waiting_job_never_runs(
     assert cancelled.value.code == "E4405"
     await asyncio.sleep(WINDOW_S + 0.3)  # past the wait: the mover must not revive it
     assert redis_client.hget(f"l04:job:{{{waiting.job_id}}}", "state") == b"cancelled"
+
+
+async def test_a_provider_429_waits_in_the_queue_until_retry_after(
+    gateway: ModelGateway,
+    start_worker: Callable[..., WorkerProcess],
+    mock_upstream: MockUpstreamProcess,
+    redis_client: redis.Redis,
+) -> None:
+    env = {"OPENAI_BASE_URL": f"{mock_upstream.url}/v1", "OPENAI_API_KEY": "sk-test-429"}
+    start_worker("openai", env=env)
+    mock_upstream.faults({"status": 429, "count": 2, "retry_after": 1, "path": CHAT})
+    started = time.monotonic()
+    handle = await gateway.submit(make_request("busy?", model_id="gpt-4o-mini"))
+    response = await handle.result(timeout=20)
+    assert response.content == REPLY and response.attempt == 1
+    assert time.monotonic() - started >= 2.0  # two Retry-After waits of 1 s each
+    assert redis_client.hget(f"l04:job:{{{handle.job_id}}}", "deferrals") == b"2"
+
+    mock_upstream.faults({"status": 429, "count": 1, "retry_after": 5, "path": CHAT})
+    with pytest.raises(RateLimitError) as too_late:
+        await gateway.execute(make_request("busy?", model_id="gpt-4o-mini", timeout=2))
+    assert too_late.value.code == "E4401" and too_late.value.retry_after == 5

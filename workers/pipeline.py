@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 HEALTH_FAILURES = frozenset({"E4200", "E4202", "E4604"})
 
 
+# A provider's 429 without Retry-After parks the job this long before it asks again.
+PROVIDER_429_MIN_WAIT_S = 1.0
+
+
 class ProviderUnavailable(Exception):
     """The provider failed retryably (after retries) or its breaker is open: try the next model."""
 
@@ -252,6 +256,12 @@ class JobPipeline:
                 error = exc
                 # A stream that already delivered chunks is not restarted mid-way.
                 if claim.stream and writer.emitted:
+                    raise
+                if error.code == "E4401":
+                    # The provider's own limit (429): wait in the queue, not in a worker slot.
+                    wait = max(error.retry_after or 0.0, PROVIDER_429_MIN_WAIT_S)
+                    if time.time() + wait < claim.deadline:
+                        raise Deferred(int(wait * 1000), "provider's own") from None
                     raise
                 delay = retry_delay(error, call, claim.deadline - time.time())
                 if delay is None:
