@@ -47,11 +47,15 @@ _LAZY = {
     "JobStatus": "gateway_client.handle",
     "SyncModelGateway": "gateway_client.sync",
     "SyncJobHandle": "gateway_client.sync",
+    "LLMRouter": "gateway_client.router",
+    "ModelRegistry": "config.registry",
 }
 
 if TYPE_CHECKING:
+    from config.registry import ModelRegistry
     from gateway_client.gateway import ModelGateway
     from gateway_client.handle import JobHandle, JobStatus
+    from gateway_client.router import LLMRouter
     from gateway_client.sync import SyncJobHandle, SyncModelGateway
 
 
@@ -78,9 +82,11 @@ __all__ = [
     "InferenceResponse",
     "JobHandle",
     "JobStatus",
+    "LLMRouter",
     "Message",
     "MessageRole",
     "ModelGateway",
+    "ModelRegistry",
     "Priority",
     "ProviderError",
     "RateLimitError",

@@ -164,3 +164,37 @@ async def test_latency_routing_uses_what_the_fleet_measured(redis_url: str) -> N
         handle = await gateway.submit(ask(routing={"strategy": "latency_optimized"}))
         assert (await handle.status()).model_id == "claude-3-haiku-20240307"
     await client.aclose()
+
+
+def test_registry_indexes_capabilities_and_filters() -> None:
+    from gateway_client import ModelRegistry
+
+    registry = ModelRegistry(CATALOG)
+    assert registry.get_model("smart") is CATALOG.get("smart")
+    assert {m.model_id for m in registry.models_with("text", "streaming")} == {
+        m.model_id
+        for m in CATALOG
+        if m.status.value != "disabled" and {"text", "streaming"} <= set(m.capabilities)
+    }
+    assert [m.model_id for m in registry.list_models(provider="ollama")] == [
+        m.model_id for m in CATALOG if m.provider == "ollama" and m.status.value != "disabled"
+    ]
+    assert all(m.region == "local" for m in registry.list_models(region="local"))
+    assert registry.models_with("no-such-capability") == []
+    assert registry.quality("cheap", "code") == 0.7
+    assert registry.quality("cheap", "poetry") == 0.4  # falls back to general
+    default = ModelRegistry.load()
+    assert default.get_model("claude-3-5-sonnet").model_id == "claude-3-5-sonnet-20241022"  # type: ignore[union-attr]
+    assert "vision" in default.capabilities
+
+
+def test_an_open_deployment_breaker_skips_only_that_model() -> None:
+    request = InferenceRequest.create(
+        agent_did="did:key:test",
+        messages=[Message(role=MessageRole.USER, content="hi")],
+        routing={"strategy": "quality_optimized"},
+    )
+    best = LLMRouter(CATALOG).route(request, 10)[0]
+    down = LLMRouter(CATALOG, unavailable={f"{best.provider}:{best.model_id}"}).route(request, 10)
+    assert best.model_id not in [m.model_id for m in down]
+    assert down  # the provider's other models and the rest still serve
