@@ -9,7 +9,7 @@ Everything the seed did not name is prefixed ``L04_``.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 from pydantic import Field, SecretStr
@@ -44,6 +44,22 @@ class GatewaySettings(BaseSettings):
     cache_ttl: int = Field(default=3600, gt=0, alias="CACHE_TTL")
     cache_similarity_threshold: float = Field(
         default=0.85, ge=0.0, le=1.0, alias="CACHE_SIMILARITY_THRESHOLD"
+    )
+
+    # Where the cache lives (default: the job-state Redis), and its own bounds, so that a
+    # growing cache never fills the Redis that holds the queues (it runs with noeviction).
+    cache_redis_url: str | None = Field(default=None, alias="L04_CACHE_REDIS_URL")
+    cache_max_entries: int = Field(default=100_000, gt=0, alias="L04_CACHE_MAX_ENTRIES")
+    semantic_cache_max_entries: int = Field(
+        default=10_000, gt=0, alias="L04_SEMANTIC_CACHE_MAX_ENTRIES"
+    )
+    # Which provider embeds questions for the semantic cache: ollama (OLLAMA_EMBEDDING_*),
+    # openai (any OpenAI-compatible /v1/embeddings) or none.
+    embedding_provider: Literal["ollama", "openai", "none"] = Field(
+        default="ollama", alias="L04_EMBEDDING_PROVIDER"
+    )
+    openai_embedding_model: str = Field(
+        default="text-embedding-3-small", alias="L04_OPENAI_EMBEDDING_MODEL"
     )
 
     # Rate limiting

@@ -63,3 +63,20 @@ DEFERRED = f"{PREFIX}:deferred"
 def quota(agent: str, period: int) -> str:
     """Hash: an agent's spend (tokens, micro-USD) in one quota period."""
     return f"{PREFIX}:quota:{{{agent}}}:{period}"
+
+
+CACHE_STATS = f"{PREFIX}:cache:stats"
+"""Hash: cache hits, misses and errors by kind, counted by every worker."""
+
+EXACT_CACHE_INDEX = f"{PREFIX}:cache:{{exact}}:index"
+"""Sorted set: exact-cache entry keys by the time they were stored (the oldest go first)."""
+
+
+def exact_cache(key: str) -> str:
+    """String: one cached answer, under the hash of its normalized request."""
+    return f"{PREFIX}:cache:{{exact}}:{key}"
+
+
+def semantic_cache(scope: str) -> str:
+    """Key prefix of one semantic-cache scope: ``:vec``, ``:resp``, ``:order`` and ``:log``."""
+    return f"{PREFIX}:cache:{{sem:{scope}}}"

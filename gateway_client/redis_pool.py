@@ -30,15 +30,17 @@ def _driver_info() -> Any:
     return DriverInfo()
 
 
-def make_redis(url: str, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> Redis:
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=WAIT_FOR_CONNECTION_S,
-        socket_connect_timeout=5,
-        socket_keepalive=True,
-        health_check_interval=10,
-        retry_on_timeout=True,
+def make_redis(url: str, max_connections: int = DEFAULT_MAX_CONNECTIONS, **options: Any) -> Redis:
+    """A client with its own bounded pool; ``options`` override the connection settings."""
+    settings: dict[str, Any] = {
+        "max_connections": max_connections,
+        "timeout": WAIT_FOR_CONNECTION_S,
+        "socket_connect_timeout": 5,
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+        "retry_on_timeout": True,
         **({"driver_info": info} if (info := _driver_info()) is not None else {}),
-    )
+        **options,
+    }
+    pool = BlockingConnectionPool.from_url(url, **settings)
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections

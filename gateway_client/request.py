@@ -66,6 +66,9 @@ class InferenceRequest(BaseModel):
     messages: list[Message] = Field(min_length=1, max_length=10_000)
     model_id: str | None = Field(default=None, min_length=1, max_length=256)
     enable_cache: bool = True
+    # Reuse an answer to a question with the same meaning (the semantic cache): None allows it
+    # only with deterministic sampling (temperature 0), True opts in, False opts out.
+    semantic_cache: bool | None = None
     max_tokens: int = Field(default=1024, ge=1, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)

@@ -25,6 +25,7 @@ class EventWriter:
     def __init__(self, store: JobStore, job_id: str, worker_id: str, attempt: int) -> None:
         self._store = store
         self._job_id = job_id
+        self.job_id = job_id
         self._worker_id = worker_id
         self._attempt = attempt
         self._seq = 0

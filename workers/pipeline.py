@@ -17,6 +17,7 @@ from gateway_client.errors import CircuitBreakerError, GatewayError, ProviderErr
 from gateway_client.job_store import Claim, JobStore
 from gateway_client.request import InferenceRequest, parse_request
 from gateway_client.response import InferenceResponse
+from workers.cache.response_cache import Lookup, ResponseCache, cached_chunks
 from workers.control.admission import Admission, Deferred
 from workers.control.circuit_breaker import CircuitBreakers
 from workers.control.latency import LatencyTracker
@@ -57,7 +58,9 @@ class JobPipeline:
         latencies: LatencyTracker,
         admission: Admission,
         requeue: Requeue,
+        cache: ResponseCache,
     ) -> None:
+        self._cache = cache
         self._admission = admission
         self._requeue = requeue
         self._breakers = breakers
@@ -93,7 +96,11 @@ class JobPipeline:
             spec = self._catalog.resolve(claim.model)
             adapter = self._providers.get(claim.provider)
             ctx = CallContext(job_id=job_id, attempt=claim.attempt)
+            lookup = await self._cache.lookup(request, spec)
+            if lookup.hit is not None:
+                return await self._answer_from_cache(request, spec, claim, writer, lookup, started)
             result = await self._guarded_call(adapter, request, spec, ctx, writer, claim)
+            await self._cache.store(lookup, result)
         except ProviderUnavailable as unavailable:
             return await self._fail_over(job_id, claim, writer, unavailable.error)
         except Deferred as deferred:
@@ -131,6 +138,38 @@ class JobPipeline:
             attempt=claim.attempt,
         )
         return "succeeded" if await writer.result(response) else "fenced"
+
+    async def _answer_from_cache(
+        self,
+        request: InferenceRequest,
+        spec: ModelSpec,
+        claim: Claim,
+        writer: EventWriter,
+        lookup: Lookup,
+        started: float,
+    ) -> str:
+        """Answer without calling the provider; a stream gets its chunks like any other."""
+        assert lookup.hit is not None
+        result = lookup.hit.result
+        if claim.stream:
+            for piece in cached_chunks(result.content):
+                await writer.chunk(piece)
+        response = InferenceResponse(
+            request_id=request.request_id,
+            job_id=writer.job_id,
+            model_id=spec.model_id,
+            provider=spec.provider,
+            content=result.content,
+            tool_calls=result.tool_calls,
+            finish_reason=result.finish_reason,
+            token_usage=result.usage,
+            latency_ms=round((time.monotonic() - started) * 1000, 3),
+            cached=True,
+            cost=0.0,
+            attempt=claim.attempt,
+        )
+        log.info("job %s answered from the %s cache", writer.job_id, lookup.hit.kind)
+        return "cached" if await writer.result(response) else "fenced"
 
     async def _guarded_call(
         self,

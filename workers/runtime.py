@@ -30,6 +30,7 @@ from gateway_client.redis_pool import make_redis
 from gateway_client.wire import UnreadableEnvelope, read_envelope
 from tasks.app import create_app
 from tasks.queues import is_redis_broker
+from workers.cache.response_cache import ResponseCache
 from workers.control.admission import Admission
 from workers.control.circuit_breaker import CircuitBreakers
 from workers.control.latency import LatencyTracker
@@ -72,6 +73,7 @@ class WorkerRuntime:
             failure_threshold=settings.circuit_breaker_failure_threshold,
             recovery_timeout_s=settings.circuit_breaker_recovery_timeout,
         )
+        self.cache = ResponseCache(settings, self.providers, self.redis)
         requeue = Requeue(create_app(settings), broker, broker == settings.redis_url)
         self.pipeline = JobPipeline(
             self.store,
@@ -84,6 +86,7 @@ class WorkerRuntime:
             LatencyTracker(self.redis),
             Admission(self.redis, self.catalog, settings),
             requeue,
+            self.cache,
         )
         self._mover_task = asyncio.create_task(DeferredMover(self.store, requeue).run_forever())
         heartbeat = Heartbeat(
@@ -168,6 +171,7 @@ class WorkerRuntime:
             self._heartbeat_task.cancel()
             self._mover_task.cancel()
             await self.providers.aclose()
+            await self.cache.aclose()
             await self.redis.aclose()
             if self.broker_redis is not None:
                 await self.broker_redis.aclose()

@@ -1,0 +1,1 @@
+"""The response cache: exact (hash of the normalized request) and semantic (embeddings)."""
