@@ -1,0 +1,1 @@
+"""Benchmarks: figures beside their baselines, from one run (not part of the test suite)."""
