@@ -264,5 +264,5 @@ async def test_a_provider_429_waits_in_the_queue_until_retry_after(
 
     mock_upstream.faults({"status": 429, "count": 1, "retry_after": 5, "path": CHAT})
     with pytest.raises(RateLimitError) as too_late:
-        await gateway.execute(make_request("busy?", model_id="gpt-4o-mini", timeout=2))
+        await gateway.execute(make_request("still busy?", model_id="gpt-4o-mini", timeout=2))
     assert too_late.value.code == "E4401" and too_late.value.retry_after == 5

@@ -111,17 +111,13 @@ async def test_no_api_key_leaves_the_worker(
 
     listener = threading.Thread(target=capture, daemon=True)
     listener.start()
-    await asyncio.sleep(1.0)
-    errors: list[str] = []
-    for provider in ("openai", "anthropic"):
-        await gateway.execute(make_request("hi", model_id=MODELS[provider]))
-        upstream.faults({"status": 401})
-        with pytest.raises(GatewayError) as caught:
-            await gateway.execute(make_request("hi", model_id=MODELS[provider]))
-        errors.append(str(caught.value) + json.dumps(caught.value.to_payload()))
-    await asyncio.sleep(1.0)
-    stop.set()
-    listener.join(timeout=5)
+    try:
+        await asyncio.sleep(1.0)
+        errors = await answer_then_refuse(gateway, upstream)
+        await asyncio.sleep(1.0)
+    finally:
+        stop.set()
+        listener.join(timeout=5)
 
     stored = []
     for key in redis_client.scan_iter("*"):
@@ -172,3 +168,15 @@ async def test_execute_with_tools_feeds_results_back(
         request, [ToolResult(tool_call_id=call.id, content="18C, sunny")], asked
     )
     assert answer.content == REPLY and answer.tool_calls == []
+
+
+async def answer_then_refuse(gateway: ModelGateway, upstream: MockUpstreamProcess) -> list[str]:
+    """One answered call per hosted provider, then one refused with 401: the refusals' text."""
+    errors: list[str] = []
+    for provider in ("openai", "anthropic"):
+        await gateway.execute(make_request("hi", model_id=MODELS[provider]))
+        upstream.faults({"status": 401})
+        with pytest.raises(GatewayError) as caught:
+            await gateway.execute(make_request("hi again", model_id=MODELS[provider]))
+        errors.append(str(caught.value) + json.dumps(caught.value.to_payload()))
+    return errors

@@ -43,6 +43,8 @@ def _shape(model_id: str, request: InferenceRequest) -> dict[str, Any]:
         "response_format": (
             request.response_format.model_dump(mode="json") if request.response_format else None
         ),
+        # The mock provider's options shape its answer like a sampling parameter would.
+        "mock": request.metadata.get("mock"),
     }
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 COOLDOWN_S = 5.0  # after a cache or embedding error, skip that part this long
 MAX_ANSWER_BYTES = 1_000_000  # larger answers are not cached
+STATS_TTL_S = 7 * 86_400
 
 
 @dataclass
@@ -143,7 +144,10 @@ class ResponseCache:
             lookup.hit = CachedAnswer(_decode(raw), "semantic", similarity)
 
     async def _count(self, field: str) -> None:
-        await self.redis.hincrby(keys.CACHE_STATS, field, 1)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(keys.CACHE_STATS, field, 1)
+            pipe.expire(keys.CACHE_STATS, STATS_TTL_S)  # like every key: gone once unused
+            await pipe.execute()
 
     def _redis_failed(self, exc: Exception) -> None:
         self._redis_down_until = time.monotonic() + COOLDOWN_S
