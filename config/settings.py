@@ -84,6 +84,14 @@ class GatewaySettings(BaseSettings):
     # L01 data layer
     l01_base_url: str = Field(default="http://localhost:8001", alias="L01_BASE_URL")
     l01_api_key: SecretStr | None = Field(default=None, alias="L01_API_KEY")
+    # Usage events for L01: kept in a Redis stream (the outbox, the newest ones up to
+    # L04_USAGE_OUTBOX_MAX) until L01 has them. False: no events at all.
+    usage_events: bool = Field(default=True, alias="L04_USAGE_EVENTS")
+    usage_outbox_max: int = Field(default=100_000, gt=0, alias="L04_USAGE_OUTBOX_MAX")
+    l01_events_path: str = Field(default="/api/v1/events", alias="L04_L01_EVENTS_PATH")
+
+    # Prometheus: the port a worker serves /metrics on (``l04 worker --metrics-port`` wins).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535, alias="L04_METRICS_PORT")
 
     # Queues and jobs
     catalog_path: str | None = Field(default=None, alias="L04_CATALOG")

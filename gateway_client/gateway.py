@@ -16,8 +16,9 @@ from typing import Any
 
 from config.catalog import Catalog, ModelSpec, cached_catalog
 from config.settings import GatewaySettings, load_settings
-from gateway_client import keys, tokens
+from gateway_client import keys, metrics, tokens
 from gateway_client.errors import (
+    GatewayError,
     RateLimitError,
     ValidationError,
     unknown_job,
@@ -75,8 +76,12 @@ class ModelGateway:
     # -- the seed's API ----------------------------------------------------------------------
 
     async def execute(self, request: InferenceRequest) -> InferenceResponse:
+        started = time.monotonic()
         handle = await self.submit(request)
-        return await handle.result()
+        try:
+            return await handle.result()
+        finally:
+            metrics.JOB_LATENCY.observe(time.monotonic() - started)
 
     async def stream(self, request: InferenceRequest) -> AsyncIterator[StreamChunk]:
         handle = await self.submit(request, stream=True)
@@ -138,6 +143,19 @@ class ModelGateway:
         self, request: InferenceRequest, job_id: str | None = None, *, stream: bool = False
     ) -> JobHandle:
         """Enqueue ``request``; the same ``job_id`` submitted twice is one job."""
+        try:
+            return await self._submit(request, job_id, stream)
+        except GatewayError as error:
+            metrics.SUBMIT_REFUSALS.labels(error.code).inc()
+            if error.code == "E4403":
+                metrics.RATE_LIMIT_REJECTIONS.labels(
+                    metrics.agent_label(getattr(request, "agent_did", "unknown")), "refused"
+                ).inc()
+            raise
+
+    async def _submit(
+        self, request: InferenceRequest, job_id: str | None, stream: bool
+    ) -> JobHandle:
         request = parse_request(request)
         if job_id is not None and not JOB_ID_PATTERN.match(job_id):
             raise ValidationError(
@@ -192,6 +210,7 @@ class ModelGateway:
             raise self._queue_full(queue)
         if state != "created":
             return await self.job(job_id)
+        metrics.JOBS_SUBMITTED.labels(spec.provider, request.priority.value).inc()
         return self._handle(job_id, deadline)
 
     async def _send(self, job_id: str, queue: str, priority: int) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
+from gateway_client import metrics
 from gateway_client.errors import GatewayError, error_from_payload, unknown_job
 from gateway_client.job_store import JobEvent, JobStore
 from gateway_client.listener import EventListener
@@ -65,8 +66,10 @@ class JobHandle:
         """The job's response, or its typed error. ``timeout`` bounds this wait only."""
         async for event in self._events(timeout):
             if event.type == "result":
+                metrics.JOB_RESULTS.labels("success").inc()
                 return InferenceResponse.model_validate(event.data["response"])
             if event.type == "error":
+                metrics.JOB_RESULTS.labels("error").inc()
                 raise error_from_payload(event.data["error"])
         raise AssertionError("unreachable: event feed ended without a terminal event")
 

@@ -80,3 +80,7 @@ def exact_cache(key: str) -> str:
 def semantic_cache(scope: str) -> str:
     """Key prefix of one semantic-cache scope: ``:vec``, ``:resp``, ``:order`` and ``:log``."""
     return f"{PREFIX}:cache:{{sem:{scope}}}"
+
+
+USAGE_OUTBOX = f"{PREFIX}:usage"
+"""Stream: usage events waiting to be delivered to L01 (consumer group ``l01``)."""

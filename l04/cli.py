@@ -15,7 +15,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from l04.worker import run_worker
 
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
-    run_worker(providers, args.concurrency, args.loglevel, args.name)
+    run_worker(providers, args.concurrency, args.loglevel, args.name, args.metrics_port)
     return 0
 
 
@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument("--name", default=None, help="Celery node name (default: l04-...@host)")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port (also L04_METRICS_PORT)",
+    )
     worker.set_defaults(func=_cmd_worker)
 
     mock = sub.add_parser("mock-provider", help="serve the providers' wire formats locally")

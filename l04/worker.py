@@ -38,8 +38,25 @@ def worker_argv(
 
 
 def run_worker(
-    providers: list[str], concurrency: int, loglevel: str = "INFO", name: str | None = None
+    providers: list[str],
+    concurrency: int,
+    loglevel: str = "INFO",
+    name: str | None = None,
+    metrics_port: int | None = None,
 ) -> None:
+    from config.settings import get_settings
     from tasks import app
 
+    settings = get_settings()
+    port = metrics_port if metrics_port is not None else settings.metrics_port
+    if port is not None:
+        from gateway_client.metrics import serve_metrics
+
+        bound = serve_metrics(
+            port,
+            redis_url=settings.redis_url,
+            broker_url=settings.effective_broker_url,
+            providers=providers,
+        )
+        print(f"l04 worker: metrics on :{bound}/metrics", flush=True)
     app.worker_main(worker_argv(providers, concurrency, loglevel, name))

@@ -13,10 +13,12 @@ import time
 
 from config.catalog import Catalog, ModelSpec
 from config.settings import GatewaySettings
+from gateway_client import metrics
 from gateway_client.errors import CircuitBreakerError, GatewayError, ProviderError, RoutingError
 from gateway_client.job_store import Claim, JobStore
 from gateway_client.request import InferenceRequest, parse_request
 from gateway_client.response import InferenceResponse
+from workers import observe
 from workers.cache.response_cache import Lookup, ResponseCache, cached_chunks
 from workers.control.admission import Admission, Deferred
 from workers.control.circuit_breaker import CircuitBreakers
@@ -82,6 +84,7 @@ class JobPipeline:
             log.info("job %s not run: %s %s", job_id, claim.outcome, claim.detail)
             return claim.outcome
         self.claimed.add(job_id)
+        observe.claimed(claim)
         try:
             return await self._run_claimed(job_id, claim)
         finally:
@@ -110,11 +113,13 @@ class JobPipeline:
             return "fenced"
         except GatewayError as error:
             log.info("job %s failed: %s", job_id, error.code)
+            observe.failed(claim.provider, claim.model, error.code)
             await writer.error(error)
             return "failed"
         except Exception as exc:
             # A bug must not leave the caller waiting: report it with a code, log the type only.
             log.exception("job %s: unexpected %s", job_id, type(exc).__name__)
+            observe.failed(claim.provider, claim.model, "E4200")
             await writer.error(
                 ProviderError(
                     f"internal error in the worker ({type(exc).__name__})",
@@ -137,7 +142,28 @@ class JobPipeline:
             cost=spec.cost(result.usage.prompt_tokens, result.usage.completion_tokens),
             attempt=claim.attempt,
         )
-        return "succeeded" if await writer.result(response) else "fenced"
+        return await self._answered(request, spec, claim, writer, response, "succeeded")
+
+    async def _answered(
+        self,
+        request: InferenceRequest,
+        spec: ModelSpec,
+        claim: Claim,
+        writer: EventWriter,
+        response: InferenceResponse,
+        outcome: str,
+    ) -> str:
+        if not await writer.result(response):
+            return "fenced"
+        await observe.succeeded(
+            self._store.redis,
+            request,
+            spec,
+            response,
+            claim,
+            self._settings.usage_outbox_max if self._settings.usage_events else 0,
+        )
+        return outcome
 
     async def _answer_from_cache(
         self,
@@ -169,7 +195,7 @@ class JobPipeline:
             attempt=claim.attempt,
         )
         log.info("job %s answered from the %s cache", writer.job_id, lookup.hit.kind)
-        return "cached" if await writer.result(response) else "fenced"
+        return await self._answered(request, spec, claim, writer, response, "cached")
 
     async def _guarded_call(
         self,
@@ -228,16 +254,22 @@ class JobPipeline:
                     details={"chain": list(claim.chain), "last_error": error.code},
                 )
             log.info("job %s failed: %s", job_id, final.code)
+            observe.failed(claim.provider, claim.model, final.code)
             await writer.error(final)
             return "failed"
         log.info(
             "job %s: %s on %s, failing over to %s", job_id, error.code, claim.model, spec.model_id
         )
         moved = await self._failover.hand_off(job_id, self._worker_id, claim, spec)
+        if moved:
+            metrics.FAILOVERS.labels(claim.model, spec.model_id).inc()
         return "failed-over" if moved else "fenced"
 
     async def _defer(self, job_id: str, claim: Claim, deferred: Deferred) -> str:
         """Park the job outside any worker until the limiter's wait is over."""
+        metrics.RATE_LIMIT_REJECTIONS.labels(
+            metrics.agent_label(deferred.agent_did), "deferred"
+        ).inc()
         message, target = self._requeue.message(job_id, claim.provider, claim.priority)
         parked = await self._store.defer(job_id, self._worker_id, deferred.wait_ms, message, target)
         log.info(
@@ -283,12 +315,15 @@ class JobPipeline:
                 deadline=claim.deadline,
                 prompt_tokens=prompt_tokens,
             )
+            active = metrics.ACTIVE_REQUESTS.labels(spec.provider)
+            active.inc()
             try:
                 if claim.stream:
                     result = await self._stream(adapter, request, spec, ctx, writer)
                 else:
                     result = await adapter.complete(request, spec, ctx)
             except BaseException as exc:
+                active.dec()
                 await asyncio.shield(self._admission.settle(ticket, None, 0.0))
                 if not isinstance(exc, GatewayError):
                     raise
@@ -300,7 +335,9 @@ class JobPipeline:
                     # The provider's own limit (429): wait in the queue, not in a worker slot.
                     wait = max(error.retry_after or 0.0, PROVIDER_429_MIN_WAIT_S)
                     if time.time() + wait < claim.deadline:
-                        raise Deferred(int(wait * 1000), "provider's own") from None
+                        raise Deferred(
+                            int(wait * 1000), "provider's own", request.agent_did
+                        ) from None
                     raise
                 delay = retry_delay(error, call, claim.deadline - time.time())
                 if delay is None:
@@ -308,9 +345,11 @@ class JobPipeline:
                 log.info(
                     "job %s: %s, call %d retried in %.2fs", ctx.job_id, error.code, call, delay
                 )
+                metrics.RETRIES.labels(spec.provider, error.code).inc()
                 await asyncio.sleep(delay)
                 call += 1
                 continue
+            active.dec()
             usage = result.usage
             cost = spec.cost(usage.prompt_tokens, usage.completion_tokens)
             await self._admission.settle(ticket, usage, cost)
@@ -325,8 +364,15 @@ class JobPipeline:
         writer: EventWriter,
     ) -> ProviderResult:
         final = None
+        called = time.monotonic()
+        first = True
         async for delta in adapter.stream(request, spec, ctx):
             if delta.text:
+                if first:
+                    first = False
+                    metrics.TIME_TO_FIRST_TOKEN.labels(spec.provider, spec.model_id).observe(
+                        time.monotonic() - called
+                    )
                 await writer.chunk(delta.text)
             if delta.usage is not None or delta.finish_reason is not None:
                 final = delta

@@ -38,6 +38,7 @@ from workers.dead_letters import set_aside
 from workers.deferred import DeferredMover
 from workers.failover import Failover
 from workers.heartbeat import Heartbeat
+from workers.l01_shipper import L01Shipper
 from workers.pipeline import JobPipeline
 from workers.providers import ProviderSet
 from workers.requeue import Requeue
@@ -89,6 +90,10 @@ class WorkerRuntime:
             self.cache,
         )
         self._mover_task = asyncio.create_task(DeferredMover(self.store, requeue).run_forever())
+        self._shipper = L01Shipper(self.redis, settings, self.worker_id)
+        self._shipper_task = (
+            asyncio.create_task(self._shipper.run_forever()) if settings.usage_events else None
+        )
         heartbeat = Heartbeat(
             self.store,
             self.broker_redis,
@@ -170,6 +175,9 @@ class WorkerRuntime:
         async def shutdown() -> None:
             self._heartbeat_task.cancel()
             self._mover_task.cancel()
+            if self._shipper_task is not None:
+                self._shipper_task.cancel()
+            await self._shipper.aclose()
             await self.providers.aclose()
             await self.cache.aclose()
             await self.redis.aclose()

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
-from gateway_client import keys
+from gateway_client import keys, metrics
 from gateway_client.errors import GatewayError
 from gateway_client.messages import ToolCall
 from gateway_client.redis_pool import make_redis
@@ -97,6 +97,7 @@ class ResponseCache:
             else:
                 await self._semantic_lookup(lookup, request, spec)
             await self._count("hits_" + lookup.hit.kind if lookup.hit else "misses")
+            (metrics.CACHE_HITS if lookup.hit else metrics.CACHE_MISSES).inc()
         except Exception as exc:
             self._redis_failed(exc)
             lookup.active = False
@@ -135,6 +136,7 @@ class ResponseCache:
             self._embed_down_until = time.monotonic() + COOLDOWN_S
             code = exc.code if isinstance(exc, GatewayError) else "E4301"
             log.warning("semantic cache skipped: embedding failed (%s, %s)", code, _kind(exc))
+            metrics.CACHE_ERRORS.labels("E4301").inc()
             await self._count("errors_embedding")
             return
         lookup.vector = np.asarray(vectors[0], dtype=np.float32)
@@ -152,6 +154,7 @@ class ResponseCache:
     def _redis_failed(self, exc: Exception) -> None:
         self._redis_down_until = time.monotonic() + COOLDOWN_S
         log.warning("cache skipped: E4300 cache error (%s)", _kind(exc))
+        metrics.CACHE_ERRORS.labels("E4300").inc()
 
 
 async def cache_stats(redis: Redis) -> dict[str, int]:

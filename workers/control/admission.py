@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from config.catalog import Catalog, ModelSpec
 from config.settings import GatewaySettings
-from gateway_client import keys
+from gateway_client import keys, metrics
 from gateway_client.errors import RateLimitError
 from gateway_client.request import InferenceRequest
 from gateway_client.response import TokenUsage
@@ -26,13 +26,18 @@ from workers.control.rate_limiter import Limit, RateLimiter, Waiter
 PRIORITY_BANDS = {"high": 0, "normal": 1, "low": 2}
 
 
+def _refused(agent_did: str) -> None:
+    metrics.RATE_LIMIT_REJECTIONS.labels(metrics.agent_label(agent_did), "refused").inc()
+
+
 class Deferred(Exception):
     """The call is over a rate limit: park the job for ``wait_ms`` and try again."""
 
-    def __init__(self, wait_ms: int, limit: str) -> None:
+    def __init__(self, wait_ms: int, limit: str, agent_did: str) -> None:
         super().__init__(f"over {limit}, wait {wait_ms} ms")
         self.wait_ms = wait_ms
         self.limit = limit
+        self.agent_did = agent_did
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,7 @@ class Admission:
             await self._quotas.settle(quota, 0, 0.0)
         name = next(n for n, limit in named if limit.key == decision.short)
         capacity = limits[name].capacity
+        _refused(request.agent_did)
         if decision.never:
             raise RateLimitError(
                 f"the request needs more than the whole {name} limit of {spec.model_id} "
@@ -133,7 +139,7 @@ class Admission:
                     "retry_after": decision.wait_ms / 1000,
                 },
             )
-        raise Deferred(decision.wait_ms, name)
+        raise Deferred(decision.wait_ms, name, request.agent_did)
 
     async def settle(self, ticket: Ticket, usage: TokenUsage | None, cost: float) -> None:
         """Replace the reservations by the call's real usage (nothing used when it failed)."""
@@ -161,6 +167,7 @@ class Admission:
             spec.cost(prompt_tokens, request.max_tokens),
         )
         if isinstance(reserved, QuotaRefusal):
+            _refused(agent)
             unit = "USD" if reserved.which == "cost" else "tokens"
             raise RateLimitError(
                 f"agent {agent}'s {reserved.which} quota is exhausted "
