@@ -1,4 +1,5 @@
-"""What ``health_check()`` and ``l04 health`` report: Redis, workers per queue, queue depths."""
+"""What ``health_check()`` and ``l04 health`` report: Redis, workers per queue, queue depths,
+breaker states, and each provider's health as its workers last probed it."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from celery import Celery
 from redis.asyncio import Redis
 
 from config.catalog import Catalog
+from gateway_client import keys
 from tasks.queues import is_redis_broker, queue_name, redis_priority_lists
 
 _PRIORITY_NAMES = ("high", "normal", "low")
+_BREAKER_STATES = {0: "closed", 1: "half_open", 2: "open"}
 
 
 def _workers_by_queue(app: Celery, timeout: float) -> dict[str, list[str]]:
@@ -53,6 +56,52 @@ async def fleet_health(
         workers = {}
         report["workers_error"] = type(exc).__name__
     report["workers"] = {queue_name(p): sorted(workers.get(queue_name(p), [])) for p in providers}
+    report["breakers"] = await _breakers(redis, catalog)
+    report["providers"] = await _providers(redis, providers, report)
     if not any(report["workers"].values()):
         report["gateway"] = "degraded"
     return report
+
+
+async def _breakers(redis: Redis, catalog: Catalog) -> dict[str, str]:
+    """Every provider's breaker, and the deployments whose breaker is not closed."""
+    targets = sorted(catalog.providers) + [f"{m.provider}:{m.model_id}" for m in catalog]
+    async with redis.pipeline(transaction=False) as pipe:
+        for target in targets:
+            pipe.hget(keys.breaker(target), "state")
+        states = await pipe.execute()
+    found = {}
+    for target, state in zip(targets, states, strict=True):
+        name = _BREAKER_STATES.get(int(state or 0), "closed")
+        if ":" not in target or name != "closed":
+            found[target] = name
+    return found
+
+
+async def _providers(
+    redis: Redis, providers: list[str], report: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Per provider: its workers, its breaker, and the last health probe a worker made."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for provider in providers:
+            pipe.hgetall(keys.provider_health(provider))
+        probes = await pipe.execute()
+    found: dict[str, dict[str, Any]] = {}
+    for provider, probe in zip(providers, probes, strict=True):
+        fields = {_text(k): _text(v) for k, v in (probe or {}).items()}
+        workers = len(report["workers"].get(queue_name(provider), []))
+        breaker = report["breakers"].get(provider, "closed")
+        reachable = None if not fields else fields.get("healthy") == "1"
+        found[provider] = {
+            "workers": workers,
+            "breaker": breaker,
+            "reachable": reachable,  # None: no worker has probed it lately
+            "last_error": fields.get("error") or None,
+            "checked_at": float(fields["checked_at"]) if "checked_at" in fields else None,
+            "healthy": workers > 0 and breaker != "open" and reachable is not False,
+        }
+    return found
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -84,3 +84,8 @@ def semantic_cache(scope: str) -> str:
 
 USAGE_OUTBOX = f"{PREFIX}:usage"
 """Stream: usage events waiting to be delivered to L01 (consumer group ``l01``)."""
+
+
+def provider_health(provider: str) -> str:
+    """Hash: the last health probe of a provider by a worker that serves it (expires)."""
+    return f"{PREFIX}:health:{provider}"

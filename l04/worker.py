@@ -47,6 +47,8 @@ def run_worker(
     from config.settings import get_settings
     from tasks import app
 
+    # The worker's runtime probes these providers' health (see workers/provider_health.py).
+    os.environ["L04_WORKER_PROVIDERS"] = ",".join(providers)
     settings = get_settings()
     port = metrics_port if metrics_port is not None else settings.metrics_port
     if port is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+import redis
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,7 +20,7 @@ from gateway_client import GatewayError, ModelGateway
 from gateway_client.metrics import serve_metrics
 from l04.redis_server import free_port
 from tests.conftest import make_request
-from tests.fleet import WorkerProcess
+from tests.fleet import MockUpstreamProcess, WorkerProcess
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -179,3 +180,47 @@ async def test_usage_events_survive_an_L01_outage(
     assert event["total_tokens"] == jobs[0].token_usage.total_tokens
     assert {"latency_ms", "cost_usd", "cached"} <= set(event)
     assert "l01-test-key" not in json.dumps(l01.received)
+
+
+async def test_two_workers_share_a_provider_and_limits_and_breakers_hold_across_them(
+    gateway: ModelGateway,
+    start_worker: Callable[..., WorkerProcess],
+    mock_upstream: MockUpstreamProcess,
+    redis_client: redis.Redis,
+) -> None:
+    limited = {"RATE_LIMIT_REQUESTS_PER_MINUTE": "10", "L04_RATE_LIMIT_WINDOW": "2"}
+    start_worker("mock", env=limited)
+    start_worker("mock", env=limited)
+    start_worker(
+        "openai",
+        env={
+            "OPENAI_BASE_URL": f"{mock_upstream.url}/v1",
+            "OPENAI_API_KEY": "sk-test-health",
+            "CIRCUIT_BREAKER_FAILURE_THRESHOLD": "2",
+            "CIRCUIT_BREAKER_RECOVERY_TIMEOUT": "60",
+        },
+    )
+    handles = [
+        await gateway.submit(make_request(f"shared {i}", metadata={"mock": {"latency_ms": 50}}))
+        for i in range(25)
+    ]
+    await asyncio.gather(*(h.result(timeout=30) for h in handles))
+    jobs = [redis_client.hgetall(f"l04:job:{{{h.job_id}}}") for h in handles]
+    assert len({job[b"worker"] for job in jobs}) == 2  # the work is shared
+    finished = sorted(int(job[b"finished_ms"]) for job in jobs)
+    for i in range(len(finished) - 10):  # one limit for both: at most 10 in any 2 s
+        assert finished[i + 10] - finished[i] >= 2000 - 150
+
+    mock_upstream.faults({"status": 503, "count": 1000, "path": "/v1/chat/completions"})
+    for i in range(2):
+        with pytest.raises(GatewayError):
+            await gateway.execute(make_request(f"down {i}", model_id="gpt-4o-mini"))
+    report = await gateway.health_check()
+    assert report["redis"]["ok"]
+    assert len(report["workers"]["l04.mock"]) == 2 and len(report["workers"]["l04.openai"]) == 1
+    assert report["breakers"]["openai"] == "open" and report["breakers"]["mock"] == "closed"
+    assert report["providers"]["mock"]["healthy"] and report["providers"]["mock"]["workers"] == 2
+    assert report["providers"]["openai"]["breaker"] == "open"
+    assert not report["providers"]["openai"]["healthy"]
+    assert report["providers"]["anthropic"]["workers"] == 0
+    assert report["queues"]["l04.mock"] == {"high": 0, "normal": 0, "low": 0}

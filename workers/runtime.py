@@ -40,6 +40,7 @@ from workers.failover import Failover
 from workers.heartbeat import Heartbeat
 from workers.l01_shipper import L01Shipper
 from workers.pipeline import JobPipeline
+from workers.provider_health import ProviderHealthProbe
 from workers.providers import ProviderSet
 from workers.requeue import Requeue
 
@@ -90,6 +91,9 @@ class WorkerRuntime:
             self.cache,
         )
         self._mover_task = asyncio.create_task(DeferredMover(self.store, requeue).run_forever())
+        served = [p for p in os.environ.get("L04_WORKER_PROVIDERS", "").split(",") if p]
+        probe = ProviderHealthProbe(self.redis, self.providers, served)
+        self._probe_task = asyncio.create_task(probe.run_forever())
         self._shipper = L01Shipper(self.redis, settings, self.worker_id)
         self._shipper_task = (
             asyncio.create_task(self._shipper.run_forever()) if settings.usage_events else None
@@ -175,6 +179,7 @@ class WorkerRuntime:
         async def shutdown() -> None:
             self._heartbeat_task.cancel()
             self._mover_task.cancel()
+            self._probe_task.cancel()
             if self._shipper_task is not None:
                 self._shipper_task.cancel()
             await self._shipper.aclose()
