@@ -90,6 +90,10 @@ class GatewaySettings(BaseSettings):
     usage_outbox_max: int = Field(default=100_000, gt=0, alias="L04_USAGE_OUTBOX_MAX")
     l01_events_path: str = Field(default="/api/v1/events", alias="L04_L01_EVENTS_PATH")
 
+    # Show a redacted preview of the prompt in the task's arguments (Flower, Celery's logs).
+    # Off by default: the broker message and everything that displays it carry only the job id.
+    task_show_prompt: bool = Field(default=False, alias="L04_TASK_SHOW_PROMPT")
+
     # Prometheus: the port a worker serves /metrics on (``l04 worker --metrics-port`` wins).
     metrics_port: int | None = Field(default=None, ge=0, le=65535, alias="L04_METRICS_PORT")
 

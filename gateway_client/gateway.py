@@ -28,6 +28,7 @@ from gateway_client.health import fleet_health
 from gateway_client.job_store import JobStore
 from gateway_client.listener import EventListener
 from gateway_client.messages import Message, MessageRole, ToolResult
+from gateway_client.redact import redact
 from gateway_client.redis_pool import make_redis
 from gateway_client.request import InferenceRequest, RoutingStrategy, parse_request
 from gateway_client.response import InferenceResponse, StreamChunk
@@ -41,6 +42,8 @@ from tasks.queues import (
     queue_name,
     redis_priority_lists,
 )
+
+PROMPT_PREVIEW_CHARS = 120
 
 
 class ModelGateway:
@@ -191,7 +194,12 @@ class ModelGateway:
                 queue_lists=redis_priority_lists(queue),
                 max_depth=self.settings.queue_max_depth,
                 message=build_task_message(
-                    self._celery, job_id, make_envelope(job_id), queue, priority
+                    self._celery,
+                    job_id,
+                    make_envelope(job_id),
+                    queue,
+                    priority,
+                    self._argsrepr(job_id, request),
                 ),
                 push_to=redis_list_for(queue, priority),
             )
@@ -212,6 +220,13 @@ class ModelGateway:
             return await self.job(job_id)
         metrics.JOBS_SUBMITTED.labels(spec.provider, request.priority.value).inc()
         return self._handle(job_id, deadline)
+
+    def _argsrepr(self, job_id: str, request: InferenceRequest) -> str | None:
+        """With L04_TASK_SHOW_PROMPT, a redacted preview of the prompt for Flower and the logs."""
+        if not self.settings.task_show_prompt:
+            return None
+        preview = redact(request.messages[-1].text[:PROMPT_PREVIEW_CHARS])
+        return f"[{{'job_id': {job_id!r}, 'prompt': {preview!r}}}]"
 
     async def _send(self, job_id: str, queue: str, priority: int) -> None:
         """Publish through Celery, for brokers other than the job-state Redis."""

@@ -26,6 +26,20 @@ def _cmd_mock_provider(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_flower(args: argparse.Namespace) -> int:
+    """Flower on the fleet's broker: the l04 queues, workers and tasks."""
+    import os
+
+    from tasks import app
+
+    argv = ["flower", f"--port={args.port}", f"--address={args.address}"]
+    basic_auth = args.basic_auth or os.environ.get("L04_FLOWER_BASIC_AUTH")
+    if basic_auth:
+        argv.append(f"--basic-auth={basic_auth}")
+    app.start(argv)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from l04.demo import run_demo
 
@@ -82,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start Redis and a worker if needed, run mixed jobs")
     demo.add_argument("--jobs", type=int, default=12)
     demo.set_defaults(func=_cmd_demo)
+
+    flower = sub.add_parser("flower", help="run Flower on the fleet's broker")
+    flower.add_argument("--port", type=int, default=5555)
+    flower.add_argument("--address", default="127.0.0.1")
+    flower.add_argument(
+        "--basic-auth",
+        default=None,
+        help="user:password (also L04_FLOWER_BASIC_AUTH); none: no authentication",
+    )
+    flower.set_defaults(func=_cmd_flower)
 
     health = sub.add_parser("health", help="Redis, workers per queue, queue depths")
     health.set_defaults(func=_cmd_health)

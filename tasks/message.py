@@ -30,14 +30,19 @@ def redis_list_for(queue: str, priority: int) -> str:
 
 
 def build_task_message(
-    app: Celery, job_id: str, envelope: dict[str, Any], queue: str, priority: int
+    app: Celery,
+    job_id: str,
+    envelope: dict[str, Any],
+    queue: str,
+    priority: int,
+    argsrepr: str | None = None,
 ) -> str:
     task = app.amqp.as_task_v2(
         job_id,
         INFER_TASK,
         args=[envelope],
         kwargs={},
-        argsrepr=f"[{{'job_id': {job_id!r}}}]",  # what Flower and the logs show
+        argsrepr=argsrepr or f"[{{'job_id': {job_id!r}}}]",  # what Flower and the logs show
         kwargsrepr="{}",
         ignore_result=True,
     )

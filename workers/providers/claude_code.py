@@ -26,10 +26,10 @@ from config.catalog import ModelSpec
 from config.settings import GatewaySettings
 from gateway_client.errors import ConfigurationError, ProviderError, ResponseError
 from gateway_client.messages import MessageRole
+from gateway_client.redact import redact
 from gateway_client.request import InferenceRequest
 from gateway_client.response import TokenUsage
 from workers.providers.base import CallContext, ProviderAdapter, ProviderDelta, ProviderResult
-from workers.redact import redact
 
 log = logging.getLogger(__name__)
 LINE_LIMIT = 16 * 1024 * 1024

@@ -33,7 +33,7 @@ from gateway_client.errors import (
     ResponseError,
     error_class_for,
 )
-from workers.redact import redact
+from gateway_client.redact import redact
 
 POOL_SHARD_SIZE = 32
 
