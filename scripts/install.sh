@@ -11,15 +11,22 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "redis-server not found: installing it"
+# System packages: redis-server (required), and for the tests of the operations tooling
+# headless Chromium (Flower's pages) and docker-compose (validates docker-compose.yml).
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""
     [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
   elif command -v brew >/dev/null 2>&1; then
-    brew install redis
+    command -v redis-server >/dev/null 2>&1 || brew install redis
+    echo "chromium and docker-compose: install them to run the Flower and compose tests" >&2
   else
     echo "Please install redis-server (6.2 or newer) and run this again." >&2
     exit 1
