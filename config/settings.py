@@ -90,6 +90,9 @@ class GatewaySettings(BaseSettings):
     usage_outbox_max: int = Field(default=100_000, gt=0, alias="L04_USAGE_OUTBOX_MAX")
     l01_events_path: str = Field(default="/api/v1/events", alias="L04_L01_EVENTS_PATH")
 
+    # Worker logs: one JSON object per line with the job's ids ("json"), or Celery's text.
+    log_format: Literal["json", "text"] = Field(default="json", alias="L04_LOG_FORMAT")
+
     # Show a redacted preview of the prompt in the task's arguments (Flower, Celery's logs).
     # Off by default: the broker message and everything that displays it carry only the job id.
     task_show_prompt: bool = Field(default=False, alias="L04_TASK_SHOW_PROMPT")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+from typing import Any
 
 from config.catalog import PROVIDERS
 from tasks.queues import queue_name
@@ -61,4 +63,16 @@ def run_worker(
             providers=providers,
         )
         print(f"l04 worker: metrics on :{bound}/metrics", flush=True)
+    # One line per HTTP call is noise at a thousand calls a second; errors still log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if settings.log_format == "json":
+        from celery.signals import after_setup_logger, after_setup_task_logger
+
+        from workers.log_format import use_json
+
+        def structured(logger: Any, **_: Any) -> None:
+            use_json(logger)
+
+        after_setup_logger.connect(structured, weak=False)
+        after_setup_task_logger.connect(structured, weak=False)
     app.worker_main(worker_argv(providers, concurrency, loglevel, name))

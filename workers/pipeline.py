@@ -25,6 +25,7 @@ from workers.control.circuit_breaker import CircuitBreakers
 from workers.control.latency import LatencyTracker
 from workers.events import EventWriter, JobFenced
 from workers.failover import Failover
+from workers.log_format import current_job
 from workers.providers import CallContext, ProviderAdapter, ProviderResult, ProviderSet
 from workers.requeue import Requeue
 from workers.retry import retry_delay
@@ -85,6 +86,7 @@ class JobPipeline:
             return claim.outcome
         self.claimed.add(job_id)
         observe.claimed(claim)
+        current_job.set((job_id, _request_id(claim.request_json)))
         try:
             return await self._run_claimed(job_id, claim)
         finally:
@@ -384,3 +386,13 @@ class JobPipeline:
             finish_reason=final.finish_reason or "stop",
             tool_calls=final.tool_calls,
         )
+
+
+def _request_id(request_json: str) -> str:
+    """The request id for log lines, without parsing the whole request."""
+    marker = '"request_id":"'
+    start = request_json.find(marker)
+    if start < 0:
+        return ""
+    start += len(marker)
+    return request_json[start : request_json.find('"', start)]

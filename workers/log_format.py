@@ -1,0 +1,43 @@
+"""Structured worker logs: one JSON object per line, with the job (and request) each line is about.
+
+The pipeline sets the job in a context variable when it claims a job; every line logged while
+that job runs, by any module, carries its ``job_id`` and ``request_id``. Messages hold ids and
+codes, never prompt or response text, and pass through the key redaction once more on the way
+out. ``L04_LOG_FORMAT=text`` keeps Celery's plain format.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+from typing import Any
+
+from gateway_client.redact import redact
+
+current_job: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "l04_current_job", default=None
+)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        job = current_job.get()
+        if job is not None:
+            entry["job_id"], entry["request_id"] = job
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["error_type"] = record.exc_info[0].__name__  # the type, not the text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def use_json(logger: logging.Logger) -> None:
+    for handler in logger.handlers:
+        handler.setFormatter(JsonFormatter())
