@@ -14,6 +14,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from redis.asyncio import Redis
+
 from config.catalog import Catalog, ModelSpec, cached_catalog
 from config.settings import GatewaySettings, load_settings
 from gateway_client import keys, metrics, tokens
@@ -75,6 +77,11 @@ class ModelGateway:
             self._redis if self._broker_url == settings.redis_url else make_redis(self._broker_url)
         )
         self._celery = create_app(settings)
+
+    @property
+    def redis(self) -> Redis:
+        """The client of the job-state Redis (batches and tools build on it)."""
+        return self._redis
 
     # -- the seed's API ----------------------------------------------------------------------
 

@@ -89,3 +89,22 @@ USAGE_OUTBOX = f"{PREFIX}:usage"
 def provider_health(provider: str) -> str:
     """Hash: the last health probe of a provider by a worker that serves it (expires)."""
     return f"{PREFIX}:health:{provider}"
+
+
+BATCHES = f"{PREFIX}:batches"
+"""Sorted set: batch ids by creation time."""
+
+
+def batch(batch_id: str) -> str:
+    """Hash: a batch's status, counts, timestamps, input and output."""
+    return f"{PREFIX}:batch:{{{batch_id}}}"
+
+
+def batch_done(batch_id: str) -> str:
+    """Hash: line index -> that line's output line, written once."""
+    return f"{PREFIX}:batch:{{{batch_id}}}:done"
+
+
+def batch_driver(batch_id: str) -> str:
+    """String with a TTL: the process driving the batch, while it lives."""
+    return f"{PREFIX}:batch:{{{batch_id}}}:driver"

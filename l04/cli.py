@@ -9,6 +9,7 @@ import logging
 import sys
 
 from gateway_client.errors import GatewayError
+from l04.batch_cmd import add_batch_commands
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="user:password (also L04_FLOWER_BASIC_AUTH); none: no authentication",
     )
     flower.set_defaults(func=_cmd_flower)
+
+    add_batch_commands(sub)
 
     health = sub.add_parser("health", help="Redis, workers per queue, queue depths")
     health.set_defaults(func=_cmd_health)

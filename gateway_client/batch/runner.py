@@ -1,0 +1,341 @@
+"""Running a batch: every line a job, a bounded window of them in flight, each answer stored once.
+
+Each line becomes an ordinary job (same rate limits, cache, routing and failover as any other),
+at LOW priority unless asked otherwise, whose id is derived from the batch and the line
+(``b-<batch>-<line>``). That makes a run resumable by anyone: a run that dies and is started
+again skips the lines already answered, and for lines it had in flight, submitting the same job
+id again attaches to the job that exists instead of queueing a second one. Answers go to Redis
+once per line (:meth:`BatchStore.record`), so across any number of runs each input line appears
+exactly once in the output. At most ``window`` jobs are queued or running at a time, so a batch
+of 100,000 lines never puts 100,000 jobs in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway_client import keys
+from gateway_client.batch.input import BatchLine, LineError, parse_jsonl
+from gateway_client.batch.output import error_line, error_line_from, result_line, write_files
+from gateway_client.batch.store import ENDED, BatchInfo, BatchStatus, BatchStore
+from gateway_client.errors import GatewayError, ValidationError
+from gateway_client.request import InferenceRequest
+
+if TYPE_CHECKING:
+    from gateway_client.gateway import ModelGateway
+    from gateway_client.handle import JobHandle
+
+DEFAULT_WINDOW = 256
+DEFAULT_COMPLETION_WINDOW_S = 24 * 3600.0
+DEFAULT_AGENT = "did:l04:batch"
+BEAT_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    batch_id: str
+    status: str
+    total: int
+    completed: int
+    failed: int
+    in_flight: int
+    rate: float  # lines answered per second, lately
+    eta_s: float | None
+
+    @property
+    def done(self) -> int:
+        return self.completed + self.failed
+
+
+class BatchRunner:
+    def __init__(self, gateway: ModelGateway, *, window: int = DEFAULT_WINDOW) -> None:
+        if window < 1:
+            raise ValidationError("window must be at least 1", code="E4502")
+        self.gateway = gateway
+        self.store = BatchStore(gateway.redis)
+        self.window = window
+        self.in_flight = 0
+
+    # -- starting and resuming ------------------------------------------------------------------
+
+    async def run_file(
+        self,
+        path: str | Path,
+        *,
+        batch_id: str,
+        model: str | None = None,
+        out_dir: str | Path = ".",
+        priority: str = "low",
+        agent_did: str = DEFAULT_AGENT,
+        completion_window_s: float = DEFAULT_COMPLETION_WINDOW_S,
+    ) -> BatchInfo:
+        """Run (or carry on with) the batch of a JSONL file until every line is answered."""
+        path = _absolute(path)
+        await self.store.create(
+            batch_id,
+            input_file=path,
+            output_dir=_absolute(out_dir),
+            model=model,
+            priority=priority,
+            agent_did=agent_did,
+            completion_window_s=completion_window_s,
+        )
+        return await self.resume(batch_id)
+
+    async def resume(self, batch_id: str) -> BatchInfo:
+        info = await self._info(batch_id)
+        if info.status in ENDED:
+            return info
+        lines = self._read(info)
+        return await self._drive(info, lines)
+
+    async def run_requests(
+        self,
+        requests: Iterable[tuple[str, InferenceRequest]],
+        *,
+        batch_id: str,
+        out_dir: str | Path = ".",
+        completion_window_s: float = DEFAULT_COMPLETION_WINDOW_S,
+    ) -> BatchInfo:
+        """The Python API: ``(custom_id, request)`` pairs. Pass them again to resume."""
+        items: list[BatchLine | LineError] = []
+        seen: set[str] = set()
+        for index, (custom_id, request) in enumerate(requests):
+            if custom_id in seen:
+                items.append(LineError(index, custom_id, "E4500", "custom_id is used twice"))
+            else:
+                seen.add(custom_id)
+                items.append(BatchLine(index, custom_id, request))
+        await self.store.create(
+            batch_id,
+            input_file="",
+            output_dir=_absolute(out_dir),
+            model=None,
+            priority="low",
+            agent_did="",
+            completion_window_s=completion_window_s,
+        )
+        info = await self._info(batch_id)
+        if info.status in ENDED:
+            return info
+        return await self._drive(info, items)
+
+    # -- cancel, results, progress --------------------------------------------------------------
+
+    async def cancel(self, batch_id: str) -> BatchInfo:
+        """Stop the queued work; work in flight finishes. Ends the batch as ``cancelled``."""
+        info = await self._info(batch_id)
+        moved = await self.store.move(
+            batch_id, BatchStatus.CANCELLING, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS
+        )
+        if not moved or await self.store.driver(batch_id) is not None:
+            return await self._info(batch_id)  # the driving process does the rest
+        # Nobody drives it: finish the cancellation here (needs the input to know the lines).
+        if not info.input_file:
+            await self.store.move(batch_id, BatchStatus.CANCELLED, BatchStatus.CANCELLING)
+            return await self._info(batch_id)
+        return await self._drive(await self._info(batch_id), self._read(info))
+
+    async def write_results(
+        self, batch_id: str, out_dir: str | Path | None = None
+    ) -> tuple[Path, Path]:
+        info = await self._info(batch_id)
+        lines = [line for _, line in await self.store.answers(batch_id)]
+        return write_files(Path(out_dir or info.output_dir or "."), batch_id, lines)
+
+    async def progress(self, batch_id: str, interval: float = 1.0) -> AsyncIterator[Progress]:
+        """Progress every ``interval`` seconds until the batch ends (the last one included)."""
+        samples: list[tuple[float, int]] = []
+        while True:
+            info = await self._info(batch_id)
+            now = time.monotonic()
+            samples = [*samples, (now, info.done)][-10:]
+            rate = 0.0
+            if len(samples) > 1 and samples[-1][0] > samples[0][0]:
+                rate = (samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0])
+            left = max(0, info.total - info.done)
+            raw_flight = await self.gateway.redis.hget(keys.batch(batch_id), "in_flight")
+            yield Progress(
+                batch_id=batch_id,
+                status=info.status.value,
+                total=info.total,
+                completed=info.completed,
+                failed=info.failed,
+                in_flight=int(raw_flight or 0) if info.status not in ENDED else 0,
+                rate=rate,
+                eta_s=left / rate if rate > 0 else None,
+            )
+            if info.status in ENDED or info.status is BatchStatus.FAILED:
+                return
+            await asyncio.sleep(interval)
+
+    # -- the driver -----------------------------------------------------------------------------
+
+    async def _info(self, batch_id: str) -> BatchInfo:
+        info = await self.store.get(batch_id)
+        if info is None:
+            raise ValidationError(f"no batch {batch_id!r}", code="E4500")
+        return info
+
+    def _read(self, info: BatchInfo) -> list[BatchLine | LineError]:
+        try:
+            with open(info.input_file, encoding="utf-8") as lines:
+                return list(
+                    parse_jsonl(
+                        lines,
+                        agent_did=info.agent_did or DEFAULT_AGENT,
+                        model=info.model or None,
+                        priority=info.priority,
+                    )
+                )
+        except OSError as exc:
+            raise ValidationError(
+                f"cannot read the batch input {info.input_file}: {exc.strerror}", code="E4500"
+            ) from None
+
+    async def _drive(self, info: BatchInfo, items: list[BatchLine | LineError]) -> BatchInfo:
+        batch_id = info.batch_id
+        store = self.store
+        await store.set_total(batch_id, len(items))
+        await store.move(batch_id, BatchStatus.IN_PROGRESS, BatchStatus.VALIDATING)
+        answered = await store.answered(batch_id)
+        stopping = asyncio.Event()
+        if info.status is BatchStatus.CANCELLING or time.time() > info.expires_at:
+            stopping.set()
+        driver = f"{socket.gethostname()}:{os.getpid()}"
+        beat = asyncio.create_task(self._beat(batch_id, driver, info.expires_at, stopping))
+        slots = asyncio.Semaphore(self.window)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            for item in items:
+                if item.index in answered:
+                    continue
+                if isinstance(item, LineError):
+                    line = error_line(batch_id, item.custom_id, item.code, item.message)
+                    await store.record(batch_id, item.index, line, ok=False)
+                    continue
+                await slots.acquire()
+                task = asyncio.create_task(self._line(batch_id, item, info, stopping))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _: slots.release())
+            if running:
+                await asyncio.gather(*running)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            await store.redis.delete(keys.batch_driver(batch_id))
+        return await self._finish(batch_id)
+
+    async def _finish(self, batch_id: str) -> BatchInfo:
+        store = self.store
+        final = await self._info(batch_id)
+        if final.status is BatchStatus.CANCELLING:
+            end = BatchStatus.CANCELLED
+        elif time.time() > final.expires_at:
+            end = BatchStatus.EXPIRED
+        else:
+            end = BatchStatus.COMPLETED
+        await store.move(
+            batch_id, BatchStatus.FINALIZING, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING
+        )
+        await self.write_results(batch_id)
+        await store.move(batch_id, end, BatchStatus.FINALIZING)
+        return await self._info(batch_id)
+
+    async def _beat(
+        self, batch_id: str, driver: str, expires_at: float, stopping: asyncio.Event
+    ) -> None:
+        """Keep the driver's heartbeat, publish what is in flight, notice cancel and expiry."""
+        while True:
+            await self.store.beat(batch_id, driver)
+            await self.gateway.redis.hset(keys.batch(batch_id), "in_flight", self.in_flight)
+            info = await self.store.get(batch_id)
+            if info is not None and info.status is BatchStatus.CANCELLING:
+                stopping.set()
+            if time.time() > expires_at:
+                stopping.set()
+            await asyncio.sleep(BEAT_INTERVAL_S)
+
+    async def _line(
+        self, batch_id: str, item: BatchLine, info: BatchInfo, stopping: asyncio.Event
+    ) -> None:
+        job_id = f"b-{batch_id}-{item.index}"
+        self.in_flight += 1
+        try:
+            if stopping.is_set():
+                handle = await self._attach(job_id)  # only what was already queued or running
+                if handle is None:
+                    await self._end_unrun(batch_id, item, info)
+                    return
+            else:
+                request = item.request.model_copy(update={"deadline": info.expires_at})
+                try:
+                    handle = await self._submit(request, job_id)
+                except GatewayError as refused:  # E4001 unknown model, E41xx routing...
+                    line = error_line_from(batch_id, item.custom_id, refused)
+                    await self.store.record(batch_id, item.index, line, ok=False)
+                    return
+            watcher = asyncio.create_task(self._cancel_when_stopping(handle, stopping))
+            try:
+                response = await handle.result()
+                line, ok = result_line(batch_id, item.custom_id, response), True
+            except GatewayError as error:
+                line, ok = error_line_from(batch_id, item.custom_id, error), False
+                if error.code == "E4405":
+                    line = error_line(batch_id, item.custom_id, "E4405", "batch cancelled")
+            finally:
+                watcher.cancel()
+            await self.store.record(batch_id, item.index, line, ok=ok)
+        finally:
+            self.in_flight -= 1
+
+    async def _submit(self, request: InferenceRequest, job_id: str) -> JobHandle:
+        """Submit; a full queue (E4403) is waited out, not turned into a failed line."""
+        while True:
+            try:
+                return await self.gateway.submit(request, job_id=job_id)
+            except GatewayError as error:
+                if error.code != "E4403":
+                    raise
+                await asyncio.sleep(error.retry_after or 1.0)
+
+    async def _attach(self, job_id: str) -> JobHandle | None:
+        try:
+            return await self.gateway.job(job_id)
+        except GatewayError:
+            return None
+
+    async def _cancel_when_stopping(self, handle: JobHandle, stopping: asyncio.Event) -> None:
+        """On cancel or expiry, a job still queued is cancelled; a running one finishes."""
+        await stopping.wait()
+        with contextlib.suppress(GatewayError):
+            if (await handle.status()).state in ("queued", "deferred"):
+                await handle.cancel()
+
+    async def _end_unrun(self, batch_id: str, item: BatchLine, info: BatchInfo) -> None:
+        expired = time.time() > info.expires_at
+        code, message = (
+            ("batch_expired", "the batch's completion window ended")
+            if expired
+            else (
+                "E4405",
+                "batch cancelled",
+            )
+        )
+        line = error_line(batch_id, item.custom_id, code, message)
+        await self.store.record(batch_id, item.index, line, ok=False)
+
+
+def _absolute(path: str | Path) -> str:
+    """An absolute path, so that a resume from another directory finds the same files."""
+    return os.path.abspath(path)
