@@ -88,6 +88,15 @@ async def test_flower_shows_the_l04_workers_and_tasks_without_prompts(
         await gateway.execute(make_request(f"{PROMPT} #{i}"))
 
     api = httpx.Client(base_url=flower, auth=AUTH, timeout=10)
+    try:
+        await check_flower(flower, gateway, worker, api)
+    finally:
+        api.close()
+
+
+async def check_flower(
+    flower: str, gateway: ModelGateway, worker: WorkerProcess, api: httpx.Client
+) -> None:
     deadline = time.monotonic() + 20
     while True:
         tasks = api.get("/api/tasks").json()

@@ -62,7 +62,7 @@ async def test_one_worker_process_runs_500_slow_http_jobs_at_once(
     timings = []
     for round_ in range(2):
         mock_upstream.reset()
-        mock_upstream.faults({"latency_ms": 1000, "count": 500})
+        mock_upstream.faults({"latency_ms": 1000, "count": 500, "path": "/v1/chat/completions"})
         started = time.monotonic()
         handles = await asyncio.gather(
             *(
@@ -82,7 +82,7 @@ async def test_one_worker_process_runs_500_slow_http_jobs_at_once(
 
     # And the same process holds all 500 calls open at once when they take longer.
     mock_upstream.reset()
-    mock_upstream.faults({"latency_ms": 4000, "count": 500})
+    mock_upstream.faults({"latency_ms": 4000, "count": 500, "path": "/v1/chat/completions"})
     handles = await asyncio.gather(
         *(gateway.submit(make_request(f"s{i}", model_id="gpt-4o-mini")) for i in range(500))
     )

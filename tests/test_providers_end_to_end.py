@@ -74,14 +74,14 @@ async def test_retries_back_off_and_stop_at_the_deadline(
     gateway: ModelGateway, all_providers_worker: WorkerProcess, upstream: MockUpstreamProcess
 ) -> None:
     # Two 503s then an answer: retried, and it succeeds.
-    upstream.faults({"status": 503, "count": 2})
+    upstream.faults({"status": 503, "count": 2, "path": "/v1/chat/completions"})
     response = await gateway.execute(make_request("retry me", model_id="gpt-4o-mini"))
     assert response.content == REPLY
     assert upstream.requests_to("/v1/chat/completions") == 3
 
     # A Retry-After longer than the time left: no retry past the deadline, a coded error fast.
     upstream.reset()
-    upstream.faults({"status": 503, "count": 5, "retry_after": 30})
+    upstream.faults({"status": 503, "count": 5, "retry_after": 30, "path": "/v1/chat/completions"})
     started = time.monotonic()
     with pytest.raises(ProviderError) as caught:
         await gateway.execute(make_request("no time", model_id="gpt-4o-mini", timeout=4))
@@ -175,7 +175,8 @@ async def answer_then_refuse(gateway: ModelGateway, upstream: MockUpstreamProces
     errors: list[str] = []
     for provider in ("openai", "anthropic"):
         await gateway.execute(make_request("hi", model_id=MODELS[provider]))
-        upstream.faults({"status": 401})
+        path = "/v1/messages" if provider == "anthropic" else "/v1/chat/completions"
+        upstream.faults({"status": 401, "path": path})
         with pytest.raises(GatewayError) as caught:
             await gateway.execute(make_request("hi again", model_id=MODELS[provider]))
         errors.append(str(caught.value) + json.dumps(caught.value.to_payload()))

@@ -132,6 +132,12 @@ class L01Shipper:
                 await self.ship_once()
             except asyncio.CancelledError:
                 raise
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # the outbox expired and came back: a new group
+                    await self._ensure_group()
+                    continue
+                log.warning("shipping usage events failed: %s", type(exc).__name__)
+                await asyncio.sleep(1.0)
             except Exception as exc:
                 log.warning("shipping usage events failed: %s", type(exc).__name__)
                 await asyncio.sleep(1.0)

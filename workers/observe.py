@@ -14,6 +14,8 @@ from gateway_client.job_store import Claim
 from gateway_client.request import InferenceRequest
 from gateway_client.response import InferenceResponse
 
+OUTBOX_TTL_S = 7 * 86_400
+
 
 def claimed(claim: Claim) -> None:
     if claim.created_ms and claim.attempt == 1:
@@ -68,4 +70,8 @@ async def succeeded(
         metrics.COST.labels(model).inc(response.cost)
     if outbox_max:
         event = json.dumps(usage_event(request, response, claim), separators=(",", ":"))
-        await redis.xadd(keys.USAGE_OUTBOX, {"e": event}, maxlen=outbox_max, approximate=True)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(keys.USAGE_OUTBOX, {"e": event}, maxlen=outbox_max, approximate=True)
+            # Like every key, the outbox expires: after a week without a single answer.
+            pipe.expire(keys.USAGE_OUTBOX, OUTBOX_TTL_S)
+            await pipe.execute()
