@@ -10,6 +10,7 @@ import sys
 
 from gateway_client.errors import GatewayError
 from l04.batch_cmd import add_batch_commands
+from l04.dlq_cmd import add_dlq_commands
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     flower.set_defaults(func=_cmd_flower)
 
     add_batch_commands(sub)
+    add_dlq_commands(sub)
 
     health = sub.add_parser("health", help="Redis, workers per queue, queue depths")
     health.set_defaults(func=_cmd_health)

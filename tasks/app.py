@@ -49,6 +49,8 @@ def celery_config(settings: GatewaySettings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         # Jobs run on the worker's asyncio loop, not one thread each (see workers/asyncio_pool.py).
         "worker_pool": "workers.asyncio_pool:AsyncioPool",
+        # Poison messages go to the dead-letter list (l04 dlq) instead of being dropped.
+        "worker_consumer": "workers.consumer:DeadLetteringConsumer",
         "task_default_queue": queue_name("mock"),
         "task_queues": [
             Queue(name, routing_key=name, queue_arguments={"x-max-priority": 9})

@@ -1,0 +1,143 @@
+"""The fault suite (``pytest -m faults``): poison messages, the dead-letter commands, and Redis
+restarted under traffic. Worker deaths mid-job and mid-stream are in test_streams_and_recovery,
+provider 5xx bursts, 429 storms, stalls and cut streams in test_adapters, test_failover and
+test_admission; they carry the mark too."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from gateway_client import GatewayError, ModelGateway
+from gateway_client.wire import make_envelope
+from l04.redis_server import LocalRedis
+from tasks.app import create_app
+from tasks.message import build_task_message
+from tests.conftest import FAST_RECOVERY, make_request
+from tests.fleet import ROOT, WorkerProcess
+from workers.dead_letters import set_aside
+
+pytestmark = pytest.mark.faults
+QUEUE = "l04.mock"
+
+
+def poison(body: bytes, task: str = "l04.infer") -> str:
+    """A message on the queue as kombu would carry it, with the given raw body."""
+    return json.dumps(
+        {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {"lang": "py", "task": task, "id": uuid.uuid4().hex, "argsrepr": "?"},
+            "properties": {
+                "delivery_mode": 2,
+                "priority": 5,
+                "delivery_info": {"exchange": "", "routing_key": QUEUE},
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    )
+
+
+def l04(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "l04", *args],
+        env={**os.environ, "REDIS_URL": redis_url},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_poison_messages_are_set_aside_and_the_worker_keeps_running(
+    gateway: ModelGateway,
+    start_worker: Callable[..., WorkerProcess],
+    redis_client: redis.Redis,
+    redis_url: str,
+) -> None:
+    worker = start_worker("mock")
+    app = create_app(gateway.settings)
+    wrong_schema = build_task_message(app, "x1", {"v": 99, "job_id": "x1"}, QUEUE, 5)
+    for message in (
+        poison(b"{{{ not json"),
+        poison(json.dumps([[{"v": 1, "job_id": "y"}], {}, {}]).encode(), task="l04.nope"),
+        wrong_schema,
+        poison(b'"just a string"'),
+    ):
+        redis_client.lpush(QUEUE, message)
+    answer = await gateway.execute(make_request("still alive?"))
+    assert answer.content
+    deadline = time.monotonic() + 10
+    while redis_client.llen("l04:dlq") < 4:
+        assert time.monotonic() < deadline, redis_client.lrange("l04:dlq", 0, -1)
+        await asyncio.sleep(0.1)
+    assert worker.process is not None and worker.process.poll() is None
+    listed = l04(redis_url, "dlq", "list")
+    assert listed.returncode == 0
+    reasons = [json.loads(line)["reason"] for line in listed.stdout.splitlines()]
+    assert any("undecodable" in r for r in reasons)
+    assert any("unknown task" in r for r in reasons)
+    assert any("schema version 99" in r for r in reasons)
+    replay = l04(redis_url, "dlq", "replay")
+    assert replay.returncode == 1 and "not replayable" in replay.stdout  # none can be resent
+    assert redis_client.llen("l04:dlq") == 4  # and they stay for an operator to look at
+
+
+async def test_dlq_replay_resends_a_waiting_job(
+    gateway: ModelGateway,
+    start_worker: Callable[..., WorkerProcess],
+    redis_client: redis.Redis,
+    redis_url: str,
+) -> None:
+    handle = await gateway.submit(make_request("lost message"))
+    redis_client.delete(QUEUE, f"{QUEUE}\x06\x165")  # its message is gone from the queue
+    await set_aside(gateway.redis, make_envelope(handle.job_id), "set aside by an old worker")
+    start_worker("mock")
+    await asyncio.sleep(0.5)
+    assert (await handle.status()).state == "queued"
+    replay = l04(redis_url, "dlq", "replay")
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert (await handle.result(timeout=10)).content
+    assert redis_client.llen("l04:dlq") == 0
+
+
+async def test_redis_restarted_under_traffic_loses_no_queued_job(tmp_path: Path) -> None:
+    server = LocalRedis(appendonly=True, data_dir=str(tmp_path)).start()
+    worker = WorkerProcess(server.url, "mock", 20, {**FAST_RECOVERY}).start()
+    gateway = ModelGateway(redis_url=server.url)
+    try:
+        slow = {"mock": {"latency_ms": 300}}
+        handles = [
+            await gateway.submit(make_request(f"through a restart {i}", metadata=slow, timeout=60))
+            for i in range(100)
+        ]
+        await asyncio.sleep(0.5)  # twenty running, eighty queued
+        time.sleep(1.2)  # appendfsync everysec: what was written is on disk
+        server.stop(kill=True)
+        await asyncio.sleep(1.0)
+        server.start()
+        outcomes = await asyncio.gather(
+            *(h.result(timeout=90) for h in handles), return_exceptions=True
+        )
+    finally:
+        await gateway.close()
+        worker.stop()
+        server.stop()
+    answered = [o for o in outcomes if not isinstance(o, BaseException)]
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    assert all(isinstance(e, GatewayError) for e in errors), errors  # only coded errors
+    assert len(answered) + len(errors) == 100
+    assert len(answered) >= 80  # every job queued at the crash was answered

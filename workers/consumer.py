@@ -1,0 +1,70 @@
+"""Celery's consumer, with poison messages set aside in the dead-letter list instead of dropped.
+
+Celery logs and acknowledges a message it cannot decode, or whose task it does not know: the
+message is gone. Here the raw body (capped), its headers and the reason go to ``l04:dlq`` first,
+where ``l04 dlq list`` shows them and ``l04 dlq replay`` resends what can be read. The worker
+goes on either way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import redis
+from celery.worker.consumer import Consumer
+
+from config.settings import get_settings
+from gateway_client import keys
+from workers.dead_letters import DEAD_LETTER_TTL_S, MAX_DEAD_LETTERS
+
+log = logging.getLogger(__name__)
+MAX_BODY = 65_536
+
+
+def _set_aside_raw(message: Any, reason: str) -> None:
+    try:
+        body = message.body
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+        headers = message.headers or {}
+        record = json.dumps(
+            {
+                "reason": reason,
+                "task_id": headers.get("id"),
+                "task": headers.get("task"),
+                "envelope": text[:MAX_BODY],
+                "content_type": message.content_type,
+                "at": time.time(),
+            }
+        )
+        client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=5)
+        try:
+            with client.pipeline(transaction=True) as pipe:
+                pipe.lpush(keys.DEAD_LETTERS, record)
+                pipe.ltrim(keys.DEAD_LETTERS, 0, MAX_DEAD_LETTERS - 1)
+                pipe.expire(keys.DEAD_LETTERS, DEAD_LETTER_TTL_S)
+                pipe.execute()
+        finally:
+            client.close()
+    except Exception as exc:  # the worker must go on whatever happens here
+        log.error("could not set a poison message aside: %s", type(exc).__name__)
+
+
+class DeadLetteringConsumer(Consumer):
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        _set_aside_raw(message, f"undecodable message: {type(exc).__name__}")
+        super().on_decode_error(message, exc)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        _set_aside_raw(message, f"unknown task: {exc}")
+        super().on_unknown_task(body, message, exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        _set_aside_raw(message, f"invalid task message: {exc}")
+        super().on_invalid_task(body, message, exc)
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        _set_aside_raw(message, "not a task message")
+        super().on_unknown_message(body, message)
