@@ -53,6 +53,26 @@ def _set_aside_raw(message: Any, reason: str) -> None:
 
 
 class DeadLetteringConsumer(Consumer):
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's handler, but a message it chokes on is set aside instead of ending the worker.
+
+        Celery treats any other exception raised while a message is turned into a request (a
+        body that is JSON but not ``[args, kwargs, embed]``, say) as unrecoverable: the worker
+        shuts down, the message is restored, and the next worker dies on it too.
+        """
+        handle = super().create_task_handler(*args, **kwargs)
+
+        def on_task_received(message: Any) -> Any:
+            try:
+                return handle(message)
+            except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+                _set_aside_raw(message, f"invalid task message: {type(exc).__name__}: {exc}")
+                log.error("poison message set aside: %s", type(exc).__name__)
+                message.ack()
+                return None
+
+        return on_task_received
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         _set_aside_raw(message, f"undecodable message: {type(exc).__name__}")
         super().on_decode_error(message, exc)
