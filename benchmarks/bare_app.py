@@ -22,7 +22,6 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     task_acks_late=True,
     broker_connection_retry_on_startup=True,
-    worker_hijack_root_logger=False,
 )
 _client = httpx.Client(timeout=60)
 

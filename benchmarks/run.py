@@ -296,6 +296,8 @@ async def main(quick: bool) -> None:
                 "--without-gossip",
                 "-n",
                 "bare@local",
+                "--loglevel",
+                "INFO",
             ],
             env,
             log_says("bare", " ready."),

@@ -53,6 +53,7 @@ class EventListener:
         self._pubsub: PubSub | None = None
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # set when a subscription is made
         self._background: set[asyncio.Task[None]] = set()
         # redis-py's PubSub connects lazily and unguarded: concurrent first subscribes would each
         # open a connection and all but one would be orphaned. Changes go through this lock.
@@ -115,6 +116,7 @@ class EventListener:
             async with self._subscription_lock:
                 pubsub = await self._ensure_reader()
                 await pubsub.subscribe(channel)
+                self._wake.set()
             # Reading the stream only after the server confirmed the subscription closes the gap
             # between "read the record" and "hear about new entries".
             await asyncio.wait_for(asyncio.shield(confirmed), timeout=5.0)
@@ -192,7 +194,11 @@ class EventListener:
                 return
             try:
                 if not pubsub.subscribed:
-                    await asyncio.sleep(0.05)
+                    # Idle: wake at once when a subscription is made (its confirmation is
+                    # what the subscriber waits for), else now and then for the idle poll.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=0.05)
+                    self._wake.clear()
                     self._poll_idle()
                     continue
                 message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=0.2)
