@@ -28,11 +28,13 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 from gateway_client import InferenceRequest, Message, MessageRole, ModelGateway
@@ -153,12 +155,17 @@ async def capacity(gateway: ModelGateway, upstream: str, n: int) -> list[str]:
             f"{upstream}/_mock/faults",
             json={"latency_ms": 1000, "count": n, "path": "/v1/chat/completions"},
         )
-        limits = httpx.Limits(max_connections=n)
-        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        # The direct client is aiohttp: httpx's pool is itself slow with thousands of
+        # connections, which would flatter the fleet.
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one() -> None:
+                async with session.post(f"{upstream}/v1/chat/completions", json=BODY) as r:
+                    await r.read()
+
             started = time.perf_counter()
-            await asyncio.gather(
-                *(client.post(f"{upstream}/v1/chat/completions", json=BODY) for _ in range(n))
-            )
+            await asyncio.gather(*(one() for _ in range(n)))
             direct = time.perf_counter() - started
         await admin.post(f"{upstream}/_mock/reset")
         await admin.post(
@@ -200,6 +207,62 @@ async def streaming(gateway: ModelGateway, upstream: str, n: int) -> list[str]:
         "4. streaming: time to first chunk (ms)",
         row("fleet p50 vs direct", pct(fleet, 50), pct(direct, 50), "ms", "target +3 ms at most"),
         f"  difference at p50: {pct(fleet, 50) - pct(direct, 50):.2f} ms",
+    ]
+
+
+async def batch_vs_interactive(gateway: ModelGateway, tmp: Path, lines: int) -> list[str]:
+    """Interactive NORMAL jobs' p50 alone, then while a LOW batch runs on the same provider."""
+    from gateway_client.batch import BatchRunner
+
+    slow = {"mock": {"latency_ms": 20}}
+    counter = iter(range(10**9))
+
+    async def interactive() -> None:
+        await gateway.execute(request(f"i {next(counter)}", model_id="mock", metadata=slow))
+
+    alone = await timed(interactive, 100)
+    source = tmp / "batch.jsonl"
+    source.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "custom_id": f"r{i}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {
+                        "model": "mock",
+                        "messages": [{"role": "user", "content": f"line {i}"}],
+                        "metadata": slow,
+                    },
+                }
+            )
+            for i in range(lines)
+        )
+    )
+    # The batch runs as a user would run it: `l04 batch submit`, in a process of its own.
+    command = [sys.executable, "-m", "l04", "batch", "submit", str(source), "--id", "bench"]
+    command += ["--out", str(tmp), "--quiet", "--window", "256"]
+    started = time.perf_counter()
+    batch = await asyncio.create_subprocess_exec(
+        *command, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    await asyncio.sleep(1.5)
+    during = await timed(interactive, 100)
+    await batch.wait()
+    elapsed = time.perf_counter() - started
+    info = await BatchRunner(gateway).store.get("bench")
+    assert info is not None
+    return [
+        f"7. a {lines}-line LOW batch and interactive NORMAL jobs on one provider (20 ms calls)",
+        row(
+            "interactive p50 during the batch vs alone",
+            pct(during, 50),
+            pct(alone, 50),
+            "ms",
+            "target <= 2",
+        ),
+        f"  the batch: {info.completed} answered, {info.failed} failed, in {elapsed:.1f} s "
+        f"({info.total / elapsed:.0f} lines/s)",
     ]
 
 
@@ -314,6 +377,7 @@ async def main(quick: bool) -> None:
         lines += await capacity(gateway, upstream, int(2000 * scale))
         lines += await streaming(gateway, upstream, int(200 * scale))
         lines += await limiter(server.url, 5 * scale)
+        lines += await batch_vs_interactive(gateway, Path(tempfile.mkdtemp()), int(5000 * scale))
         lines.append(f"6. worker RSS after the runs above: {rss_mb(processes[1].pid):.0f} MB")
     finally:
         await gateway.close()
