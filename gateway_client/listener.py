@@ -131,7 +131,9 @@ class EventListener:
             return
         with contextlib.suppress(*_CONNECTION_ERRORS):
             async with self._subscription_lock:
-                await self._pubsub.unsubscribe(keys.job_channel(job_id))
+                pubsub = self._pubsub
+                if pubsub is not None:  # close() may have run meanwhile
+                    await pubsub.unsubscribe(keys.job_channel(job_id))
 
     # -- delivery -----------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from config.catalog import Catalog, ModelSpec
 from config.settings import GatewaySettings
@@ -77,6 +79,7 @@ class JobPipeline:
         # Jobs this worker has claimed and not yet finished: the only ones whose leases it renews
         # and whose calls it may stop when they end elsewhere.
         self.claimed: set[str] = set()
+        self._chores: set[asyncio.Task[None]] = set()
 
     async def run(self, job_id: str) -> str:
         """Run the job; returns a one-word outcome (for Celery's log line and the tests)."""
@@ -239,9 +242,21 @@ class JobPipeline:
                 if not writer.emitted:
                     raise ProviderUnavailable(error) from None
             raise
-        await self._breakers.record_call(spec.provider, spec.model_id, success=True)
-        await self._latencies.record(spec.model_id, (time.monotonic() - called) * 1000)
+        if not permit.clean:
+            await self._breakers.record_call(spec.provider, spec.model_id, success=True)
+        self._background(self._latencies.record(spec.model_id, (time.monotonic() - called) * 1000))
         return result
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Bookkeeping that must not delay the answer (a failure is logged, nothing more)."""
+        task = asyncio.create_task(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chore_done)
+
+    def _chore_done(self, task: asyncio.Task[None]) -> None:
+        self._chores.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("bookkeeping failed: %s", type(task.exception()).__name__)
 
     async def _fail_over(
         self, job_id: str, claim: Claim, writer: EventWriter, error: GatewayError
@@ -306,7 +321,11 @@ class JobPipeline:
         claim: Claim,
     ) -> ProviderResult:
         call = 1
-        prompt_tokens = adapter.count_tokens(request, spec)
+        prompt_tokens = (
+            adapter.count_tokens(request, spec)
+            if self._admission.needs_token_count(spec, request.agent_did)
+            else 0
+        )
         while True:
             # Every call to the provider, retries included, is admitted by the rate limits.
             ticket = await self._admission.admit(

@@ -35,14 +35,14 @@ end
 """
 
 # KEYS: breaker hash. ARGV: recovery_ms, probes, probe_ttl_ms.
-# Returns {allowed (0/1), state, retry_in_ms}.
+# Returns {allowed (0/1), state, retry_in_ms[, failures so far when closed]}.
 _ALLOW = (
     _PRELUDE
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'probes')
+local f = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'probes', 'failures')
 local state, opened, probing = tonumber(f[1] or 0), tonumber(f[2] or 0), tonumber(f[3] or 0)
 local now = now_ms()
-if state == 0 then return {1, 0, 0} end
+if state == 0 then return {1, 0, 0, tonumber(f[4] or 0)} end
 if state == 2 then
   local reopen_at = opened + tonumber(ARGV[1])
   if now < reopen_at then return {0, 2, reopen_at - now} end
@@ -92,6 +92,9 @@ class Permit:
     allowed: bool
     state: BreakerState
     retry_in_ms: int = 0
+    # Closed with no failure counted: a success has nothing to reset, so it need not be reported
+    # (one Redis call fewer per job in the common case).
+    clean: bool = False
 
 
 class CircuitBreakers:
@@ -115,7 +118,8 @@ class CircuitBreakers:
         raw = await self._allow(
             keys=[breaker_key(target)], args=[self.recovery_ms, self.probes, self.probe_ttl_ms]
         )
-        return Permit(bool(int(raw[0])), BreakerState(int(raw[1])), int(raw[2]))
+        clean = len(raw) > 3 and int(raw[1]) == 0 and int(raw[3]) == 0
+        return Permit(bool(int(raw[0])), BreakerState(int(raw[1])), int(raw[2]), clean)
 
     async def record(self, target: str, success: bool) -> BreakerState:
         ttl = self.recovery_ms * 10 + 60_000
@@ -138,7 +142,8 @@ class CircuitBreakers:
         permit = await self.allow(provider)
         if not permit.allowed:
             return permit
-        return await self.allow(deployment(provider, model_id))
+        own = await self.allow(deployment(provider, model_id))
+        return Permit(own.allowed, own.state, own.retry_in_ms, permit.clean and own.clean)
 
     async def record_call(self, provider: str, model_id: str, success: bool) -> None:
         await self.record(provider, success)
