@@ -246,6 +246,7 @@ async def test_a_cancelled_waiting_job_never_runs(
     assert redis_client.hget(f"l04:job:{{{waiting.job_id}}}", "state") == b"cancelled"
 
 
+@pytest.mark.faults
 async def test_a_provider_429_waits_in_the_queue_until_retry_after(
     gateway: ModelGateway,
     start_worker: Callable[..., WorkerProcess],

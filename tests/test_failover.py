@@ -13,6 +13,7 @@ from tests.conftest import make_request
 from tests.fleet import MockUpstreamProcess, WorkerProcess
 
 CHAT = "/v1/chat/completions"
+pytestmark = pytest.mark.faults
 
 
 @pytest.fixture

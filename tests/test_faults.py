@@ -1,7 +1,7 @@
 """The fault suite (``pytest -m faults``): poison messages, the dead-letter commands, and Redis
-restarted under traffic. Worker deaths mid-job and mid-stream are in test_streams_and_recovery,
-provider 5xx bursts, 429 storms, stalls and cut streams in test_adapters, test_failover and
-test_admission; they carry the mark too."""
+restarted under traffic. Worker deaths mid-job and mid-stream (test_streams_and_recovery), a
+provider failing for the fleet (test_failover) and a provider's 429s (test_admission) carry the
+mark too; the adapters' handling of 5xx, stalls and cut streams is in test_adapters."""
 
 from __future__ import annotations
 

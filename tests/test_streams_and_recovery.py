@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
 import redis
 
 from gateway_client import ModelGateway, StreamChunk
@@ -41,6 +42,7 @@ async def test_late_subscriber_gets_every_chunk_once_in_order(
     assert (await handle.result()).content == EXPECTED  # and the result, also late
 
 
+@pytest.mark.faults
 async def test_stream_survives_its_connection_being_cut(
     gateway: ModelGateway,
     start_worker: Callable[..., WorkerProcess],
@@ -73,6 +75,7 @@ async def test_stream_resumes_from_the_last_sequence_seen(
     assert_complete(first + rest)
 
 
+@pytest.mark.faults
 async def test_job_held_by_a_killed_worker_finishes_on_another(
     gateway: ModelGateway, start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -89,6 +92,7 @@ async def test_job_held_by_a_killed_worker_finishes_on_another(
     assert response.attempt == 2
 
 
+@pytest.mark.faults
 async def test_stream_of_a_killed_worker_resumes_without_repeating_chunks(
     gateway: ModelGateway, start_worker: Callable[..., WorkerProcess]
 ) -> None:
