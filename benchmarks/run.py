@@ -310,14 +310,22 @@ async def batch_at_limit(gateway: ModelGateway, tmp: Path, url: str, lines: int)
         int(client.hget(f"l04:job:{{b-limited-{i}}}", "finished_ms") or 0) for i in range(lines)
     )
     client.close()
-    # Steady state: after the first window (whose burst is the whole limit at once).
-    steady = [t for t in finished if t >= finished[0] + LIMIT_WINDOW_S * 1000]
-    span = (steady[-1] - steady[0]) / 1000 if len(steady) > 1 else 0.0
-    rate = (len(steady) - 1) / span if span else 0.0
+    # Each window admits the limit: N lines need (N / limit) windows, so a batch kept at its
+    # limit spans (N / limit - 1) windows from its first answer to its last.
+    window_ms = LIMIT_WINDOW_S * 1000
+    span_s = (finished[-1] - finished[0]) / 1000 + LIMIT_WINDOW_S
+    rate = len(finished) / span_s
     limit = LIMIT_PER_WINDOW / LIMIT_WINDOW_S
+    most, j = 0, 0
+    for i, stamp in enumerate(finished):
+        while stamp - finished[j] >= window_ms:
+            j += 1
+        most = max(most, i - j + 1)
     return [
         f"8. a {lines}-line batch at a limit of {LIMIT_PER_WINDOW} per {LIMIT_WINDOW_S:.0f} s",
-        row("steady rate vs the limit (per s)", rate, limit, "/s", "target >= 0.9"),
+        row("rate kept vs the limit (per s)", rate, limit, "/s", "target >= 0.9"),
+        f"  most answers finishing in any sliding {LIMIT_WINDOW_S:.0f} s: {most} "
+        f"(limit {LIMIT_PER_WINDOW}; the limit counts admissions, answers lag them)",
         f"  whole batch: {time.time() - started:.1f} s; provider 429s: none possible here "
         "(the limiter admits only what fits)",
     ]
