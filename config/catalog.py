@@ -11,13 +11,14 @@ from enum import StrEnum
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway_client.errors import ConfigurationError
 
+M = TypeVar("M", bound=BaseModel)
 PROVIDERS = ("openai", "anthropic", "ollama", "claude_code", "mock")
 
 
@@ -154,36 +155,31 @@ class Catalog:
         return {spec.provider for spec in self._models.values()}
 
 
+def _validated(kind: type[M], entry: Any, source: str, what: str, label: str) -> M:
+    """One catalog entry, or E4003 naming the file, the entry and every field at fault."""
+    try:
+        return kind.model_validate(entry)
+    except pydantic.ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}"
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        raise ConfigurationError(
+            f"{source}: {what} {label}: " + "; ".join(problems),
+            code="E4003",
+            details={"source": source, what: label, "errors": problems},
+        ) from None
+
+
 def parse_catalog(data: dict[str, Any], source: str = "catalog") -> Catalog:
     models = []
     for index, entry in enumerate(data.get("models", [])):
         label = entry.get("model_id", f"#{index}") if isinstance(entry, dict) else f"#{index}"
-        try:
-            models.append(ModelSpec.model_validate(entry))
-        except pydantic.ValidationError as exc:
-            problems = [
-                f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}"
-                for err in exc.errors(include_url=False, include_input=False)
-            ]
-            raise ConfigurationError(
-                f"{source}: model {label}: " + "; ".join(problems),
-                code="E4003",
-                details={"source": source, "model": label, "errors": problems},
-            ) from None
-    agents: dict[str, AgentLimits] = {}
-    for agent_did, entry in (data.get("agents") or {}).items():
-        try:
-            agents[agent_did] = AgentLimits.model_validate(entry)
-        except pydantic.ValidationError as exc:
-            problems = [
-                f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}"
-                for err in exc.errors(include_url=False, include_input=False)
-            ]
-            raise ConfigurationError(
-                f"{source}: agent {agent_did}: " + "; ".join(problems),
-                code="E4003",
-                details={"source": source, "agent": agent_did, "errors": problems},
-            ) from None
+        models.append(_validated(ModelSpec, entry, source, "model", label))
+    agents = {
+        agent_did: _validated(AgentLimits, entry, source, "agent", agent_did)
+        for agent_did, entry in (data.get("agents") or {}).items()
+    }
     return Catalog(models, default_model=data.get("default_model"), agents=agents)
 
 

@@ -8,8 +8,9 @@ atomically, so that whichever of worker and caller reports first is the only rep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -64,13 +65,16 @@ class JobHandle:
 
     async def result(self, timeout: float | None = None) -> InferenceResponse:
         """The job's response, or its typed error. ``timeout`` bounds this wait only."""
-        async for event in self._events(timeout):
-            if event.type == "result":
-                metrics.JOB_RESULTS.labels("success").inc()
-                return InferenceResponse.model_validate(event.data["response"])
-            if event.type == "error":
-                metrics.JOB_RESULTS.labels("error").inc()
-                raise error_from_payload(event.data["error"])
+        # aclosing: the feed's subscription is released here and now, not by the garbage
+        # collector at some later point on a connection that may be gone by then.
+        async with contextlib.aclosing(self._events(timeout)) as events:
+            async for event in events:
+                if event.type == "result":
+                    metrics.JOB_RESULTS.labels("success").inc()
+                    return InferenceResponse.model_validate(event.data["response"])
+                if event.type == "error":
+                    metrics.JOB_RESULTS.labels("error").inc()
+                    raise error_from_payload(event.data["error"])
         raise AssertionError("unreachable: event feed ended without a terminal event")
 
     async def stream(
@@ -81,26 +85,29 @@ class JobHandle:
         Resume a broken stream by passing the last ``sequence`` you received.
         """
         sequence = after_sequence
-        async for event in self._events(timeout, after_n=after_sequence):
-            if event.type == "chunk":
-                sequence = int(event.data["seq"])
-                yield StreamChunk(
-                    job_id=self.job_id, sequence=sequence, content_delta=event.data.get("delta", "")
-                )
-            elif event.type == "result":
-                response = InferenceResponse.model_validate(event.data["response"])
-                yield StreamChunk(
-                    job_id=self.job_id,
-                    sequence=sequence + 1,
-                    # A job answered without chunks (not streamed, or from a cache) still streams.
-                    content_delta="" if sequence >= 0 else response.content,
-                    is_final=True,
-                    token_usage=response.token_usage,
-                    finish_reason=response.finish_reason,
-                    response=response,
-                )
-            elif event.type == "error":
-                raise error_from_payload(event.data["error"])
+        async with contextlib.aclosing(self._events(timeout, after_n=after_sequence)) as events:
+            async for event in events:
+                if event.type == "chunk":
+                    sequence = int(event.data["seq"])
+                    yield StreamChunk(
+                        job_id=self.job_id,
+                        sequence=sequence,
+                        content_delta=event.data.get("delta", ""),
+                    )
+                elif event.type == "result":
+                    response = InferenceResponse.model_validate(event.data["response"])
+                    yield StreamChunk(
+                        job_id=self.job_id,
+                        sequence=sequence + 1,
+                        # A job answered without chunks (not streamed, or cached) still streams.
+                        content_delta="" if sequence >= 0 else response.content,
+                        is_final=True,
+                        token_usage=response.token_usage,
+                        finish_reason=response.finish_reason,
+                        response=response,
+                    )
+                elif event.type == "error":
+                    raise error_from_payload(event.data["error"])
 
     async def status(self) -> JobStatus:
         info = await self._store.status(self.job_id)
@@ -135,7 +142,9 @@ class JobHandle:
         )
         return written == 1
 
-    async def _events(self, timeout: float | None, after_n: int = -1) -> AsyncIterator[JobEvent]:
+    async def _events(
+        self, timeout: float | None, after_n: int = -1
+    ) -> AsyncGenerator[JobEvent, None]:
         give_up_at = None if timeout is None else time.monotonic() + timeout
         subscription: Subscription = await self._listener.open(self.job_id, after_n)
         try:

@@ -120,8 +120,10 @@ class EventListener:
             # Reading the stream only after the server confirmed the subscription closes the gap
             # between "read the record" and "hear about new entries".
             await asyncio.wait_for(asyncio.shield(confirmed), timeout=5.0)
-        except (TimeoutError, *_CONNECTION_ERRORS):
+        except (TimeoutError, RuntimeError, *_CONNECTION_ERRORS):
             # The reader reconnects and the poll catches up; the stream read below still runs.
+            # (RuntimeError: redis-py reconnecting the pub/sub connection for this subscribe
+            # while the reader waits on it, right after a Redis restart.)
             log.debug("subscribe to %s not confirmed yet", channel)
         finally:
             self._confirmations.pop(channel, None)
@@ -129,7 +131,9 @@ class EventListener:
     async def _unsubscribe(self, job_id: str) -> None:
         if self._pubsub is None or self._closed:
             return
-        with contextlib.suppress(*_CONNECTION_ERRORS):
+        # Best effort: a broken connection drops its subscriptions anyway, and redis-py can fail
+        # in several ways on a connection the server has just closed.
+        with contextlib.suppress(*_CONNECTION_ERRORS, AttributeError, RuntimeError):
             async with self._subscription_lock:
                 pubsub = self._pubsub
                 if pubsub is not None:  # close() may have run meanwhile

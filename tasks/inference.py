@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 
 from tasks.queues import INFER_TASK
 
@@ -21,6 +22,12 @@ def register(app: Celery) -> Task:
         from workers.runtime import get_runtime
 
         properties = self.request.properties or {}
-        return get_runtime().run_job(envelope, delivery_tag=properties.get("delivery_tag"))
+        outcome = get_runtime().run_job(envelope, delivery_tag=properties.get("delivery_tag"))
+        if outcome.startswith("error:"):
+            # The job could not report (its Redis went away mid-job): hand the message back
+            # rather than acknowledge it, so the job runs again once Redis is back (the claim
+            # then sees the lapsed lease; the deadline bounds the retries).
+            raise Reject(f"job not reported ({outcome}); message handed back", requeue=True)
+        return outcome
 
     return infer

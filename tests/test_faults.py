@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from gateway_client import GatewayError, ModelGateway
+from gateway_client import ModelGateway
 from gateway_client.wire import make_envelope
 from l04.redis_server import LocalRedis
 from tasks.app import create_app
@@ -114,12 +114,15 @@ async def test_dlq_replay_resends_a_waiting_job(
     assert redis_client.llen("l04:dlq") == 0
 
 
+# When the server dies, redis-py drops the stream writers of the connections it had open without
+# closing them; their ResourceWarnings surface at garbage collection, outside our code.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_redis_restarted_under_traffic_loses_no_queued_job(tmp_path: Path) -> None:
     server = LocalRedis(appendonly=True, data_dir=str(tmp_path)).start()
     worker = WorkerProcess(server.url, "mock", 20, {**FAST_RECOVERY}).start()
     gateway = ModelGateway(redis_url=server.url)
     try:
-        slow = {"mock": {"latency_ms": 300}}
+        slow = {"mock": {"latency_ms": 1000}}
         handles = [
             await gateway.submit(make_request(f"through a restart {i}", metadata=slow, timeout=60))
             for i in range(100)
@@ -129,6 +132,10 @@ async def test_redis_restarted_under_traffic_loses_no_queued_job(tmp_path: Path)
         server.stop(kill=True)
         await asyncio.sleep(1.0)
         server.start()
+        state = redis.Redis.from_url(server.url)
+        left = sum(int(state.llen(n)) for n in state.scan_iter("l04.mock*"))
+        state.close()
+        assert left >= 40  # the queued jobs came back from the append-only file
         outcomes = await asyncio.gather(
             *(h.result(timeout=90) for h in handles), return_exceptions=True
         )
@@ -136,8 +143,8 @@ async def test_redis_restarted_under_traffic_loses_no_queued_job(tmp_path: Path)
         await gateway.close()
         worker.stop()
         server.stop()
-    answered = [o for o in outcomes if not isinstance(o, BaseException)]
     errors = [o for o in outcomes if isinstance(o, BaseException)]
-    assert all(isinstance(e, GatewayError) for e in errors), errors  # only coded errors
-    assert len(answered) + len(errors) == 100
-    assert len(answered) >= 80  # every job queued at the crash was answered
+    assert errors == []
+    # Every job answered, once: the queued ones from the append-only file, the running ones
+    # because a worker that could not report hands its message back instead of acking it.
+    assert len({o.job_id for o in outcomes if not isinstance(o, BaseException)}) == 100

@@ -46,7 +46,6 @@ class L01Shipper:
             headers["Authorization"] = f"Bearer {key}"
             headers["X-API-Key"] = key
         self._client = httpx.AsyncClient(headers=headers, timeout=10.0)
-        self._backoff = 0.0
 
     async def _ensure_group(self) -> None:
         try:
@@ -68,6 +67,19 @@ class L01Shipper:
             entries = fresh[0][1] if fresh else []
         if not entries:
             return 0
+        pending = await self._deliver(entries)
+        # While L01 fails, the rest stay pending for this consumer: retry them with a backoff
+        # (new events wait in the outbox meanwhile, in order behind them).
+        backoff = BACKOFF_START_S
+        while pending:
+            log.warning("L01 unreachable: %d usage events wait in the outbox", len(pending))
+            await asyncio.sleep(backoff)
+            backoff = min(BACKOFF_MAX_S, backoff * 2)
+            pending = await self._deliver(pending)
+        return len(entries)
+
+    async def _deliver(self, entries: list[Any]) -> list[Any]:
+        """Post every entry; acknowledge and delete the delivered ones; return the others."""
         delivered = await asyncio.gather(*(self._post(fields) for _, fields in entries))
         done = [entry_id for (entry_id, _), ok in zip(entries, delivered, strict=True) if ok]
         if done:
@@ -75,31 +87,7 @@ class L01Shipper:
                 pipe.xack(keys.USAGE_OUTBOX, GROUP, *done)
                 pipe.xdel(keys.USAGE_OUTBOX, *done)
                 await pipe.execute()
-        if len(done) < len(entries):
-            # L01 is failing: the rest stay pending for this consumer; retry after a backoff.
-            self._backoff = min(BACKOFF_MAX_S, max(BACKOFF_START_S, self._backoff * 2))
-            await self._redeliver_own_pending(entries, done)
-        else:
-            self._backoff = 0.0
-        return len(done)
-
-    async def _redeliver_own_pending(self, entries: list[Any], done: list[Any]) -> None:
-        await asyncio.sleep(self._backoff)
-        pending = [entry for entry in entries if entry[0] not in set(done)]
-        while pending:
-            results = await asyncio.gather(*(self._post(fields) for _, fields in pending))
-            ok = [entry_id for (entry_id, _), good in zip(pending, results, strict=True) if good]
-            if ok:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.xack(keys.USAGE_OUTBOX, GROUP, *ok)
-                    pipe.xdel(keys.USAGE_OUTBOX, *ok)
-                    await pipe.execute()
-            pending = [entry for entry in pending if entry[0] not in set(ok)]
-            if pending:
-                log.warning("L01 unreachable: %d usage events wait in the outbox", len(pending))
-                await asyncio.sleep(self._backoff)
-                self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
-        self._backoff = 0.0
+        return [entry for entry, ok in zip(entries, delivered, strict=True) if not ok]
 
     async def _post(self, fields: dict[Any, Any]) -> bool:
         raw = fields.get(b"e") or fields.get("e")
