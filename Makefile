@@ -15,5 +15,9 @@ lint:
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
+bench: install
+	.venv/bin/python -m benchmarks.run
+	.venv/bin/python -m benchmarks.cache_lookup
+
 clean:
 	rm -rf .venv test-artifacts .pytest_cache .mypy_cache .ruff_cache
