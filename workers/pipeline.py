@@ -134,19 +134,7 @@ class JobPipeline:
             )
             return "failed"
         content = writer.streamed_text if claim.stream else result.content
-        response = InferenceResponse(
-            request_id=request.request_id,
-            job_id=job_id,
-            model_id=spec.model_id,
-            provider=spec.provider,
-            content=content,
-            tool_calls=result.tool_calls,
-            finish_reason=result.finish_reason,
-            token_usage=result.usage,
-            latency_ms=round((time.monotonic() - started) * 1000, 3),
-            cost=spec.cost(result.usage.prompt_tokens, result.usage.completion_tokens),
-            attempt=claim.attempt,
-        )
+        response = _response(job_id, request, spec, claim, result, content, started, cached=False)
         return await self._answered(request, spec, claim, writer, response, "succeeded")
 
     async def _answered(
@@ -185,19 +173,8 @@ class JobPipeline:
         if claim.stream:
             for piece in cached_chunks(result.content):
                 await writer.chunk(piece)
-        response = InferenceResponse(
-            request_id=request.request_id,
-            job_id=writer.job_id,
-            model_id=spec.model_id,
-            provider=spec.provider,
-            content=result.content,
-            tool_calls=result.tool_calls,
-            finish_reason=result.finish_reason,
-            token_usage=result.usage,
-            latency_ms=round((time.monotonic() - started) * 1000, 3),
-            cached=True,
-            cost=0.0,
-            attempt=claim.attempt,
+        response = _response(
+            writer.job_id, request, spec, claim, result, result.content, started, cached=True
         )
         log.info("job %s answered from the %s cache", writer.job_id, lookup.hit.kind)
         return await self._answered(request, spec, claim, writer, response, "cached")
@@ -415,3 +392,32 @@ def _request_id(request_json: str) -> str:
         return ""
     start += len(marker)
     return request_json[start : request_json.find('"', start)]
+
+
+def _response(
+    job_id: str,
+    request: InferenceRequest,
+    spec: ModelSpec,
+    claim: Claim,
+    result: ProviderResult,
+    content: str,
+    started: float,
+    *,
+    cached: bool,
+) -> InferenceResponse:
+    """The job's answer; a cached one cost nothing."""
+    usage = result.usage
+    return InferenceResponse(
+        request_id=request.request_id,
+        job_id=job_id,
+        model_id=spec.model_id,
+        provider=spec.provider,
+        content=content,
+        tool_calls=result.tool_calls,
+        finish_reason=result.finish_reason,
+        token_usage=usage,
+        latency_ms=round((time.monotonic() - started) * 1000, 3),
+        cached=cached,
+        cost=0.0 if cached else spec.cost(usage.prompt_tokens, usage.completion_tokens),
+        attempt=claim.attempt,
+    )

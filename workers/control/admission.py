@@ -85,15 +85,7 @@ class Admission:
 
     def needs_token_count(self, spec: ModelSpec, agent: str) -> bool:
         """Whether any limit or quota applies (else counting the prompt is wasted work)."""
-        default_rpm, default_tpm = self._settings.default_model_limits()
-        own = self._catalog.agent_limits(agent)
-        return bool(
-            spec.limits.requests_per_minute
-            or spec.limits.tokens_per_minute
-            or default_rpm
-            or default_tpm
-            or own
-        )
+        return bool(self.limits(spec, agent, 0)) or self._catalog.agent_limits(agent) is not None
 
     async def admit(
         self,
