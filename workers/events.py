@@ -44,7 +44,15 @@ class EventWriter:
         ]
         self._seq = len(delivered)
         self.streamed = list(delivered)
-        self._skip = sum(len(d) for d in delivered)
+        self._skip = len(self.streamed_text)
+
+    def begin_call(self) -> None:
+        """A provider call starts its answer from the beginning: skip what was delivered.
+
+        Called before every call of a streamed job, so that a retry after a cut or stalled
+        stream, like a resumed attempt, continues the caller's text instead of repeating it.
+        """
+        self._skip = len(self.streamed_text)
 
     @property
     def streamed_text(self) -> str:

@@ -326,9 +326,8 @@ class JobPipeline:
                 if not isinstance(exc, GatewayError):
                     raise
                 error = exc
-                # A stream that already delivered chunks is not restarted mid-way.
-                if claim.stream and writer.emitted:
-                    raise
+                # A stream cut after it delivered chunks is retried like any other call; the
+                # retry's chunks skip what the caller already has (see EventWriter.begin_call).
                 if error.code == "E4401":
                     # The provider's own limit (429): wait in the queue, not in a worker slot.
                     wait = max(error.retry_after or 0.0, PROVIDER_429_MIN_WAIT_S)
@@ -364,6 +363,7 @@ class JobPipeline:
         final = None
         called = time.monotonic()
         first = True
+        writer.begin_call()
         async for delta in adapter.stream(request, spec, ctx):
             if delta.text:
                 if first:
