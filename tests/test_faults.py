@@ -1,8 +1,8 @@
 """The fault suite (``pytest -m faults``): poison messages, the dead-letter commands, and Redis
 restarted under traffic. Worker deaths mid-job and mid-stream (test_streams_and_recovery), a
 provider failing for the fleet (test_failover) and a provider's 429s (test_admission) carry the
-mark too; the adapters' handling of 5xx, stalls and cut streams is in test_adapters, and what the caller
-then sees, through a worker, in test_provider_faults."""
+mark too. The adapters' handling of 5xx, stalls and cut streams is in test_adapters; what the
+caller then sees, through a worker, is in test_provider_faults."""
 
 from __future__ import annotations
 
