@@ -192,6 +192,33 @@ class ModelGateway:
             "chain": json.dumps([m.model_id for m in chain]),
         }
         expire_at_ms = int((deadline + self.settings.result_ttl) * 1000)
+        fields["reply_to"] = await self._listener.expect(
+            job_id, deadline - now + self.settings.deadline_grace
+        )
+        try:
+            state = await self._create(job_id, request, fields, queue, priority, expire_at_ms)
+        except BaseException:
+            self._listener.forget(job_id)
+            raise
+        if state != "created":
+            self._listener.forget(job_id)
+        if state == "full":
+            raise self._queue_full(queue)
+        if state != "created":
+            return await self.job(job_id)
+        metrics.JOBS_SUBMITTED.labels(spec.provider, request.priority.value).inc()
+        return self._handle(job_id, deadline)
+
+    async def _create(
+        self,
+        job_id: str,
+        request: InferenceRequest,
+        fields: dict[str, str],
+        queue: str,
+        priority: int,
+        expire_at_ms: int,
+    ) -> str:
+        """Create the job and queue its message; 'created', 'full' or the existing job's state."""
         if self._broker_is_state_redis:
             # One round trip: depth check, job record and queued message, atomically.
             state = await self._store.create(
@@ -221,12 +248,7 @@ class ModelGateway:
             )
             if state == "created":
                 await self._send(job_id, queue, priority)
-        if state == "full":
-            raise self._queue_full(queue)
-        if state != "created":
-            return await self.job(job_id)
-        metrics.JOBS_SUBMITTED.labels(spec.provider, request.priority.value).inc()
-        return self._handle(job_id, deadline)
+        return state
 
     def _argsrepr(self, job_id: str, request: InferenceRequest) -> str | None:
         """With L04_TASK_SHOW_PROMPT, a redacted preview of the prompt for Flower and the logs."""

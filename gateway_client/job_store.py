@@ -12,7 +12,8 @@ events, a lease naming the worker that runs it. States::
      └──release (the wait is over)── deferred
 
 Every event goes to the stream first and is then announced on the job's pub/sub channel as
-``"<n>\\n<stream id>\\n<event json>"``; ``n`` counts the job's events from 0 so a listener can
+``"<n>\\n<stream id>\\n<event json>"``, and on its producer's inbox (``reply_to``, if the job has
+one) with the job's channel in front; ``n`` counts the job's events from 0 so a listener can
 tell a gap from a duplicate. Exactly one terminal event (result or error) is ever written: each
 terminal transition checks the state inside the script. All keys expire.
 """
@@ -35,11 +36,14 @@ local function now_seconds()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
-local function emit(events_key, channel, expire_at_ms, event_json)
+local function emit(job, events_key, channel, expire_at_ms, event_json)
   local n = redis.call('XLEN', events_key)
   local id = redis.call('XADD', events_key, '*', 'n', n, 'e', event_json)
   if n == 0 and expire_at_ms then redis.call('PEXPIREAT', events_key, expire_at_ms) end
-  redis.call('PUBLISH', channel, n .. '\\n' .. id .. '\\n' .. event_json)
+  local announcement = n .. '\\n' .. id .. '\\n' .. event_json
+  redis.call('PUBLISH', channel, announcement)
+  local inbox = redis.call('HGET', job, 'reply_to')
+  if inbox then redis.call('PUBLISH', inbox, channel .. '\\n' .. announcement) end
   return n
 end
 local function deadline_event(state, job)
@@ -55,7 +59,7 @@ local function deadline_event(state, job)
 end
 local function finish(job, events, lease, channel, state_to, event_json, ttl)
   local expire_at = redis.call('HGET', job, 'expire_at_ms')
-  emit(events, channel, expire_at, event_json)
+  emit(job, events, channel, expire_at, event_json)
   redis.call('HSET', job, 'state', state_to, 'finished_ms', math.floor(now_seconds() * 1000))
   redis.call('DEL', lease)
   redis.call('EXPIRE', job, ttl)
@@ -166,7 +170,7 @@ _APPEND = """
 local f = redis.call('HMGET', KEYS[1], 'state', 'expire_at_ms')
 if f[1] ~= 'running' then return -1 end
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -2 end
-return emit(KEYS[2], ARGV[2], f[2], ARGV[3])
+return emit(KEYS[1], KEYS[2], ARGV[2], f[2], ARGV[3])
 """
 
 # KEYS: job, events, lease. ARGV: mode, owner, channel, new state, event json, ttl, grace.
@@ -262,6 +266,12 @@ def parse_entry(stream_id: Any, fields: dict[Any, Any]) -> JobEvent:
 def parse_announcement(payload: Any) -> JobEvent:
     n, stream_id, body = _text(payload).split("\n", 2)
     return JobEvent(int(n), stream_id, json.loads(body))
+
+
+def parse_inbox_announcement(payload: Any) -> tuple[str, JobEvent]:
+    """An announcement repeated on a producer's inbox: the job's channel, then the event."""
+    channel, announcement = _text(payload).split("\n", 1)
+    return channel, parse_announcement(announcement)
 
 
 class JobStore:
@@ -408,9 +418,19 @@ class JobStore:
         return [job_ids[int(index)] for index in lost]
 
     async def events_after(self, job_id: str, after_id: str = "0-0") -> list[JobEvent]:
-        start = "-" if after_id == "0-0" else f"({after_id}"
-        entries = await self.redis.xrange(keys.job_events(job_id), min=start, max="+")
-        return [parse_entry(stream_id, fields or {}) for stream_id, fields in entries or []]
+        return (await self.events_after_many([(job_id, after_id)]))[0]
+
+    async def events_after_many(self, watched: list[tuple[str, str]]) -> list[list[JobEvent]]:
+        """For each ``(job_id, after_id)``: the events after that stream id, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, after_id in watched:
+                start = "-" if after_id == "0-0" else f"({after_id}"
+                pipe.xrange(keys.job_events(job_id), min=start, max="+")
+            replies = await pipe.execute()
+        return [
+            [parse_entry(stream_id, fields or {}) for stream_id, fields in entries or []]
+            for entries in replies
+        ]
 
     async def status(self, job_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(keys.job(job_id))

@@ -8,10 +8,18 @@ being watched the listener remembers the next ``n`` it expects and the last stre
 * a smaller ``n`` is a duplicate and is dropped;
 * a larger ``n`` means something was missed, so the stream is read from the last id seen.
 
-Subscribing happens before the first read of the stream, so an event written in between is caught
-by one or the other. After a dropped connection the listener subscribes again and reads every
-watched stream from its last id; an idle watch is also re-read every ``poll_interval`` seconds as
-a last resort. One pub/sub connection serves every job a client waits on.
+Two ways to hear about a job:
+
+* **The inbox** (jobs this process submits). The listener subscribes once to its own inbox
+  channel; each job it submits records that channel, and every announcement of the job is
+  repeated there. The watch is registered before the job exists, so nothing can be missed and the
+  job costs no subscribe, no stream read and no unsubscribe.
+* **The job's channel** (any other job, or a resumed stream). Subscribing happens before the first
+  read of the stream, so an event written in between is caught by one or the other.
+
+After a dropped connection the listener subscribes again and reads every watched stream from its
+last id; idle watches are also re-read, in one pipelined round trip, every ``poll_interval``
+seconds as a last resort. One pub/sub connection serves every job a client waits on.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -27,11 +36,20 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway_client import keys
-from gateway_client.job_store import JobEvent, JobStore, parse_announcement
+from gateway_client.job_store import (
+    JobEvent,
+    JobStore,
+    parse_announcement,
+    parse_inbox_announcement,
+)
 
 log = logging.getLogger(__name__)
 
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+# A submitted job's events wait this long after its end for its handle to ask for them.
+_UNCLAIMED_GRACE_S = 10.0
+# Idle watches re-read per pipelined round trip.
+_POLL_BATCH = 500
 
 
 @dataclass(eq=False)
@@ -42,19 +60,30 @@ class _Watch:
     queue: asyncio.Queue[JobEvent] = field(default_factory=asyncio.Queue)
     last_activity: float = 0.0
     catching_up: bool = False
+    # Registered at submit, through the inbox, and no handle has taken it yet.
+    unclaimed: bool = False
+    # The inbox was subscribed when it was registered: nothing can have been missed.
+    trusted: bool = False
+    ended_at: float | None = None  # when its terminal event arrived
+    give_up_at: float = float("inf")  # an unclaimed watch is let go of then
 
 
 class EventListener:
-    def __init__(self, redis: Redis, store: JobStore, *, poll_interval: float = 1.0) -> None:
+    def __init__(self, redis: Redis, store: JobStore, *, poll_interval: float = 5.0) -> None:
         self._redis = redis
         self._store = store
         self._poll_interval = poll_interval
+        self.inbox = keys.client_inbox(uuid.uuid4().hex)
+        self._inbox_confirmed = False
         self._watches: dict[str, set[_Watch]] = {}
+        self._by_inbox: dict[str, _Watch] = {}  # job id -> its unclaimed inbox watch
+        self._subscribed: set[str] = set()  # jobs whose own channel is subscribed
         self._pubsub: PubSub | None = None
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # set when a subscription is made
         self._background: set[asyncio.Task[None]] = set()
+        self._next_poll = 0.0
         # redis-py's PubSub connects lazily and unguarded: concurrent first subscribes would each
         # open a connection and all but one would be orphaned. Changes go through this lock.
         self._subscription_lock = asyncio.Lock()
@@ -62,15 +91,51 @@ class EventListener:
 
     # -- public -------------------------------------------------------------------------------
 
+    async def expect(self, job_id: str, lifetime_s: float) -> str:
+        """Before submitting ``job_id``: start watching it through this process's inbox.
+
+        Returns the inbox channel, for the job's ``reply_to``. Call :meth:`forget` if the job was
+        not created after all. Events no handle asks for are let go of a few seconds after the
+        job ends, or ``lifetime_s`` (the job's deadline and grace) from now.
+        """
+        if not self._inbox_confirmed:
+            await self._subscribe(self.inbox)
+        if job_id not in self._by_inbox and job_id not in self._watches:
+            now = asyncio.get_running_loop().time()
+            watch = _Watch(
+                job_id,
+                last_activity=now,
+                unclaimed=True,
+                # Without a confirmed inbox (Redis just restarted) the handle reads the stream
+                # when it opens, which catches whatever the inbox missed.
+                trusted=self._inbox_confirmed,
+                give_up_at=now + lifetime_s + _UNCLAIMED_GRACE_S,
+            )
+            self._by_inbox[job_id] = watch
+            self._watches.setdefault(job_id, set()).add(watch)
+        return self.inbox
+
+    def forget(self, job_id: str) -> None:
+        """The job ``expect`` was called for was not created by this submit."""
+        watch = self._by_inbox.pop(job_id, None)
+        if watch is not None:
+            self._drop(watch)
+
     async def open(self, job_id: str, after_n: int = -1) -> Subscription:
         """Start watching ``job_id``: events with ``n > after_n`` arrive in order."""
         loop = asyncio.get_running_loop()
+        inboxed = self._by_inbox.pop(job_id, None)
+        if inboxed is not None:
+            inboxed.unclaimed = False
+            if after_n == -1 and inboxed.trusted:
+                return Subscription(self, inboxed)  # the fast path: nothing to do
+            self._drop(inboxed)
         watch = _Watch(job_id, next_n=after_n + 1, last_activity=loop.time())
-        first = job_id not in self._watches
         self._watches.setdefault(job_id, set()).add(watch)
         try:
-            if first:
-                await self._subscribe(job_id)
+            if job_id not in self._subscribed:
+                self._subscribed.add(job_id)
+                await self._subscribe(keys.job_channel(job_id))
             await self._catch_up(watch)
         except BaseException:
             await self._release(watch)
@@ -78,13 +143,20 @@ class EventListener:
         return Subscription(self, watch)
 
     async def _release(self, watch: _Watch) -> None:
+        self._drop(watch)
+        # Unclaimed inbox watches of the job hear through the inbox, not the job's channel.
+        remaining = self._watches.get(watch.job_id, ())
+        if watch.job_id in self._subscribed and all(w.unclaimed for w in remaining):
+            self._subscribed.discard(watch.job_id)
+            await self._unsubscribe(keys.job_channel(watch.job_id))
+
+    def _drop(self, watch: _Watch) -> None:
         group = self._watches.get(watch.job_id)
         if group is None:
             return
         group.discard(watch)
         if not group:
             del self._watches[watch.job_id]
-            await self._unsubscribe(watch.job_id)
 
     async def close(self) -> None:
         self._closed = True
@@ -108,27 +180,37 @@ class EventListener:
             self._reader = asyncio.create_task(self._read_forever(), name="l04-event-listener")
         return self._pubsub
 
-    async def _subscribe(self, job_id: str) -> None:
-        channel = keys.job_channel(job_id)
-        confirmed = asyncio.get_running_loop().create_future()
-        self._confirmations[channel] = confirmed
+    async def _subscribe(self, channel: str) -> None:
+        """Subscribe and wait for the server's confirmation (concurrent callers share both)."""
+        confirmed = self._confirmations.get(channel)
+        creator = confirmed is None
+        if confirmed is None:
+            confirmed = asyncio.get_running_loop().create_future()
+            self._confirmations[channel] = confirmed
+            try:
+                async with self._subscription_lock:
+                    pubsub = await self._ensure_reader()
+                    await pubsub.subscribe(channel)
+                    self._wake.set()
+            except (RuntimeError, *_CONNECTION_ERRORS):
+                # The reader reconnects and the poll catches up; the stream read still runs.
+                # (RuntimeError: redis-py reconnecting the pub/sub connection for this subscribe
+                # while the reader waits on it, right after a Redis restart.)
+                log.debug("subscribe to %s failed for now", channel)
+                confirmed.set_result(None)  # whoever shares it goes on, unconfirmed
+                del self._confirmations[channel]
+                return
         try:
-            async with self._subscription_lock:
-                pubsub = await self._ensure_reader()
-                await pubsub.subscribe(channel)
-                self._wake.set()
             # Reading the stream only after the server confirmed the subscription closes the gap
             # between "read the record" and "hear about new entries".
             await asyncio.wait_for(asyncio.shield(confirmed), timeout=5.0)
-        except (TimeoutError, RuntimeError, *_CONNECTION_ERRORS):
-            # The reader reconnects and the poll catches up; the stream read below still runs.
-            # (RuntimeError: redis-py reconnecting the pub/sub connection for this subscribe
-            # while the reader waits on it, right after a Redis restart.)
+        except TimeoutError:
             log.debug("subscribe to %s not confirmed yet", channel)
         finally:
-            self._confirmations.pop(channel, None)
+            if creator and self._confirmations.get(channel) is confirmed:
+                del self._confirmations[channel]
 
-    async def _unsubscribe(self, job_id: str) -> None:
+    async def _unsubscribe(self, channel: str) -> None:
         if self._pubsub is None or self._closed:
             return
         # Best effort: a broken connection drops its subscriptions anyway, and redis-py can fail
@@ -137,7 +219,7 @@ class EventListener:
             async with self._subscription_lock:
                 pubsub = self._pubsub
                 if pubsub is not None:  # close() may have run meanwhile
-                    await pubsub.unsubscribe(keys.job_channel(job_id))
+                    await pubsub.unsubscribe(channel)
 
     # -- delivery -----------------------------------------------------------------------------
 
@@ -149,48 +231,63 @@ class EventListener:
             return False
         watch.next_n = event.n + 1
         watch.last_id = event.stream_id
-        watch.last_activity = asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()
+        watch.last_activity = now
+        if event.is_terminal:
+            watch.ended_at = now
         watch.queue.put_nowait(event)
         return True
 
     async def _catch_up(self, watch: _Watch) -> None:
-        if watch.catching_up:
-            return
-        watch.catching_up = True
+        await self._catch_up_many([watch])
+
+    async def _catch_up_many(self, watches: list[_Watch]) -> None:
+        watches = [w for w in watches if not w.catching_up]
+        for watch in watches:
+            watch.catching_up = True
         try:
-            for event in await self._store.events_after(watch.job_id, watch.last_id):
-                self._deliver(watch, event)
-            watch.last_activity = asyncio.get_running_loop().time()
+            found = await self._store.events_after_many([(w.job_id, w.last_id) for w in watches])
+            now = asyncio.get_running_loop().time()
+            for watch, events in zip(watches, found, strict=True):
+                for event in events:
+                    self._deliver(watch, event)
+                watch.last_activity = now
         finally:
-            watch.catching_up = False
+            for watch in watches:
+                watch.catching_up = False
 
-    def _spawn_catch_up(self, watch: _Watch) -> None:
-        task = asyncio.create_task(self._catch_up_quietly(watch))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _spawn_catch_up(self, watches: list[_Watch]) -> None:
+        for start in range(0, len(watches), _POLL_BATCH):
+            task = asyncio.create_task(self._catch_up_quietly(watches[start : start + _POLL_BATCH]))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
-    async def _catch_up_quietly(self, watch: _Watch) -> None:
+    async def _catch_up_quietly(self, watches: list[_Watch]) -> None:
         with contextlib.suppress(*_CONNECTION_ERRORS):
-            await self._catch_up(watch)
+            await self._catch_up_many(watches)
 
     def _on_message(self, message: dict[str, object]) -> None:
         kind = message.get("type")
-        channel = message.get("channel")
-        channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+        channel = _text(message.get("channel"))
         if kind == "subscribe":
+            if channel == self.inbox:
+                self._inbox_confirmed = True
             confirmed = self._confirmations.get(channel)
             if confirmed is not None and not confirmed.done():
                 confirmed.set_result(None)
             return
         if kind != "message":
             return
+        if channel == self.inbox:
+            channel, event = parse_inbox_announcement(message.get("data"))
+        else:
+            event = parse_announcement(message.get("data"))
         job_id = _job_id_of(channel)
         if job_id is None:
             return
-        event = parse_announcement(message.get("data"))
-        for watch in list(self._watches.get(job_id, ())):
-            if not self._deliver(watch, event):
-                self._spawn_catch_up(watch)
+        behind = [w for w in self._watches.get(job_id, ()) if not self._deliver(w, event)]
+        if behind:
+            self._spawn_catch_up(behind)
 
     async def _read_forever(self) -> None:
         backoff = 0.05
@@ -233,27 +330,38 @@ class EventListener:
     async def _reconnect_locked(self) -> None:
         old = self._pubsub
         self._pubsub = self._redis.pubsub()
+        self._inbox_confirmed = False
         if old is not None:
             with contextlib.suppress(Exception):
                 await old.aclose()
-        channels = [keys.job_channel(job_id) for job_id in self._watches]
+        channels = [self.inbox] + [keys.job_channel(job_id) for job_id in self._subscribed]
         try:
-            if channels:
-                await self._pubsub.subscribe(*channels)
+            await self._pubsub.subscribe(*channels)
         except _CONNECTION_ERRORS:
             return
         # Whatever was announced while the connection was down is in the streams.
-        for group in list(self._watches.values()):
-            for watch in list(group):
-                self._spawn_catch_up(watch)
+        self._spawn_catch_up([w for group in self._watches.values() for w in group])
 
     def _poll_idle(self) -> None:
+        """Now and then: re-read idle watches, and let go of answers no handle came for."""
         now = asyncio.get_running_loop().time()
-        for group in list(self._watches.values()):
-            for watch in list(group):
-                if now - watch.last_activity >= self._poll_interval and not watch.catching_up:
+        if now < self._next_poll:
+            return
+        self._next_poll = now + min(1.0, self._poll_interval / 4)
+        idle = []
+        for job_id, watch in list(self._by_inbox.items()):
+            answered = watch.ended_at is not None and now - watch.ended_at >= _UNCLAIMED_GRACE_S
+            if answered or now >= watch.give_up_at:
+                del self._by_inbox[job_id]
+                self._drop(watch)
+        for group in self._watches.values():
+            for watch in group:
+                stale = now - watch.last_activity >= self._poll_interval
+                if stale and watch.ended_at is None and not watch.catching_up:
                     watch.last_activity = now
-                    self._spawn_catch_up(watch)
+                    idle.append(watch)
+        if idle:
+            self._spawn_catch_up(idle)
 
 
 class Subscription:
@@ -277,6 +385,10 @@ class Subscription:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _job_id_of(channel: str) -> str | None:
