@@ -29,13 +29,26 @@ def job_channel(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:notify"
 
 
+def client_inbox(client_id: str) -> str:
+    """Pub/sub channel of one producer process: the events of every job it submitted.
+
+    A job records its producer's inbox (``reply_to``); each announcement on the job's channel is
+    repeated there, so a producer needs one subscription for all its jobs, made once.
+    """
+    return f"{PREFIX}:inbox:{{{client_id}}}"
+
+
 DEAD_LETTERS = f"{PREFIX}:dlq"
 """List: job messages a worker could not read, set aside for ``l04 dlq``."""
 
 
 def breaker(target: str) -> str:
-    """Hash: circuit breaker of a provider ("openai") or a deployment ("openai:gpt-4o")."""
-    return f"{PREFIX}:cb:{{{target}}}"
+    """Hash: circuit breaker of a provider ("openai") or a deployment ("openai:gpt-4o").
+
+    A deployment's breaker shares its provider's hash tag, so that one script checks both.
+    """
+    provider, _, model = target.partition(":")
+    return f"{PREFIX}:cb:{{{provider}}}" + (f":{model}" if model else "")
 
 
 def rate_limit(provider: str, model: str, name: str, agent: str | None = None) -> str:

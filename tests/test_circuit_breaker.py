@@ -54,6 +54,6 @@ async def test_a_success_resets_the_consecutive_count(redis_url: str) -> None:
             BreakerState.OPEN
         )
         assert (await breakers.allow("anthropic")).allowed  # per target: the provider is fine
-        assert await client.ttl("l04:cb:{anthropic:claude-3-haiku}") > 0
+        assert await client.ttl("l04:cb:{anthropic}:claude-3-haiku") > 0
     finally:
         await client.aclose()

@@ -34,27 +34,40 @@ local function now_ms()
 end
 """
 
-# KEYS: breaker hash. ARGV: recovery_ms, probes, probe_ttl_ms.
-# Returns {allowed (0/1), state, retry_in_ms[, failures so far when closed]}.
+# KEYS: breaker hashes, the provider's first. ARGV: recovery_ms, probes, probe_ttl_ms.
+# A call is allowed when every breaker allows it, asked in order (a breaker after one that refused
+# is not asked, so it gives no probe away). Returns {allowed (0/1), state, retry_in_ms, clean}:
+# the state and wait of the breaker that refused (or of the last), and clean = 1 when every
+# breaker is closed with no failure counted.
 _ALLOW = (
     _PRELUDE
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'probes', 'failures')
-local state, opened, probing = tonumber(f[1] or 0), tonumber(f[2] or 0), tonumber(f[3] or 0)
+local function allow(key, now)
+  local f = redis.call('HMGET', key, 'state', 'opened_at', 'probes', 'failures')
+  local state, opened, probing = tonumber(f[1] or 0), tonumber(f[2] or 0), tonumber(f[3] or 0)
+  if state == 0 then return 1, 0, 0, tonumber(f[4] or 0) == 0 end
+  if state == 2 then
+    local reopen_at = opened + tonumber(ARGV[1])
+    if now < reopen_at then return 0, 2, reopen_at - now, false end
+    redis.call('HSET', key, 'state', 1, 'probes', 0)
+    state, probing = 1, 0
+  end
+  if probing < tonumber(ARGV[2]) then
+    redis.call('HINCRBY', key, 'probes', 1)
+    redis.call('PEXPIRE', key, tonumber(ARGV[1]) + tonumber(ARGV[3]))
+    return 1, 1, 0, false
+  end
+  return 0, 1, tonumber(ARGV[3]), false
+end
 local now = now_ms()
-if state == 0 then return {1, 0, 0, tonumber(f[4] or 0)} end
-if state == 2 then
-  local reopen_at = opened + tonumber(ARGV[1])
-  if now < reopen_at then return {0, 2, reopen_at - now} end
-  redis.call('HSET', KEYS[1], 'state', 1, 'probes', 0)
-  state, probing = 1, 0
+local all_clean = 1
+local allowed, state, wait, clean
+for i = 1, #KEYS do
+  allowed, state, wait, clean = allow(KEYS[i], now)
+  if not clean then all_clean = 0 end
+  if allowed == 0 then return {0, state, wait, 0} end
 end
-if probing < tonumber(ARGV[2]) then
-  redis.call('HINCRBY', KEYS[1], 'probes', 1)
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]))
-  return {1, 1, 0}
-end
-return {0, 1, tonumber(ARGV[3])}
+return {1, state, wait, all_clean}
 """
 )
 
@@ -114,12 +127,13 @@ class CircuitBreakers:
         self._allow = redis.register_script(_ALLOW)
         self._report = redis.register_script(_REPORT)
 
-    async def allow(self, target: str) -> Permit:
+    async def allow(self, *targets: str) -> Permit:
+        """May a call go through every one of ``targets``' breakers? One round trip."""
         raw = await self._allow(
-            keys=[breaker_key(target)], args=[self.recovery_ms, self.probes, self.probe_ttl_ms]
+            keys=[breaker_key(t) for t in targets],
+            args=[self.recovery_ms, self.probes, self.probe_ttl_ms],
         )
-        clean = len(raw) > 3 and int(raw[1]) == 0 and int(raw[3]) == 0
-        return Permit(bool(int(raw[0])), BreakerState(int(raw[1])), int(raw[2]), clean)
+        return Permit(bool(int(raw[0])), BreakerState(int(raw[1])), int(raw[2]), raw[3] == 1)
 
     async def record(self, target: str, success: bool) -> BreakerState:
         ttl = self.recovery_ms * 10 + 60_000
@@ -139,11 +153,7 @@ class CircuitBreakers:
 
     async def allow_call(self, provider: str, model_id: str) -> Permit:
         """A call goes through only when the provider's and the deployment's breakers allow it."""
-        permit = await self.allow(provider)
-        if not permit.allowed:
-            return permit
-        own = await self.allow(deployment(provider, model_id))
-        return Permit(own.allowed, own.state, own.retry_in_ms, permit.clean and own.clean)
+        return await self.allow(provider, deployment(provider, model_id))
 
     async def record_call(self, provider: str, model_id: str, success: bool) -> None:
         await self.record(provider, success)
