@@ -65,7 +65,11 @@ async def test_exact_repeat_hits_also_when_streamed(
     fresh = await gateway.execute(ask("Name a prime number.", temperature=0.9, enable_cache=False))
     assert not fresh.cached and mock_upstream.requests_to(CHAT) == 2
     client = make_redis(gateway.settings.redis_url)
-    stats = await cache_stats(client)
+    for _ in range(40):  # workers send their counts every half second
+        stats = await cache_stats(client)
+        if stats["hits_exact"] == 2:
+            break
+        await asyncio.sleep(0.1)
     await client.aclose()
     assert stats["hits_exact"] == 2 and stats["entries"] == 1 and stats["bytes"] > 0
 

@@ -156,9 +156,10 @@ async def test_latency_routing_uses_what_the_fleet_measured(redis_url: str) -> N
 
     client = Redis.from_url(redis_url)
     tracker = LatencyTracker(client)
-    await tracker.record("gpt-4o", 100.0)
-    await tracker.record("gpt-4o", 200.0)  # moving average: 100 * 0.8 + 200 * 0.2
-    await tracker.record("claude-3-haiku-20240307", 40.0)
+    tracker.record("gpt-4o", 100.0)
+    tracker.record("gpt-4o", 200.0)  # moving average: 100 * 0.8 + 200 * 0.2
+    tracker.record("claude-3-haiku-20240307", 40.0)
+    await tracker.aclose()  # a worker sends its samples every half second, and when it stops
     assert await measured_latencies(client) == {"gpt-4o": 120.0, "claude-3-haiku-20240307": 40.0}
     async with ModelGateway(redis_url=redis_url) as gateway:
         handle = await gateway.submit(ask(routing={"strategy": "latency_optimized"}))

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
-from typing import Any
 
 from config.catalog import Catalog, ModelSpec
 from config.settings import GatewaySettings
@@ -79,7 +77,6 @@ class JobPipeline:
         # Jobs this worker has claimed and not yet finished: the only ones whose leases it renews
         # and whose calls it may stop when they end elsewhere.
         self.claimed: set[str] = set()
-        self._chores: set[asyncio.Task[None]] = set()
 
     async def run(self, job_id: str) -> str:
         """Run the job; returns a one-word outcome (for Celery's log line and the tests)."""
@@ -221,19 +218,8 @@ class JobPipeline:
             raise
         if not permit.clean:
             await self._breakers.record_call(spec.provider, spec.model_id, success=True)
-        self._background(self._latencies.record(spec.model_id, (time.monotonic() - called) * 1000))
+        self._latencies.record(spec.model_id, (time.monotonic() - called) * 1000)
         return result
-
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
-        """Bookkeeping that must not delay the answer (a failure is logged, nothing more)."""
-        task = asyncio.create_task(work)
-        self._chores.add(task)
-        task.add_done_callback(self._chore_done)
-
-    def _chore_done(self, task: asyncio.Task[None]) -> None:
-        self._chores.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("bookkeeping failed: %s", type(task.exception()).__name__)
 
     async def _fail_over(
         self, job_id: str, claim: Claim, writer: EventWriter, error: GatewayError

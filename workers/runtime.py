@@ -76,6 +76,7 @@ class WorkerRuntime:
             recovery_timeout_s=settings.circuit_breaker_recovery_timeout,
         )
         self.cache = ResponseCache(settings, self.providers, self.redis)
+        self.latencies = LatencyTracker(self.redis)
         requeue = Requeue(create_app(settings), broker, broker == settings.redis_url)
         self.pipeline = JobPipeline(
             self.store,
@@ -85,7 +86,7 @@ class WorkerRuntime:
             self.worker_id,
             breakers,
             Failover(self.store, self.catalog, breakers, requeue),
-            LatencyTracker(self.redis),
+            self.latencies,
             Admission(self.redis, self.catalog, settings),
             requeue,
             self.cache,
@@ -183,6 +184,7 @@ class WorkerRuntime:
             if self._shipper_task is not None:
                 self._shipper_task.cancel()
             await self._shipper.aclose()
+            await self.latencies.aclose()
             await self.providers.aclose()
             await self.cache.aclose()
             await self.redis.aclose()

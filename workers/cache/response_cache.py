@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from gateway_client.response import TokenUsage
 from workers.cache.exact import ExactCache
 from workers.cache.normalize import exact_key, semantic_query
 from workers.cache.semantic import SemanticCache
+from workers.coalesce import Coalescer
 from workers.providers import ProviderResult, ProviderSet
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 COOLDOWN_S = 5.0  # after a cache or embedding error, skip that part this long
 MAX_ANSWER_BYTES = 1_000_000  # larger answers are not cached
 STATS_TTL_S = 7 * 86_400
+STATS_FLUSH_S = 0.5
 
 
 @dataclass
@@ -83,6 +86,8 @@ class ResponseCache:
         )
         self._redis_down_until = 0.0
         self._embed_down_until = 0.0
+        # Hits and misses reach the shared statistics within STATS_FLUSH_S, many per round trip.
+        self._counts: Coalescer[str] = Coalescer(self._send_counts, STATS_FLUSH_S)
 
     async def lookup(self, request: InferenceRequest, spec: ModelSpec) -> Lookup:
         if not self.enabled or not request.enable_cache:
@@ -96,7 +101,7 @@ class ResponseCache:
                 lookup.hit = CachedAnswer(_decode(raw), "exact")
             else:
                 await self._semantic_lookup(lookup, request, spec)
-            await self._count("hits_" + lookup.hit.kind if lookup.hit else "misses")
+            self._count("hits_" + lookup.hit.kind if lookup.hit else "misses")
             (metrics.CACHE_HITS if lookup.hit else metrics.CACHE_MISSES).inc()
         except Exception as exc:
             self._redis_failed(exc)
@@ -117,6 +122,7 @@ class ResponseCache:
             self._redis_failed(exc)
 
     async def aclose(self) -> None:
+        await self._counts.aclose()
         if self._own_redis:
             await self.redis.aclose()
 
@@ -137,7 +143,7 @@ class ResponseCache:
             code = exc.code if isinstance(exc, GatewayError) else "E4301"
             log.warning("semantic cache skipped: embedding failed (%s, %s)", code, _kind(exc))
             metrics.CACHE_ERRORS.labels("E4301").inc()
-            await self._count("errors_embedding")
+            self._count("errors_embedding")
             return
         lookup.vector = np.asarray(vectors[0], dtype=np.float32)
         found = await self._semantic.search(lookup.scope, lookup.vector)
@@ -145,9 +151,13 @@ class ResponseCache:
             raw, similarity = found
             lookup.hit = CachedAnswer(_decode(raw), "semantic", similarity)
 
-    async def _count(self, field: str) -> None:
+    def _count(self, field: str) -> None:
+        self._counts.add(field)
+
+    async def _send_counts(self, fields: list[str]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hincrby(keys.CACHE_STATS, field, 1)
+            for field, count in Counter(fields).items():
+                pipe.hincrby(keys.CACHE_STATS, field, count)
             pipe.expire(keys.CACHE_STATS, STATS_TTL_S)  # like every key: gone once unused
             await pipe.execute()
 
@@ -158,7 +168,8 @@ class ResponseCache:
 
 
 async def cache_stats(redis: Redis) -> dict[str, int]:
-    """Hits, misses and errors counted by every worker, and what the cache holds now."""
+    """Hits, misses and errors counted by every worker (as of half a second ago), and what the
+    cache holds now."""
     raw: Any = await redis.hgetall(keys.CACHE_STATS)
     counts = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
     entries = int(await redis.zcard(keys.EXACT_CACHE_INDEX))
