@@ -96,6 +96,10 @@ class GatewaySettings(BaseSettings):
     # Show a redacted preview of the prompt in the task's arguments (Flower, Celery's logs).
     # Off by default: the broker message and everything that displays it carry only the job id.
     task_show_prompt: bool = Field(default=False, alias="L04_TASK_SHOW_PROMPT")
+    # Celery task events (received, succeeded, ...) for Flower's task list. Each costs the
+    # worker's consumer thread a Redis round trip: turning them off raises one worker's
+    # throughput by about 40% (BENCHMARKS.md), and Flower then shows workers but no tasks.
+    task_events: bool = Field(default=True, alias="L04_TASK_EVENTS")
 
     # Prometheus: the port a worker serves /metrics on (``l04 worker --metrics-port`` wins).
     metrics_port: int | None = Field(default=None, ge=0, le=65535, alias="L04_METRICS_PORT")

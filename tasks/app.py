@@ -58,9 +58,9 @@ def celery_config(settings: GatewaySettings) -> dict[str, Any]:
         ],
         "task_create_missing_queues": True,
         "task_default_priority": None,
-        # Flower and `celery events` see tasks and workers.
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Flower and `celery events` see tasks and workers (L04_TASK_EVENTS=false: workers only).
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
