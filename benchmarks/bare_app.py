@@ -1,7 +1,8 @@
 """The baseline: a bare Celery task on the same broker, calling the same upstream over HTTP.
 
-Started by ``benchmarks/run.py`` as ``celery -A benchmarks.bare_app worker -P threads``; the
-client waits for each result through Celery's Redis result backend.
+Started by ``benchmarks/run.py`` twice: ``-P threads`` on the default queue, and ``-P gevent``
+on ``bare-gevent`` (the in-flight baseline). The client waits for each result through Celery's
+Redis result backend.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ app.conf.update(
     task_acks_late=True,
     broker_connection_retry_on_startup=True,
 )
-_client = httpx.Client(timeout=60)
+# No connection limit: the gevent worker makes thousands of calls at once.
+_client = httpx.Client(
+    timeout=60, limits=httpx.Limits(max_connections=None, max_keepalive_connections=None)
+)
+GEVENT_QUEUE = "bare-gevent"
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 

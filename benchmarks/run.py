@@ -2,21 +2,30 @@
 
     python -m benchmarks.run [--quick]
 
+    python -m benchmarks.run --no-task-events     # workers without Celery task events
+    python -m benchmarks.run --memory-jobs 100000  # the memory-growth figure of BENCHMARKS.md
+
 Starts a private redis-server, the mock upstream (``l04 mock-provider``), one ``l04 worker``
-and a bare Celery worker (``benchmarks/bare_app.py``), then measures:
+and two bare Celery workers (``benchmarks/bare_app.py``: threads pool, and gevent pool), then
+measures:
 
 1. round trip at low load (one request at a time): a direct HTTP call to the upstream, a bare
    Celery task making that call (result through Celery's Redis backend), and a job through the
    fleet (OpenAI adapter, same upstream);
 2. throughput with a 0 ms upstream: the fleet's in-process mock provider vs a bare Celery no-op
    task, 2,000 jobs submitted at once, one worker process each;
-3. in-flight capacity: N jobs against a 1 s upstream through the fleet vs a direct asyncio
-   client making the same N calls, and the most calls the upstream saw in flight;
-4. streaming: time to the first chunk through the fleet vs a direct streamed call;
+3. in-flight capacity: N jobs against a 1 s upstream through the fleet vs a bare Celery gevent
+   task vs a direct asyncio client making the same N calls, and the most calls the upstream saw
+   in flight; then N jobs of 10 s, where intake no longer limits what one process holds;
+4. streaming: time to the first chunk through the fleet vs a direct streamed call, and chunks
+   relayed per second;
 5. the rate limiter: decisions per second in one process, and admitted vs the limit;
-6. worker memory (RSS) after the runs above.
+6. worker memory (RSS): at the peak of the 10 s calls, and its growth over many jobs;
+7. interactive jobs beside a batch; 8. a batch's rate at a limit.
 
-Each figure is printed beside its baseline and their ratio. Not part of the test suite.
+Each figure is printed beside its baseline and their ratio, and each section with its setup
+(pools, concurrency, processes, upstream latency). The bare workers send task events exactly
+when the fleet's worker does. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -114,6 +123,27 @@ async def timed(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:
     return times
 
 
+class Setup:
+    """What the figures were measured with, printed above each section."""
+
+    def __init__(self, task_events: bool) -> None:
+        self.task_events = task_events
+        events = "on" if task_events else "off"
+        self.fleet = (
+            f"fleet: 1 `l04 worker` process, asyncio pool, concurrency 2000, task events {events}"
+        )
+        self.bare = (
+            f"bare Celery: 1 worker process, threads pool, concurrency 50, task events {events}"
+        )
+        self.gevent = (
+            f"bare Celery: 1 worker process, gevent pool, concurrency 2000, task events {events}"
+        )
+        self.direct = "direct: the measuring process itself, one asyncio loop"
+
+    def lines(self, *parts: str) -> list[str]:
+        return [f"   setup: {part}" for part in parts]
+
+
 def row(label: str, value: float, base: float, unit: str, target: str = "") -> str:
     ratio = value / base if base else float("nan")
     return (
@@ -121,7 +151,7 @@ def row(label: str, value: float, base: float, unit: str, target: str = "") -> s
     )
 
 
-async def round_trip(gateway: ModelGateway, upstream: str, n: int) -> list[str]:
+async def round_trip(gateway: ModelGateway, upstream: str, n: int, setup: Setup) -> list[str]:
     from benchmarks.bare_app import call
 
     async with httpx.AsyncClient(timeout=30) as client:
@@ -130,7 +160,13 @@ async def round_trip(gateway: ModelGateway, upstream: str, n: int) -> list[str]:
     counter = iter(range(10**9))
     fleet = await timed(lambda: gateway.execute(request(f"rt {next(counter)}")), n)
     return [
-        "1. round trip, one at a time (ms)",
+        f"1. round trip, one at a time, {n} each (ms)",
+        *setup.lines(
+            setup.fleet + " (OpenAI adapter)",
+            setup.bare + " (httpx, Redis result backend)",
+            setup.direct + " (httpx)",
+            "upstream: `l04 mock-provider`, 0 ms",
+        ),
         row("direct HTTP call p50", pct(direct, 50), pct(direct, 50), "ms"),
         row("bare Celery task p50 (vs direct)", pct(bare, 50), pct(direct, 50), "ms"),
         row("fleet p50 (vs bare Celery)", pct(fleet, 50), pct(bare, 50), "ms", "target <= 1.3"),
@@ -140,7 +176,7 @@ async def round_trip(gateway: ModelGateway, upstream: str, n: int) -> list[str]:
     ]
 
 
-async def throughput(gateway: ModelGateway, n: int) -> list[str]:
+async def throughput(gateway: ModelGateway, n: int, setup: Setup) -> list[str]:
     from benchmarks.bare_app import noop
 
     started = time.perf_counter()
@@ -156,17 +192,32 @@ async def throughput(gateway: ModelGateway, n: int) -> list[str]:
     fleet = n / (time.perf_counter() - started)
     return [
         f"2. throughput, {n} jobs at once, 0 ms upstream (jobs/s)",
+        *setup.lines(
+            setup.fleet + " (in-process mock provider)",
+            setup.bare + " (no-op task, Redis result backend)",
+        ),
         row("fleet (mock provider) vs bare Celery no-op", fleet, bare, "/s", "target >= 0.8"),
     ]
 
 
-async def capacity(gateway: ModelGateway, upstream: str, n: int) -> list[str]:
+async def slow_upstream(admin: httpx.AsyncClient, upstream: str, n: int, ms: int) -> None:
+    """The next ``n`` chat calls take ``ms`` each; in-flight counting starts again."""
+    await admin.post(f"{upstream}/_mock/reset")
+    await admin.post(
+        f"{upstream}/_mock/faults",
+        json={"latency_ms": ms, "count": n, "path": "/v1/chat/completions"},
+    )
+
+
+async def most_in_flight(admin: httpx.AsyncClient, upstream: str) -> int:
+    return int((await admin.get(f"{upstream}/_mock/stats")).json()["max_in_flight"])
+
+
+async def capacity(gateway: ModelGateway, upstream: str, n: int, setup: Setup) -> list[str]:
+    from benchmarks.bare_app import GEVENT_QUEUE, call
+
     async with httpx.AsyncClient(timeout=60) as admin:
-        await admin.post(f"{upstream}/_mock/reset")
-        await admin.post(
-            f"{upstream}/_mock/faults",
-            json={"latency_ms": 1000, "count": n, "path": "/v1/chat/completions"},
-        )
+        await slow_upstream(admin, upstream, n, 1000)
         # The direct client is aiohttp: httpx's pool is itself slow with thousands of
         # connections, which would flatter the fleet.
         connector = aiohttp.TCPConnector(limit=0)
@@ -179,24 +230,64 @@ async def capacity(gateway: ModelGateway, upstream: str, n: int) -> list[str]:
             started = time.perf_counter()
             await asyncio.gather(*(one() for _ in range(n)))
             direct = time.perf_counter() - started
-        await admin.post(f"{upstream}/_mock/reset")
-        await admin.post(
-            f"{upstream}/_mock/faults",
-            json={"latency_ms": 1000, "count": n, "path": "/v1/chat/completions"},
-        )
+        direct_most = await most_in_flight(admin, upstream)
+
+        await slow_upstream(admin, upstream, n, 1000)
+        started = time.perf_counter()
+        results = [call.apply_async(queue=GEVENT_QUEUE) for _ in range(n)]
+        waiting = [asyncio.to_thread(r.get, timeout=300) for r in results]
+        await asyncio.gather(*waiting)
+        bare = time.perf_counter() - started
+        bare_most = await most_in_flight(admin, upstream)
+
+        await slow_upstream(admin, upstream, n, 1000)
         started = time.perf_counter()
         handles = await asyncio.gather(*(gateway.submit(request(f"cap {i}")) for i in range(n)))
-        await asyncio.gather(*(h.result(timeout=120) for h in handles))
+        await asyncio.gather(*(h.result(timeout=300) for h in handles))
         fleet = time.perf_counter() - started
-        stats = (await admin.get(f"{upstream}/_mock/stats")).json()
+        fleet_most = await most_in_flight(admin, upstream)
     return [
         f"3. in-flight capacity: {n} calls of 1 s (s to finish all)",
-        row("fleet, one worker process vs direct asyncio", fleet, direct, "s", "target <= 1.25"),
-        f"  most calls in flight at the upstream (one worker process): {stats['max_in_flight']}",
+        *setup.lines(
+            setup.fleet + " (OpenAI adapter)",
+            setup.gevent + " (httpx, Redis result backend)",
+            setup.direct + " (aiohttp, no connection limit)",
+            "upstream: `l04 mock-provider`, 1,000 ms per call",
+        ),
+        row("fleet vs direct asyncio client", fleet, direct, "s", "target <= 1.25"),
+        row("fleet vs bare Celery gevent task", fleet, bare, "s", "target <= 0.5"),
+        row("bare Celery gevent task vs direct", bare, direct, "s"),
+        f"  most calls in flight at the upstream: fleet {fleet_most}, bare gevent {bare_most}, "
+        f"direct {direct_most}",
     ]
 
 
-async def streaming(gateway: ModelGateway, upstream: str, n: int) -> list[str]:
+async def long_calls(
+    gateway: ModelGateway, upstream: str, n: int, worker_pid: int, setup: Setup
+) -> list[str]:
+    """``n`` calls of 10 s: how many one worker process holds at once, and its memory then."""
+    peak_rss = 0.0
+    async with httpx.AsyncClient(timeout=60) as admin:
+        await slow_upstream(admin, upstream, n, 10_000)
+        started = time.perf_counter()
+        handles = await asyncio.gather(*(gateway.submit(request(f"long {i}")) for i in range(n)))
+        results = asyncio.gather(*(h.result(timeout=300) for h in handles))
+        while not results.done():
+            peak_rss = max(peak_rss, rss_mb(worker_pid))
+            await asyncio.wait([results], timeout=0.25)
+        await results
+        elapsed = time.perf_counter() - started
+        most = await most_in_flight(admin, upstream)
+    return [
+        f"3b. {n} calls of 10 s through one worker process",
+        *setup.lines(setup.fleet + " (OpenAI adapter)", "upstream: 10,000 ms per call"),
+        f"  most calls in flight at the upstream: {most} (target >= 1,000); all done in "
+        f"{elapsed:.1f} s",
+        f"6a. worker RSS at that peak: {peak_rss:.0f} MB",
+    ]
+
+
+async def streaming(gateway: ModelGateway, upstream: str, n: int, setup: Setup) -> list[str]:
     body = {**BODY, "stream": True}
     counter = iter(range(10**9))
 
@@ -215,10 +306,54 @@ async def streaming(gateway: ModelGateway, upstream: str, n: int) -> list[str]:
             return
 
     fleet = await timed(fleet_first, n)
+    pieces = 5000
+    words = " ".join(f"w{i}" for i in range(pieces))
+    relay = request(
+        "relay", model_id="mock", metadata={"mock": {"chunks": pieces, "content": words}}
+    )
+    started = time.perf_counter()
+    received = sum([1 async for chunk in gateway.stream(relay) if not chunk.is_final])
+    relayed = received / (time.perf_counter() - started)
     return [
-        "4. streaming: time to first chunk (ms)",
+        f"4. streaming: time to first chunk, {n} streams one at a time (ms)",
+        *setup.lines(
+            setup.fleet + " (OpenAI adapter; relay: in-process mock provider)",
+            setup.direct + " (httpx)",
+            "upstream: `l04 mock-provider`, 0 ms, 9 chunks",
+        ),
         row("fleet p50 vs direct", pct(fleet, 50), pct(direct, 50), "ms", "target +3 ms at most"),
         f"  difference at p50: {pct(fleet, 50) - pct(direct, 50):.2f} ms",
+        f"  chunks relayed to one caller: {relayed:,.0f} per second ({received} chunks, one job)",
+    ]
+
+
+async def memory_growth(
+    gateway: ModelGateway, jobs: int, worker_pid: int, setup: Setup
+) -> list[str]:
+    """Worker RSS after a warm-up, then after ``jobs`` more: what stays behind per job."""
+    wave = 2000
+
+    async def run(count: int, tag: str) -> None:
+        for start in range(0, count, wave):
+            size = min(wave, count - start)
+            handles = await asyncio.gather(
+                *(
+                    gateway.submit(request(f"{tag} {start + i}", model_id="mock"))
+                    for i in range(size)
+                )
+            )
+            await asyncio.gather(*(h.result(timeout=300) for h in handles))
+
+    await run(10_000, "warm")
+    before = rss_mb(worker_pid)
+    started = time.perf_counter()
+    await run(jobs, "mem")
+    after = rss_mb(worker_pid)
+    return [
+        f"6b. worker memory growth over {jobs:,} jobs (after a 10,000-job warm-up)",
+        *setup.lines(setup.fleet + " (in-process mock provider)", f"waves of {wave} jobs"),
+        row("RSS after vs before (MB)", after, before, "MB", "target <= 1.10"),
+        f"  {jobs:,} jobs in {time.perf_counter() - started:.0f} s",
     ]
 
 
@@ -368,8 +503,9 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def main(quick: bool) -> None:
+async def main(quick: bool, task_events: bool, memory_jobs: int) -> None:
     scale = 0.25 if quick else 1.0
+    setup = Setup(task_events)
     server = LocalRedis().start()
     upstream_port = free_port()
     upstream = f"http://127.0.0.1:{upstream_port}"
@@ -381,14 +517,18 @@ async def main(quick: bool) -> None:
         "BENCH_UPSTREAM": upstream,
         "L04_USAGE_EVENTS": "false",
         "L04_EMBEDDING_PROVIDER": "none",
+        "L04_TASK_EVENTS": "true" if task_events else "false",
     }
     catalog = Path(tempfile.mkdtemp()) / "catalog.toml"
     catalog.write_text((ROOT / "config" / "catalog.toml").read_text() + LIMITED_MODEL)
     env["L04_CATALOG"] = str(catalog)
     env["L04_RATE_LIMIT_WINDOW"] = str(LIMIT_WINDOW_S)
     os.environ.update(env)
-    bare = ["-m", "celery", "-A", "benchmarks.bare_app", "worker", "-P", "threads", "-c", "50"]
-    bare += ["--without-mingle", "--without-gossip", "-n", "bare@local", "--loglevel", "INFO"]
+    events = ["-E"] if task_events else []
+    celery = ["-m", "celery", "-A", "benchmarks.bare_app", "worker", *events]
+    celery += ["--without-mingle", "--without-gossip", "--loglevel", "INFO"]
+    bare = [*celery, "-P", "threads", "-c", "50", "-n", "bare@local", "-Q", "celery"]
+    gevent = [*celery, "-P", "gevent", "-c", "2000", "-n", "gevent@local", "-Q", "bare-gevent"]
     fleet = ["-m", "l04", "worker", "--providers", "openai,mock", "--concurrency", "2000"]
     fleet += ["--name", "bench@local"]
     services = [
@@ -399,26 +539,30 @@ async def main(quick: bool) -> None:
         ),
         ("worker", fleet, log_says("worker", " ready.")),
         ("bare", bare, log_says("bare", " ready.")),
+        ("gevent", gevent, log_says("gevent", " ready.")),
     ]
     processes: list[Any] = []
     gateway: ModelGateway | None = None
     lines = [
         f"# L04 benchmarks, {time.strftime('%Y-%m-%d %H:%M')} UTC, {platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}"
+        f"{os.cpu_count()} cores, Python {platform.python_version()}; one redis-server "
+        "(loopback), the upstream, the workers and the measuring client share the machine"
     ]
     try:  # whatever fails, everything started here is stopped
         for name, argv, ready in services:
             processes.append(start(name, [sys.executable, *argv], env, ready))
+        worker_pid = processes[1].pid
         gateway = ModelGateway(redis_url=server.url)
-        lines += await round_trip(gateway, upstream, int(400 * scale))
-        lines += await throughput(gateway, int(2000 * scale))
-        lines += await capacity(gateway, upstream, int(2000 * scale))
-        lines += await streaming(gateway, upstream, int(200 * scale))
+        lines += await round_trip(gateway, upstream, int(400 * scale), setup)
+        lines += await throughput(gateway, int(2000 * scale), setup)
+        lines += await capacity(gateway, upstream, int(2000 * scale), setup)
+        lines += await long_calls(gateway, upstream, int(2000 * scale), worker_pid, setup)
+        lines += await streaming(gateway, upstream, int(200 * scale), setup)
         lines += await limiter(server.url, 5 * scale)
         lines += await batch_vs_interactive(gateway, Path(tempfile.mkdtemp()), int(5000 * scale))
         # Whole windows of the limit, also in --quick: the kept rate is measured over them.
         lines += await batch_at_limit(gateway, Path(tempfile.mkdtemp()), server.url, 1500)
-        lines.append(f"6. worker RSS after the runs above: {rss_mb(processes[1].pid):.0f} MB")
+        lines += await memory_growth(gateway, memory_jobs, worker_pid, setup)
     finally:
         if gateway is not None:
             await gateway.close()
@@ -432,4 +576,17 @@ async def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="L04 figures beside their baselines")
     parser.add_argument("--quick", action="store_true", help="a quarter of the work")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument(
+        "--no-task-events",
+        dest="task_events",
+        action="store_false",
+        help="workers (fleet and bare) without Celery task events (L04_TASK_EVENTS=false)",
+    )
+    parser.add_argument(
+        "--memory-jobs",
+        type=int,
+        default=20_000,
+        help="jobs run after the warm-up to measure memory growth (BENCHMARKS.md: 100000)",
+    )
+    options = parser.parse_args()
+    asyncio.run(main(options.quick, options.task_events, options.memory_jobs))
