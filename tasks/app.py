@@ -65,6 +65,8 @@ def celery_config(settings: GatewaySettings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
     }
+    if broker.split("://", 1)[0] in ("redis", "rediss"):
+        config["broker_transport"] = "workers.broker_transport:Transport"
     if is_redis_broker(broker):
         restore_every = max(1, int(settings.visibility_timeout // 6))
         config["broker_transport_options"] = {
