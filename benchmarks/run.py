@@ -307,9 +307,12 @@ async def streaming(gateway: ModelGateway, upstream: str, n: int, setup: Setup) 
 
     fleet = await timed(fleet_first, n)
     pieces = 5000
-    words = " ".join(f"w{i}" for i in range(pieces))
+    words = " ".join(["a"] * pieces)  # one token a word: within max_tokens, nothing cut
     relay = request(
-        "relay", model_id="mock", metadata={"mock": {"chunks": pieces, "content": words}}
+        "relay",
+        model_id="mock",
+        max_tokens=8000,
+        metadata={"mock": {"chunks": pieces, "content": words}},
     )
     started = time.perf_counter()
     received = sum([1 async for chunk in gateway.stream(relay) if not chunk.is_final])
