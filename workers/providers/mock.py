@@ -59,12 +59,18 @@ class MockAdapter(ProviderAdapter):
         finish = "stop"
         completion = tokens.count_text(content, model.tokenizer)
         if completion > request.max_tokens:
+            # The longest run of leading words within max_tokens, by bisection (a prefix never
+            # has more tokens than a longer one).
             words = content.split(" ")
-            while (
-                words and tokens.count_text(" ".join(words), model.tokenizer) > request.max_tokens
-            ):
-                words.pop()
-            content, finish = " ".join(words), "length"
+            fits, too_many = 0, len(words)
+            while too_many - fits > 1:
+                middle = (fits + too_many) // 2
+                counted = tokens.count_text(" ".join(words[:middle]), model.tokenizer)
+                if counted <= request.max_tokens:
+                    fits = middle
+                else:
+                    too_many = middle
+            content, finish = " ".join(words[:fits]), "length"
             completion = tokens.count_text(content, model.tokenizer)
         usage = TokenUsage(
             prompt_tokens=tokens.count_messages(request.messages, model.tokenizer),
