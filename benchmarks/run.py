@@ -360,7 +360,53 @@ async def memory_growth(
     ]
 
 
-async def batch_vs_interactive(gateway: ModelGateway, tmp: Path, lines: int) -> list[str]:
+def batch_input(path: Path, model: str, lines: int, metadata: dict[str, Any] | None = None) -> Path:
+    """An OpenAI batch input file of ``lines`` chat requests to ``model``."""
+    body: dict[str, Any] = {"model": model, **({"metadata": metadata} if metadata else {})}
+    path.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "custom_id": f"r{i}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {**body, "messages": [{"role": "user", "content": f"line {i}"}]},
+                }
+            )
+            for i in range(lines)
+        )
+    )
+    return path
+
+
+async def batch_command(source: Path, batch_id: str, out: Path, *extra: str) -> Any:
+    """`l04 batch submit`, as a user runs it, in a process of its own."""
+    command = [sys.executable, "-m", "l04", "batch", "submit", str(source), "--id", batch_id]
+    return await asyncio.create_subprocess_exec(
+        *command,
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+def most_in_window(stamps_ms: list[int], window_ms: float) -> int:
+    """The most of the sorted ``stamps_ms`` inside any sliding window of ``window_ms``."""
+    most, first = 0, 0
+    for i, stamp in enumerate(stamps_ms):
+        while stamp - stamps_ms[first] >= window_ms:
+            first += 1
+        most = max(most, i - first + 1)
+    return most
+
+
+async def batch_vs_interactive(
+    gateway: ModelGateway, tmp: Path, lines: int, setup: Setup
+) -> list[str]:
     """Interactive NORMAL jobs' p50 alone, then while a LOW batch runs on the same provider."""
     from gateway_client.batch import BatchRunner
 
@@ -371,31 +417,9 @@ async def batch_vs_interactive(gateway: ModelGateway, tmp: Path, lines: int) -> 
         await gateway.execute(request(f"i {next(counter)}", model_id="mock", metadata=slow))
 
     alone = await timed(interactive, 100)
-    source = tmp / "batch.jsonl"
-    source.write_text(
-        "\n".join(
-            json.dumps(
-                {
-                    "custom_id": f"r{i}",
-                    "method": "POST",
-                    "url": "/v1/chat/completions",
-                    "body": {
-                        "model": "mock",
-                        "messages": [{"role": "user", "content": f"line {i}"}],
-                        "metadata": slow,
-                    },
-                }
-            )
-            for i in range(lines)
-        )
-    )
-    # The batch runs as a user would run it: `l04 batch submit`, in a process of its own.
-    command = [sys.executable, "-m", "l04", "batch", "submit", str(source), "--id", "bench"]
-    command += ["--out", str(tmp), "--quiet", "--window", "256"]
+    source = batch_input(tmp / "batch.jsonl", "mock", lines, slow)
     started = time.perf_counter()
-    batch = await asyncio.create_subprocess_exec(
-        *command, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
+    batch = await batch_command(source, "bench", tmp, "--window", "256")
     await asyncio.sleep(1.5)
     during = await timed(interactive, 100)
     await batch.wait()
@@ -404,6 +428,11 @@ async def batch_vs_interactive(gateway: ModelGateway, tmp: Path, lines: int) -> 
     assert info is not None
     return [
         f"7. a {lines}-line LOW batch and interactive NORMAL jobs on one provider (20 ms calls)",
+        *setup.lines(
+            setup.fleet + " (in-process mock provider, 20 ms a call)",
+            "batch: `l04 batch submit --window 256` in a process of its own; "
+            "interactive: the measuring process, one job at a time",
+        ),
         row(
             "interactive p50 during the batch vs alone",
             pct(during, 50),
@@ -416,33 +445,13 @@ async def batch_vs_interactive(gateway: ModelGateway, tmp: Path, lines: int) -> 
     ]
 
 
-async def batch_at_limit(gateway: ModelGateway, tmp: Path, url: str, lines: int) -> list[str]:
+async def batch_at_limit(tmp: Path, url: str, lines: int, setup: Setup) -> list[str]:
     """A batch on a model limited to 300 requests per 10 s: the rate it keeps once saturated."""
     import redis
 
-    source = tmp / "limited.jsonl"
-    source.write_text(
-        "\n".join(
-            json.dumps(
-                {
-                    "custom_id": f"r{i}",
-                    "method": "POST",
-                    "url": "/v1/chat/completions",
-                    "body": {
-                        "model": "mock-limited",
-                        "messages": [{"role": "user", "content": f"{i}"}],
-                    },
-                }
-            )
-            for i in range(lines)
-        )
-    )
-    command = [sys.executable, "-m", "l04", "batch", "submit", str(source), "--id", "limited"]
-    command += ["--out", str(tmp), "--quiet"]
+    source = batch_input(tmp / "limited.jsonl", "mock-limited", lines)
     started = time.time()
-    batch = await asyncio.create_subprocess_exec(
-        *command, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
+    batch = await batch_command(source, "limited", tmp)
     await batch.wait()
     client = redis.Redis.from_url(url)
     finished = sorted(
@@ -451,17 +460,16 @@ async def batch_at_limit(gateway: ModelGateway, tmp: Path, url: str, lines: int)
     client.close()
     # Each window admits the limit: N lines need (N / limit) windows, so a batch kept at its
     # limit spans (N / limit - 1) windows from its first answer to its last.
-    window_ms = LIMIT_WINDOW_S * 1000
     span_s = (finished[-1] - finished[0]) / 1000 + LIMIT_WINDOW_S
     rate = len(finished) / span_s
     limit = LIMIT_PER_WINDOW / LIMIT_WINDOW_S
-    most, j = 0, 0
-    for i, stamp in enumerate(finished):
-        while stamp - finished[j] >= window_ms:
-            j += 1
-        most = max(most, i - j + 1)
+    most = most_in_window(finished, LIMIT_WINDOW_S * 1000)
     return [
         f"8. a {lines}-line batch at a limit of {LIMIT_PER_WINDOW} per {LIMIT_WINDOW_S:.0f} s",
+        *setup.lines(
+            setup.fleet + " (in-process mock provider, catalog limit on `mock-limited`)",
+            "batch: `l04 batch submit` in a process of its own",
+        ),
         row("rate kept vs the limit (per s)", rate, limit, "/s", "target >= 0.9"),
         f"  most answers finishing in any sliding {LIMIT_WINDOW_S:.0f} s: {most} "
         f"(limit {LIMIT_PER_WINDOW}; the limit counts admissions, answers lag them)",
@@ -470,7 +478,7 @@ async def batch_at_limit(gateway: ModelGateway, tmp: Path, url: str, lines: int)
     ]
 
 
-async def limiter(url: str, seconds: float) -> list[str]:
+async def limiter(url: str, seconds: float, setup: Setup) -> list[str]:
     from redis.asyncio import Redis
 
     client = Redis.from_url(url)
@@ -486,14 +494,10 @@ async def limiter(url: str, seconds: float) -> list[str]:
             admitted += 1
             stamps.append(decision.server_time_ms)
     await client.aclose()
-    worst = 0
-    j = 0
-    for i, stamp in enumerate(stamps):
-        while stamp - stamps[j] >= 1000:
-            j += 1
-        worst = max(worst, i - j + 1)
+    worst = most_in_window(stamps, 1000)
     return [
         "5. rate limiter (limit 500 per 1 s window, one process)",
+        *setup.lines(setup.direct + ": RateLimiter.admit in a loop, one decision at a time"),
         f"  decisions per second: {decisions / seconds:,.0f}; admitted {admitted}",
         f"  most admitted in any sliding 1 s window: {worst} (limit 500: never over)",
     ]
@@ -561,10 +565,12 @@ async def main(quick: bool, task_events: bool, memory_jobs: int) -> None:
         lines += await capacity(gateway, upstream, int(2000 * scale), setup)
         lines += await long_calls(gateway, upstream, int(2000 * scale), worker_pid, setup)
         lines += await streaming(gateway, upstream, int(200 * scale), setup)
-        lines += await limiter(server.url, 5 * scale)
-        lines += await batch_vs_interactive(gateway, Path(tempfile.mkdtemp()), int(5000 * scale))
+        lines += await limiter(server.url, 5 * scale, setup)
+        lines += await batch_vs_interactive(
+            gateway, Path(tempfile.mkdtemp()), int(5000 * scale), setup
+        )
         # Whole windows of the limit, also in --quick: the kept rate is measured over them.
-        lines += await batch_at_limit(gateway, Path(tempfile.mkdtemp()), server.url, 1500)
+        lines += await batch_at_limit(Path(tempfile.mkdtemp()), server.url, 1500, setup)
         lines += await memory_growth(gateway, memory_jobs, worker_pid, setup)
     finally:
         if gateway is not None:
