@@ -44,7 +44,7 @@ class EventWriter:
         ]
         self._seq = len(delivered)
         self.streamed = list(delivered)
-        self._skip = len(self.streamed_text)
+        self.begin_call()
 
     def begin_call(self) -> None:
         """A provider call starts its answer from the beginning: skip what was delivered.

@@ -101,7 +101,7 @@ class ResponseCache:
                 lookup.hit = CachedAnswer(_decode(raw), "exact")
             else:
                 await self._semantic_lookup(lookup, request, spec)
-            self._count("hits_" + lookup.hit.kind if lookup.hit else "misses")
+            self._counts.add("hits_" + lookup.hit.kind if lookup.hit else "misses")
             (metrics.CACHE_HITS if lookup.hit else metrics.CACHE_MISSES).inc()
         except Exception as exc:
             self._redis_failed(exc)
@@ -143,16 +143,13 @@ class ResponseCache:
             code = exc.code if isinstance(exc, GatewayError) else "E4301"
             log.warning("semantic cache skipped: embedding failed (%s, %s)", code, _kind(exc))
             metrics.CACHE_ERRORS.labels("E4301").inc()
-            self._count("errors_embedding")
+            self._counts.add("errors_embedding")
             return
         lookup.vector = np.asarray(vectors[0], dtype=np.float32)
         found = await self._semantic.search(lookup.scope, lookup.vector)
         if found is not None:
             raw, similarity = found
             lookup.hit = CachedAnswer(_decode(raw), "semantic", similarity)
-
-    def _count(self, field: str) -> None:
-        self._counts.add(field)
 
     async def _send_counts(self, fields: list[str]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
