@@ -17,8 +17,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from l04.worker import run_worker
 
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
-    run_worker(providers, args.concurrency, args.loglevel, args.name, args.metrics_port)
-    return 0
+    return run_worker(providers, args.concurrency, args.loglevel, args.name, args.metrics_port)
 
 
 def _cmd_mock_provider(args: argparse.Namespace) -> int:
@@ -38,8 +37,8 @@ def _cmd_flower(args: argparse.Namespace) -> int:
     basic_auth = args.basic_auth or os.environ.get("L04_FLOWER_BASIC_AUTH")
     if basic_auth:
         argv.append(f"--basic-auth={basic_auth}")
-    app.start(argv)
-    return 0
+    status = app.start(argv)
+    return status if isinstance(status, int) else 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -40,13 +40,25 @@ def worker_argv(
     ]
 
 
+class _LastCritical(logging.Handler):
+    """Keeps the last CRITICAL line Celery logs: the reason a worker stops on an error."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.CRITICAL)
+        self.reason: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.reason = record.getMessage().splitlines()[0][:500]
+
+
 def run_worker(
     providers: list[str],
     concurrency: int,
     loglevel: str = "INFO",
     name: str | None = None,
     metrics_port: int | None = None,
-) -> None:
+) -> int:
+    """Run the worker until it stops; its exit status (non-zero when it stopped on an error)."""
     from config.settings import get_settings
     from tasks import app
 
@@ -81,4 +93,13 @@ def run_worker(
 
         after_setup_logger.connect(structured, weak=False)
         after_setup_task_logger.connect(structured, weak=False)
-    app.worker_main(worker_argv(providers, concurrency, loglevel, name))
+    last_critical = _LastCritical()
+    logging.getLogger().addHandler(last_critical)
+    # app.worker_main() drops Celery's exit status: a worker that stopped on an unrecoverable
+    # error exited 0, and a supervisor restarting on failure left it dead.
+    status = app.start(worker_argv(providers, concurrency, loglevel, name))
+    code = status if isinstance(status, int) else 0
+    if code != 0:
+        reason = last_critical.reason or "see the log above"
+        print(f"l04 worker: stopped with status {code}: {reason}", file=sys.stderr, flush=True)
+    return code

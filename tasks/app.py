@@ -61,7 +61,10 @@ def celery_config(settings: GatewaySettings) -> dict[str, Any]:
         # Flower and `celery events` see tasks and workers (L04_TASK_EVENTS=false: workers only).
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A job keeps running when the broker connection drops: its lease in Redis fences off a
+        # redelivered copy, which waits and finds the job ended. Cancelling would waste the
+        # provider call (and the AsyncioPool has no process to kill).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
     }

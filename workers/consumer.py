@@ -1,58 +1,56 @@
-"""Celery's consumer, with poison messages set aside in the dead-letter list instead of dropped.
+"""Celery's consumer, with poison messages set aside and a quick return after a broker outage.
 
-Celery logs and acknowledges a message it cannot decode, or whose task it does not know: the
-message is gone. Here the raw body (capped), its headers and the reason go to ``l04:dlq`` first,
-where ``l04 dlq list`` shows them and ``l04 dlq replay`` resends what can be read. The worker
-goes on either way.
+* Celery logs and acknowledges a message it cannot decode, or whose task it does not know: the
+  message is gone. Here the raw body (capped), its headers and the reason go to ``l04:dlq`` first,
+  where ``l04 dlq list`` shows them and ``l04 dlq replay`` resends what can be read. The worker
+  goes on either way. (Values that are no kombu message at all never get this far: the broker
+  transport sets them aside, see :mod:`workers.broker_transport`.)
+* After losing the broker, kombu retries the connection at 2, 4, 6... seconds, up to 30 s apart,
+  so a worker could sit idle for half a minute after Redis came back. It retries every
+  ``RECONNECT_MAX_S`` at most here: a connection attempt to a server that is down costs nothing.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
-import time
 from typing import Any
 
-import redis
 from celery.worker.consumer import Consumer
 
 from config.settings import get_settings
-from gateway_client import keys
-from workers.dead_letters import DEAD_LETTER_TTL_S, MAX_DEAD_LETTERS
+from workers.dead_letters import set_aside_sync
 
 log = logging.getLogger(__name__)
-MAX_BODY = 65_536
+
+RECONNECT_FIRST_S = 0.5
+RECONNECT_MAX_S = 2.0
 
 
 def _set_aside_raw(message: Any, reason: str) -> None:
     try:
-        body = message.body
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
         headers = message.headers or {}
-        record = json.dumps(
-            {
-                "reason": reason,
-                "task_id": headers.get("id"),
-                "task": headers.get("task"),
-                "envelope": text[:MAX_BODY],
-                "content_type": message.content_type,
-                "at": time.time(),
-            }
-        )
-        client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=5)
-        try:
-            with client.pipeline(transaction=True) as pipe:
-                pipe.lpush(keys.DEAD_LETTERS, record)
-                pipe.ltrim(keys.DEAD_LETTERS, 0, MAX_DEAD_LETTERS - 1)
-                pipe.expire(keys.DEAD_LETTERS, DEAD_LETTER_TTL_S)
-                pipe.execute()
-        finally:
-            client.close()
-    except Exception as exc:  # the worker must go on whatever happens here
-        log.error("could not set a poison message aside: %s", type(exc).__name__)
+        known = {
+            "task_id": headers.get("id"),
+            "task": headers.get("task"),
+            "content_type": message.content_type,
+        }
+        raw = message.body
+    except Exception:  # a message too broken to describe is still kept, as text
+        known, raw = {}, repr(message)
+    set_aside_sync(get_settings().redis_url, raw, reason, **known)
 
 
 class DeadLetteringConsumer(Consumer):
+    def ensure_connected(self, conn: Any) -> Any:
+        conn.ensure_connection = functools.partial(
+            conn.ensure_connection,
+            interval_start=RECONNECT_FIRST_S,
+            interval_step=RECONNECT_FIRST_S,
+            interval_max=RECONNECT_MAX_S,
+        )
+        return super().ensure_connected(conn)
+
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
         """Celery's handler, but a message it chokes on is set aside instead of ending the worker.
 

@@ -1,0 +1,110 @@
+"""A worker never dies of broker trouble (fault tier).
+
+Redis, which is the broker and the job store, is restarted while the worker is idle and while it
+holds jobs, twice in a row, for 1 s and for 30 s, and the worker's connections are reset. Each
+time the worker process must still be alive, every job it held must be answered exactly once
+(one terminal event in its record), and a job submitted afterwards must be served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from gateway_client import GatewayError, InferenceResponse, ModelGateway
+from gateway_client.keys import job_events
+from l04.redis_server import LocalRedis
+from tests.conftest import FAST_RECOVERY, make_request
+from tests.fleet import WorkerProcess
+
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.filterwarnings(
+        # redis-py drops the stream writers of connections the server killed without closing them.
+        "ignore::pytest.PytestUnraisableExceptionWarning"
+    ),
+]
+
+SLOW = {"mock": {"latency_ms": 2500}}
+
+
+def terminal_events(server: LocalRedis, job_id: str) -> int:
+    client = redis.Redis.from_url(server.url)
+    try:
+        entries = client.xrange(job_events(job_id))
+    finally:
+        client.close()
+    kinds = [json.loads(fields[b"e"])["type"] for _id, fields in entries]
+    return sum(kind in ("result", "error") for kind in kinds)
+
+
+def kill_connections(server: LocalRedis) -> int:
+    """Every client connection but this one is reset by the server (CLIENT KILL)."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        return int(client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
+    finally:
+        client.close()
+
+
+async def outage(server: LocalRedis, seconds: float) -> None:
+    server.stop()  # SHUTDOWN: the append-only file keeps what was written
+    await asyncio.sleep(seconds)
+    server.start()
+
+
+async def serve_next_job(gateway: ModelGateway, timeout: float) -> InferenceResponse:
+    """A job submitted now is answered (the producer may itself retry while Redis comes back)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            handle = await gateway.submit(make_request("after the trouble", timeout=timeout))
+            return await handle.result(timeout=max(1.0, deadline - time.monotonic()))
+        except GatewayError as error:
+            if not error.retryable or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    "trouble",
+    ["idle restart", "busy restart", "busy restart twice", "connection reset", "30 s outage"],
+)
+async def test_the_worker_outlives_broker_trouble(trouble: str, tmp_path: Path) -> None:
+    server = LocalRedis(appendonly=True, data_dir=str(tmp_path)).start()
+    worker = WorkerProcess(server.url, "mock", 20, {**FAST_RECOVERY}).start()
+    gateway = ModelGateway(redis_url=server.url)
+    handles = []
+    try:
+        if trouble != "idle restart":
+            handles = [
+                await gateway.submit(make_request(f"{trouble} {i}", metadata=SLOW, timeout=90))
+                for i in range(10)
+            ]
+            await asyncio.sleep(1.2)  # all ten running; appendfsync everysec has written them
+        if trouble == "connection reset":
+            assert kill_connections(server) > 0
+        elif trouble == "busy restart twice":
+            await outage(server, 1.0)
+            await asyncio.sleep(1.0)
+            await outage(server, 1.0)
+        else:
+            await outage(server, 30.0 if trouble == "30 s outage" else 1.0)
+        answers = await asyncio.gather(*(h.result(timeout=80) for h in handles))
+        assert all(a.content for a in answers)
+        after = await serve_next_job(gateway, timeout=30)
+        assert after.content
+        assert worker.process is not None and worker.process.poll() is None, worker.log()[-3000:]
+        assert "Unrecoverable error" not in worker.log()
+        # Exactly one answer in each job's record: no job run to the end twice.
+        assert [terminal_events(server, h.job_id) for h in handles] == [1] * len(handles)
+    finally:
+        await gateway.close()
+        worker.stop()
+        server.stop()
