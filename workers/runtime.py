@@ -128,13 +128,21 @@ class WorkerRuntime:
             future = asyncio.run_coroutine_threadsafe(self._dead_letter(envelope, exc), self._loop)
         else:
             self._held[tag] = job_id
-            future = asyncio.run_coroutine_threadsafe(self.pipeline.run(job_id), self._loop)
+            future = asyncio.run_coroutine_threadsafe(self._run(job_id, envelope), self._loop)
             self._running[tag] = future
         future.add_done_callback(lambda done: self._ended(tag, done))
         return future
 
-    async def _dead_letter(self, envelope: Any, exc: Exception) -> str:
-        await set_aside(self.redis, envelope, str(exc))
+    async def _run(self, job_id: str, envelope: Any) -> str:
+        outcome = await self.pipeline.run(job_id)
+        if outcome == "gone":
+            # No record: a message nobody submitted, or a copy that outlived its job's record.
+            log.error("message for job %s, which has no record, set aside", job_id)
+            return await self._dead_letter(envelope, "no such job: never submitted, or expired")
+        return outcome
+
+    async def _dead_letter(self, envelope: Any, reason: Any) -> str:
+        await set_aside(self.redis, envelope, str(reason))
         return "dead-lettered"
 
     def _ended(self, tag: str, future: Future[str]) -> None:
