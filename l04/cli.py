@@ -31,14 +31,14 @@ def _cmd_flower(args: argparse.Namespace) -> int:
     """Flower on the fleet's broker: the l04 queues, workers and tasks."""
     import os
 
+    from l04.worker import run_celery
     from tasks import app
 
     argv = ["flower", f"--port={args.port}", f"--address={args.address}"]
     basic_auth = args.basic_auth or os.environ.get("L04_FLOWER_BASIC_AUTH")
     if basic_auth:
         argv.append(f"--basic-auth={basic_auth}")
-    status = app.start(argv)
-    return status if isinstance(status, int) else 0
+    return run_celery(app, argv)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

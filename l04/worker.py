@@ -51,6 +51,27 @@ class _LastCritical(logging.Handler):
         self.reason = record.getMessage().splitlines()[0][:500]
 
 
+def run_celery(app: Any, argv: list[str]) -> int:
+    """Run a ``celery`` command on ``app`` and return its exit status.
+
+    ``app.worker_main()`` and ``app.start()`` drop it: click, run with ``standalone_mode=False``,
+    returns the status instead of raising, and ``app.start`` discards the return value. So a worker
+    that stopped on an unrecoverable error exited 0, and a supervisor that restarts on failure
+    (systemd ``Restart=on-failure``) left it dead.
+    """
+    from celery.bin.celery import celery as command
+    from click.exceptions import Exit
+
+    command.params[0].default = app
+    try:
+        status = command.main(args=argv, standalone_mode=False)
+    except Exit as exit_:
+        status = exit_.exit_code
+    finally:
+        command.params[0].default = None
+    return status if isinstance(status, int) else 0
+
+
 def run_worker(
     providers: list[str],
     concurrency: int,
@@ -95,10 +116,7 @@ def run_worker(
         after_setup_task_logger.connect(structured, weak=False)
     last_critical = _LastCritical()
     logging.getLogger().addHandler(last_critical)
-    # app.worker_main() drops Celery's exit status: a worker that stopped on an unrecoverable
-    # error exited 0, and a supervisor restarting on failure left it dead.
-    status = app.start(worker_argv(providers, concurrency, loglevel, name))
-    code = status if isinstance(status, int) else 0
+    code = run_celery(app, worker_argv(providers, concurrency, loglevel, name))
     if code != 0:
         reason = last_critical.reason or "see the log above"
         print(f"l04 worker: stopped with status {code}: {reason}", file=sys.stderr, flush=True)

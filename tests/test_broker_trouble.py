@@ -108,3 +108,24 @@ async def test_the_worker_outlives_broker_trouble(trouble: str, tmp_path: Path) 
         await gateway.close()
         worker.stop()
         server.stop()
+
+
+def test_a_worker_that_must_stop_exits_non_zero_and_says_why(tmp_path: Path) -> None:
+    """An operator's ACL takes BRPOP from the worker's user: Celery cannot go on. The process must
+    exit non-zero (a supervisor restarting on failure restarts it) with a one-line reason."""
+    server = LocalRedis(data_dir=str(tmp_path)).start()
+    worker = WorkerProcess(server.url, "mock", 5).start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        client.execute_command("ACL", "SETUSER", "default", "-brpop")
+        client.close()
+        assert worker.process is not None
+        code = worker.process.wait(timeout=30)
+    finally:
+        worker.stop()
+        server.stop()
+    assert code == 1, worker.log()[-2000:]
+    reason = [line for line in worker.log().splitlines() if line.startswith("l04 worker: stopped")]
+    assert reason == [
+        "l04 worker: stopped with status 1: Unrecoverable error: auth:NoPermissionError"
+    ]
