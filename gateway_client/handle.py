@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from gateway_client import metrics
 from gateway_client.errors import GatewayError, error_from_payload, unknown_job
 from gateway_client.job_store import JobEvent, JobStore
-from gateway_client.listener import EventListener
+from gateway_client.listener import FEED_ENDED, EventListener
 from gateway_client.response import InferenceResponse, StreamChunk
 
 if TYPE_CHECKING:
@@ -82,7 +82,8 @@ class JobHandle:
     ) -> AsyncIterator[StreamChunk]:
         """The job's chunks after ``after_sequence``, in order, once each, then a final chunk.
 
-        Resume a broken stream by passing the last ``sequence`` you received.
+        Resume a broken stream by passing the last ``sequence`` you received. On a job that has
+        ended, an ``after_sequence`` at or past its last event returns at once, with nothing.
         """
         sequence = after_sequence
         async with contextlib.aclosing(self._events(timeout, after_n=after_sequence)) as events:
@@ -161,6 +162,8 @@ class JobHandle:
                         ) from None
                     await self._expire()
                     continue
+                if event is FEED_ENDED:
+                    return  # the job ended before the point this caller resumes from
                 yield event
                 if event.is_terminal:
                     return

@@ -46,6 +46,10 @@ from gateway_client.job_store import (
 log = logging.getLogger(__name__)
 
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+#: Put on a watch's queue when the job ended at or before the point its caller resumes from
+#: (``stream(after_sequence=n)`` with ``n`` at or past the last event): nothing more will come.
+FEED_ENDED = JobEvent(-1, "", {"type": "feed-ended"})
 # A submitted job's events wait this long after its end for its handle to ask for them.
 _UNCLAIMED_GRACE_S = 10.0
 # Idle watches re-read per pipelined round trip.
@@ -226,6 +230,9 @@ class EventListener:
     def _deliver(self, watch: _Watch, event: JobEvent) -> bool:
         """Deliver ``event`` if it is the next one; False when there is a gap before it."""
         if event.n < watch.next_n:
+            if event.is_terminal and watch.ended_at is None:
+                watch.ended_at = asyncio.get_running_loop().time()
+                watch.queue.put_nowait(FEED_ENDED)
             return True
         if event.n > watch.next_n:
             return False

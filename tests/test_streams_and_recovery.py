@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis
@@ -73,6 +73,30 @@ async def test_stream_resumes_from_the_last_sequence_seen(
             break  # the consumer goes away
     rest = [c async for c in (await gateway.job(handle.job_id)).stream(after_sequence=6)]
     assert_complete(first + rest)
+
+
+async def test_resuming_an_ended_job_past_its_last_event_returns_at_once(
+    gateway: ModelGateway, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    start_worker("mock")
+    streamed = await gateway.submit(make_request(TEXT, metadata=streaming(delay_ms=0)), stream=True)
+    final = [c async for c in streamed.stream()][-1]
+    plain = await gateway.submit(make_request("not streamed", timeout=600))
+    await plain.result(timeout=10)
+    cases = [(streamed, final.sequence), (streamed, final.sequence + 5), (plain, 0), (plain, 99)]
+    for handle, after in cases:
+        again = await gateway.job(handle.job_id)
+        # Its deadline is minutes away: before the fix this waited for it, then polled forever.
+        rest = await asyncio.wait_for(_collect(again.stream(after_sequence=after)), timeout=5)
+        assert rest == [], (handle.job_id, after)
+    # One before the last still gets the final chunk.
+    again = await gateway.job(streamed.job_id)
+    rest = await asyncio.wait_for(_collect(again.stream(after_sequence=final.sequence - 1)), 5)
+    assert [c.is_final for c in rest] == [True]
+
+
+async def _collect(chunks: AsyncIterator[StreamChunk]) -> list[StreamChunk]:
+    return [c async for c in chunks]
 
 
 @pytest.mark.faults
