@@ -65,6 +65,7 @@ ERROR_CODES: dict[str, ErrorSpec] = {
         ErrorSpec("E4404", "Deadline exceeded while queued", False),  # added
         ErrorSpec("E4405", "Job cancelled", False),  # added
         ErrorSpec("E4406", "Unknown job", False),  # added: expired or never submitted
+        ErrorSpec("E4407", "Job store unavailable", True),  # added: Redis unreachable, retry
         # Validation
         ErrorSpec("E4500", "Invalid request", False),
         ErrorSpec("E4501", "Invalid messages", False),

@@ -35,6 +35,7 @@ from gateway_client.redis_pool import make_redis
 from gateway_client.request import InferenceRequest, RoutingStrategy, parse_request
 from gateway_client.response import InferenceResponse, StreamChunk
 from gateway_client.router import LLMRouter, measured_latencies
+from gateway_client.store_errors import job_store_errors
 from gateway_client.wire import JOB_ID_PATTERN, make_envelope
 from tasks.app import create_app
 from tasks.message import build_task_message, publish_job, redis_list_for
@@ -154,7 +155,8 @@ class ModelGateway:
     ) -> JobHandle:
         """Enqueue ``request``; the same ``job_id`` submitted twice is one job."""
         try:
-            return await self._submit(request, job_id, stream)
+            with job_store_errors():
+                return await self._submit(request, job_id, stream)
         except GatewayError as error:
             metrics.SUBMIT_REFUSALS.labels(error.code).inc()
             if error.code == "E4403":
@@ -276,7 +278,8 @@ class ModelGateway:
 
     async def job(self, job_id: str) -> JobHandle:
         """A handle on a job submitted earlier (by this process or another)."""
-        info = await self._store.status(job_id)
+        with job_store_errors():
+            info = await self._store.status(job_id)
         if not info:
             raise unknown_job(job_id)
         return self._handle(job_id, float(info.get("deadline") or time.time()))

@@ -21,6 +21,7 @@ from gateway_client.errors import GatewayError, error_from_payload, unknown_job
 from gateway_client.job_store import JobEvent, JobStore
 from gateway_client.listener import FEED_ENDED, EventListener
 from gateway_client.response import InferenceResponse, StreamChunk
+from gateway_client.store_errors import job_store_errors
 
 if TYPE_CHECKING:
     from gateway_client.listener import Subscription
@@ -111,7 +112,8 @@ class JobHandle:
                     raise error_from_payload(event.data["error"])
 
     async def status(self) -> JobStatus:
-        info = await self._store.status(self.job_id)
+        with job_store_errors():
+            info = await self._store.status(self.job_id)
         if not info:
             raise unknown_job(self.job_id)
         return JobStatus(
@@ -135,12 +137,13 @@ class JobHandle:
         A queued job never reaches a provider; a running one has its call stopped.
         """
         error = GatewayError("job cancelled by the caller", code="E4405")
-        written = await self._store.finish(
-            self.job_id,
-            mode="cancel",
-            state="cancelled",
-            event={"type": "error", "error": error.to_payload()},
-        )
+        with job_store_errors():
+            written = await self._store.finish(
+                self.job_id,
+                mode="cancel",
+                state="cancelled",
+                event={"type": "error", "error": error.to_payload()},
+            )
         return written == 1
 
     async def _events(
@@ -171,12 +174,17 @@ class JobHandle:
             await subscription.close()
 
     async def _expire(self) -> None:
-        """The deadline passed and the worker did not report: end the job ourselves."""
-        outcome = await self._store.finish(
-            self.job_id, mode="expire", state="expired", grace=self._grace
-        )
-        if outcome == 0 and not await self._store.status(self.job_id):
-            raise unknown_job(self.job_id)
+        """The deadline passed and the worker did not report: end the job ourselves.
+
+        With Redis unreachable past the deadline, the caller gets E4407 (retryable: the job's
+        record, and maybe its answer, are back with Redis) instead of waiting on.
+        """
+        with job_store_errors():
+            outcome = await self._store.finish(
+                self.job_id, mode="expire", state="expired", grace=self._grace
+            )
+            if outcome == 0 and not await self._store.status(self.job_id):
+                raise unknown_job(self.job_id)
         if outcome == -3:
             # Our clock runs ahead of the Redis server's: give it a moment.
             await asyncio.sleep(0.2)

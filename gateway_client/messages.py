@@ -5,7 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gateway_client.errors import ValidationError
 
 
 class MessageRole(StrEnum):
@@ -69,6 +72,21 @@ class ToolResult(BaseModel):
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, **data: Any) -> None:
+        """``Message(role="wizard")`` raises E4501 naming the field, like a bad request does."""
+        try:
+            super().__init__(**data)
+        except pydantic.ValidationError as exc:
+            problems = [
+                f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}"
+                for err in exc.errors(include_url=False, include_input=False)
+            ]
+            raise ValidationError(
+                "invalid message: " + "; ".join(problems),
+                code="E4501",
+                details={"errors": problems},
+            ) from None
 
     role: MessageRole
     content: str | list[ContentPart] = ""

@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import json
+import re
+import time
 import uuid
 from enum import StrEnum
 from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from gateway_client.errors import ValidationError
 from gateway_client.messages import Message, MessageRole, ToolDefinition
 
 DEFAULT_TIMEOUT_S = 120.0
+#: The longest a job may live, whether given as ``timeout`` or as ``deadline``.
 MAX_TIMEOUT_S = 24 * 3600.0
+#: ``metadata`` travels with the job and into usage records; it is for labels, not payloads.
+MAX_METADATA_BYTES = 65_536
+
+#: A W3C DID (``did:<method>:<method-specific-id>``), checked for syntax only, at most 256
+#: characters: it is safe in Redis keys, metric labels and log lines (no spaces, braces, ``*``).
+AGENT_DID_PATTERN = re.compile(
+    r"did:[a-z0-9]+:(?:(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})*:)*(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})+"
+)
+MAX_AGENT_DID_CHARS = 256
 
 
 class Priority(StrEnum):
@@ -62,7 +82,7 @@ class InferenceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=128)
-    agent_did: str = Field(min_length=1, max_length=512)
+    agent_did: str = Field(min_length=1, max_length=MAX_AGENT_DID_CHARS)
     messages: list[Message] = Field(min_length=1, max_length=10_000)
     model_id: str | None = Field(default=None, min_length=1, max_length=256)
     enable_cache: bool = True
@@ -79,14 +99,46 @@ class InferenceRequest(BaseModel):
     # with E4401 (and the wait in details.retry_after) instead.
     fail_fast: bool = False
     # Seconds the caller will wait, counted from submit; ``deadline`` (epoch seconds) wins if set.
-    timeout: float = Field(default=DEFAULT_TIMEOUT_S, gt=0.0, le=MAX_TIMEOUT_S)
-    deadline: float | None = Field(default=None, gt=0.0)
+    timeout: float = Field(default=DEFAULT_TIMEOUT_S, gt=0.0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
+    # At most MAX_TIMEOUT_S from now, like ``timeout``: never clamped, refused (E4502).
+    deadline: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
     required_capabilities: list[str] = Field(default_factory=list)
     tools: list[ToolDefinition] = Field(default_factory=list, max_length=512)
     tool_choice: str | None = None  # "auto" | "none" | "required" | a tool's name
     response_format: ResponseFormat | None = None
     routing: RoutingOptions = Field(default_factory=RoutingOptions)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("agent_did")
+    @classmethod
+    def _did(cls, value: str) -> str:
+        if not AGENT_DID_PATTERN.fullmatch(value):
+            raise ValueError(
+                "agent_did must be a DID: did:<method>:<id> (method a-z 0-9; id of A-Z a-z 0-9 "
+                ". - _ : and %-escapes)"
+            )
+        return value
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_within_reach(cls, value: float | None, info: ValidationInfo) -> float | None:
+        stored = bool(info.context and info.context.get("stored"))  # checked at submit already
+        if value is not None and not stored and value > time.time() + MAX_TIMEOUT_S:
+            raise ValueError(
+                f"deadline is more than {MAX_TIMEOUT_S:.0f} s away (the longest a job may live)"
+            )
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_is_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"metadata must be plain JSON ({exc})") from None
+        if len(text) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is {len(text)} bytes of JSON, over {MAX_METADATA_BYTES}")
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -135,14 +187,19 @@ class InferenceRequest(BaseModel):
 _SAMPLING_FIELDS = {"max_tokens", "temperature", "top_p", "stop", "seed", "timeout", "deadline"}
 
 
-def parse_request(data: Any) -> InferenceRequest:
-    """Validate ``data`` (a dict, JSON text or a request) into a request, or raise E45xx."""
+def parse_request(data: Any, *, stored: bool = False) -> InferenceRequest:
+    """Validate ``data`` (a dict, JSON text or a request) into a request, or raise E45xx.
+
+    ``stored``: a request read back from a job's record, validated when it was submitted; its
+    deadline is not measured again against this host's clock.
+    """
+    context = {"stored": stored}
     try:
         if isinstance(data, InferenceRequest):
             return data
         if isinstance(data, str | bytes):
-            return InferenceRequest.model_validate_json(data)
-        return InferenceRequest.model_validate(data)
+            return InferenceRequest.model_validate_json(data, context=context)
+        return InferenceRequest.model_validate(data, context=context)
     except pydantic.ValidationError as exc:
         raise validation_error_from(exc) from None
 

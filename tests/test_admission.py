@@ -138,20 +138,20 @@ async def test_normal_jobs_overtake_waiting_low_ones_and_agents_take_turns(
     limited_worker()
     batch = [
         await client.submit(
-            make_request(f"low{i}", model_id="mock-limited", priority="low", agent_did="did:a")
+            make_request(f"low{i}", model_id="mock-limited", priority="low", agent_did="did:key:a")
         )
         for i in range(12)
     ]
     await asyncio.sleep(0.5)  # the batch saturates the limit; nine of its jobs wait
     other_agent = [
         await client.submit(
-            make_request(f"b{i}", model_id="mock-limited", priority="low", agent_did="did:b")
+            make_request(f"b{i}", model_id="mock-limited", priority="low", agent_did="did:key:b")
         )
         for i in range(2)
     ]
     interactive = [
         await client.submit(
-            make_request(f"n{i}", model_id="mock-limited", priority="normal", agent_did="did:a")
+            make_request(f"n{i}", model_id="mock-limited", priority="normal", agent_did="did:key:a")
         )
         for i in range(3)
     ]

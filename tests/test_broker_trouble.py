@@ -129,3 +129,39 @@ def test_a_worker_that_must_stop_exits_non_zero_and_says_why(tmp_path: Path) -> 
     assert reason == [
         "l04 worker: stopped with status 1: Unrecoverable error: auth:NoPermissionError"
     ]
+
+
+async def test_submit_while_redis_is_down_is_a_retryable_E4407(tmp_path: Path) -> None:
+    server = LocalRedis(appendonly=True, data_dir=str(tmp_path)).start()
+    gateway = ModelGateway(redis_url=server.url)
+    try:
+        handle = await gateway.submit(make_request("before", timeout=60))
+        server.stop()
+        for call in (
+            lambda: gateway.submit(make_request("during", timeout=60)),
+            lambda: gateway.job(handle.job_id),
+            handle.status,
+            handle.cancel,
+        ):
+            with pytest.raises(GatewayError) as caught:
+                await asyncio.wait_for(call(), timeout=15)
+            assert caught.value.code == "E4407" and caught.value.retryable
+            assert caught.value.retry_after == 1.0
+        server.start()
+        again = await serve_next_job_submitted(gateway)
+        assert again == "queued"
+    finally:
+        await gateway.close()
+        server.stop()
+
+
+async def serve_next_job_submitted(gateway: ModelGateway) -> str:
+    """Once Redis is back, submit works again (no worker: the job waits in its queue)."""
+    for _ in range(50):
+        try:
+            handle = await gateway.submit(make_request("after", timeout=60))
+            return (await handle.status()).state
+        except GatewayError as error:
+            assert error.code == "E4407"
+            await asyncio.sleep(0.2)
+    raise AssertionError("submit never worked again")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 
 import pytest
@@ -55,6 +56,19 @@ async def test_same_job_id_submitted_twice_is_one_job(
         ({"temperature": 7}, "E4502"),
         ({"timeout": -1}, "E4502"),
         ({"agent_did": ""}, "E4500"),
+        ({"deadline": 1e300}, "E4502"),
+        ({"deadline": float("inf")}, "E4502"),
+        ({"deadline": float("nan")}, "E4502"),
+        ({"deadline": time.time() + 2 * 86400}, "E4502"),
+        ({"timeout": float("inf")}, "E4502"),
+        ({"agent_did": "did:key:a\nb"}, "E4500"),
+        ({"agent_did": "did:key:a\x00"}, "E4500"),
+        ({"agent_did": "did:key:*"}, "E4500"),
+        ({"agent_did": "did:key:{x}"}, "E4500"),
+        ({"agent_did": "agent-7"}, "E4500"),
+        ({"agent_did": "did:key:" + "a" * 250}, "E4500"),
+        ({"metadata": {"x": object()}}, "E4500"),
+        ({"metadata": {"x": float("nan")}}, "E4500"),
         ({"priority": "urgent"}, "E4500"),
         ({"surprise": True}, "E4500"),
     ],
@@ -142,3 +156,35 @@ async def test_seed_constructor_validates() -> None:
     )
     assert request.priority.value == "normal"
     assert request.model_id is None and request.enable_cache is True
+
+
+def test_bad_messages_and_deadlines_are_typed_errors_at_construction() -> None:
+    with pytest.raises(ValidationError) as caught:
+        Message(role="wizard", content="hi")  # type: ignore[arg-type]
+    assert caught.value.code == "E4501" and "role" in caught.value.message
+    for deadline in (1e300, float("inf"), time.time() + 86400 + 120):
+        with pytest.raises(ValidationError) as caught:
+            InferenceRequest.create(
+                agent_did="did:key:a",
+                messages=[Message(role=MessageRole.USER, content="hi")],
+                deadline=deadline,
+            )
+        assert caught.value.code == "E4502" and "deadline" in caught.value.message
+    soon = InferenceRequest.create(
+        agent_did="did:key:a",
+        messages=[Message(role=MessageRole.USER, content="hi")],
+        deadline=time.time() + 3600,
+    )
+    assert soon.deadline is not None
+
+
+async def test_a_bad_mock_option_is_E4502_naming_it(
+    gateway: ModelGateway, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    worker = start_worker("mock")
+    bad = make_request("hi", metadata={"mock": {"latency_ms": "abc"}})
+    with pytest.raises(ValidationError) as caught:
+        await gateway.execute(bad)
+    assert caught.value.code == "E4502"
+    assert "metadata.mock.latency_ms" in caught.value.message
+    assert "Traceback" not in worker.log()

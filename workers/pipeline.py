@@ -97,7 +97,7 @@ class JobPipeline:
         started = time.monotonic()
         try:
             await writer.resume(claim.events_so_far)
-            request = parse_request(claim.request_json)
+            request = parse_request(claim.request_json, stored=True)
             spec = self._catalog.resolve(claim.model)
             adapter = self._providers.get(claim.provider)
             ctx = CallContext(job_id=job_id, attempt=claim.attempt)

@@ -17,14 +17,30 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
 from gateway_client import tokens
-from gateway_client.errors import ERROR_CODES, error_class_for
+from gateway_client.errors import ERROR_CODES, ValidationError, error_class_for
 from gateway_client.messages import MessageRole
 from gateway_client.request import InferenceRequest
 from gateway_client.response import TokenUsage
 from workers.providers.base import CallContext, ProviderAdapter, ProviderDelta, ProviderResult
+
+
+class MockOptions(BaseModel):
+    """``metadata["mock"]``: a value of the wrong type is E4502 naming it, not a crash."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    latency_ms: float | None = Field(default=None, ge=0, le=3_600_000, allow_inf_nan=False)
+    chunks: int | None = Field(default=None, ge=1, le=100_000)
+    chunk_delay_ms: float = Field(default=0, ge=0, le=600_000, allow_inf_nan=False)
+    fail: str | None = None
+    fail_attempts: int = Field(default=1_000_000, ge=0)
+    fail_after_chunks: int | None = Field(default=None, ge=0)
+    content: str | None = None
 
 
 class MockAdapter(ProviderAdapter):
@@ -35,17 +51,30 @@ class MockAdapter(ProviderAdapter):
         self._chunks = settings.mock_chunks
         self._failure_rate = settings.mock_failure_rate
 
-    def _options(self, request: InferenceRequest) -> dict[str, Any]:
-        options = request.metadata.get("mock")
-        return options if isinstance(options, dict) else {}
+    def _options(self, request: InferenceRequest) -> MockOptions:
+        options: Any = request.metadata.get("mock")
+        if options is None:
+            return MockOptions()
+        try:
+            return MockOptions.model_validate(options)
+        except pydantic.ValidationError as exc:
+            problems = [
+                f"metadata.mock.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                for err in exc.errors(include_url=False, include_input=False)
+            ]
+            raise ValidationError(
+                "invalid mock options: " + "; ".join(problems),
+                code="E4502",
+                details={"errors": problems},
+            ) from None
 
-    def _maybe_fail(self, options: dict[str, Any], ctx: CallContext) -> None:
-        code = options.get("fail")
+    def _maybe_fail(self, options: MockOptions, ctx: CallContext) -> None:
+        code = options.fail
         if code is None and self._failure_rate and random.random() < self._failure_rate:
             code = "E4200"
         if code is None:
             return
-        if ctx.attempt > int(options.get("fail_attempts", 1_000_000)):
+        if ctx.attempt > options.fail_attempts:
             return
         code = str(code) if str(code) in ERROR_CODES else "E4200"
         raise error_class_for(code)(f"mock provider injected failure {code}", code=code)
@@ -55,7 +84,7 @@ class MockAdapter(ProviderAdapter):
         last_user = next(
             (m.text for m in reversed(request.messages) if m.role is MessageRole.USER), ""
         )
-        content = str(options.get("content") or f"Mock response to: {last_user[:200]}")
+        content = options.content or f"Mock response to: {last_user[:200]}"
         finish = "stop"
         completion = tokens.count_text(content, model.tokenizer)
         if completion > request.max_tokens:
@@ -82,7 +111,7 @@ class MockAdapter(ProviderAdapter):
         self, request: InferenceRequest, model: ModelSpec, ctx: CallContext
     ) -> ProviderResult:
         options = self._options(request)
-        await asyncio.sleep(float(options.get("latency_ms", self._latency_ms)) / 1000)
+        await asyncio.sleep(_latency_s(options, self._latency_ms))
         self._maybe_fail(options, ctx)
         content, finish, usage = self._answer(request, model)
         return ProviderResult(content=content, usage=usage, finish_reason=finish)
@@ -91,20 +120,24 @@ class MockAdapter(ProviderAdapter):
         self, request: InferenceRequest, model: ModelSpec, ctx: CallContext
     ) -> AsyncIterator[ProviderDelta]:
         options = self._options(request)
-        await asyncio.sleep(float(options.get("latency_ms", self._latency_ms)) / 1000)
+        await asyncio.sleep(_latency_s(options, self._latency_ms))
         content, finish, usage = self._answer(request, model)
-        pieces = split_evenly(content, int(options.get("chunks", self._chunks)))
-        delay = float(options.get("chunk_delay_ms", 0)) / 1000
-        fail_after = options.get("fail_after_chunks")
+        pieces = split_evenly(content, options.chunks or self._chunks)
+        delay = options.chunk_delay_ms / 1000
+        fail_after = options.fail_after_chunks
         if fail_after is None:
             self._maybe_fail(options, ctx)
         for index, piece in enumerate(pieces):
-            if fail_after is not None and index == int(fail_after):
+            if fail_after is not None and index == fail_after:
                 self._maybe_fail(options, ctx)
             if delay:
                 await asyncio.sleep(delay)
             yield ProviderDelta(text=piece)
         yield ProviderDelta(finish_reason=finish, usage=usage)
+
+
+def _latency_s(options: MockOptions, default_ms: float) -> float:
+    return (default_ms if options.latency_ms is None else options.latency_ms) / 1000
 
 
 def split_evenly(text: str, parts: int) -> list[str]:
