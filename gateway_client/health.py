@@ -1,5 +1,16 @@
 """What ``health_check()`` and ``l04 health`` report: Redis, workers per queue, queue depths,
-breaker states, and each provider's health as its workers last probed it."""
+breaker states, and each provider's health as its workers last probed it.
+
+The top-level ``gateway`` status sums the parts up:
+
+* ``healthy``: Redis answers and every provider of the catalog is healthy (it has a worker, its
+  breaker is not open, and its last probe did not fail);
+* ``degraded``: Redis answers and some providers are healthy, others not: jobs for the others
+  wait in their queues (until a worker comes or their deadline passes) or fail over;
+* ``unhealthy``: Redis does not answer, or no provider is healthy: no job can be answered.
+
+``summary`` says in one line which providers are not healthy and why.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +49,7 @@ async def fleet_health(
     except Exception as exc:
         report["redis"] = {"ok": False, "error": type(exc).__name__}
         report["gateway"] = "unhealthy"
+        report["summary"] = f"Redis does not answer ({type(exc).__name__})"
         return report
     providers = sorted(catalog.providers)
     depths: dict[str, dict[str, int]] = {}
@@ -58,9 +70,17 @@ async def fleet_health(
     report["workers"] = {queue_name(p): sorted(workers.get(queue_name(p), [])) for p in providers}
     report["breakers"] = await _breakers(redis, catalog)
     report["providers"] = await _providers(redis, providers, report)
-    if not any(report["workers"].values()):
-        report["gateway"] = "degraded"
+    report["gateway"], report["summary"] = _overall(report["providers"])
     return report
+
+
+def _overall(providers: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    sick = {name: p["problems"] for name, p in providers.items() if not p["healthy"]}
+    if not sick:
+        return "healthy", f"all {len(providers)} providers healthy"
+    reasons = "; ".join(f"{name}: {', '.join(problems)}" for name, problems in sick.items())
+    status = "unhealthy" if len(sick) == len(providers) else "degraded"
+    return status, f"{len(sick)} of {len(providers)} providers not healthy ({reasons})"
 
 
 async def _breakers(redis: Redis, catalog: Catalog) -> dict[str, str]:
@@ -92,13 +112,23 @@ async def _providers(
         workers = len(report["workers"].get(queue_name(provider), []))
         breaker = report["breakers"].get(provider, "closed")
         reachable = None if not fields else fields.get("healthy") == "1"
+        problems = [
+            problem
+            for problem, present in (
+                ("no worker", workers == 0),
+                ("breaker open", breaker == "open"),
+                ("probe failed", reachable is False),
+            )
+            if present
+        ]
         found[provider] = {
             "workers": workers,
             "breaker": breaker,
             "reachable": reachable,  # None: no worker has probed it lately
             "last_error": fields.get("error") or None,
             "checked_at": float(fields["checked_at"]) if "checked_at" in fields else None,
-            "healthy": workers > 0 and breaker != "open" and reachable is not False,
+            "healthy": not problems,
+            "problems": problems,
         }
     return found
 

@@ -223,4 +223,8 @@ async def test_two_workers_share_a_provider_and_limits_and_breakers_hold_across_
     assert report["providers"]["openai"]["breaker"] == "open"
     assert not report["providers"]["openai"]["healthy"]
     assert report["providers"]["anthropic"]["workers"] == 0
+    assert report["providers"]["anthropic"]["problems"] == ["no worker"]
+    assert report["gateway"] == "degraded"
+    assert "openai: breaker open" in report["summary"]
+    assert "anthropic: no worker" in report["summary"]
     assert report["queues"]["l04.mock"] == {"high": 0, "normal": 0, "low": 0}

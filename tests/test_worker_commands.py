@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 from gateway_client import ModelGateway
 from tests.conftest import FAST_RECOVERY, make_request
@@ -88,5 +92,42 @@ def test_l04_worker_runs_the_asyncio_pool(redis_url: str) -> None:
     worker.start()
     try:
         assert "(asyncio_pool)" in worker.log()
+    finally:
+        worker.stop()
+
+
+async def test_health_is_honest_about_providers_without_workers(
+    redis_url: str, gateway: ModelGateway, upstream: MockUpstreamProcess
+) -> None:
+    """No worker: unhealthy. Some providers served: degraded. All served: healthy."""
+    empty = await gateway.health_check()
+    assert empty["gateway"] == "unhealthy"
+    assert empty["summary"].startswith("5 of 5 providers not healthy")
+    cli = subprocess.run(
+        [sys.executable, "-m", "l04", "health"],
+        env={**os.environ, "REDIS_URL": redis_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 1 and json.loads(cli.stdout)["gateway"] == "unhealthy"
+    worker = WorkerProcess(
+        redis_url,
+        providers="mock,openai,anthropic,ollama,claude_code",
+        env={
+            **FAST_RECOVERY,
+            "OPENAI_BASE_URL": f"{upstream.url}/v1",
+            "OPENAI_API_KEY": "sk-test",
+            "ANTHROPIC_BASE_URL": upstream.url,
+            "ANTHROPIC_API_KEY": "sk-ant-test",
+            "OLLAMA_URL": upstream.url,
+            "L04_CLAUDE_CODE_PATH": str(Path(__file__).parent / "bin" / "fake-claude"),
+        },
+    )
+    worker.start()
+    try:
+        report = await gateway.health_check()
+        assert report["gateway"] == "healthy", report
+        assert report["summary"] == "all 5 providers healthy"
     finally:
         worker.stop()
