@@ -44,6 +44,11 @@ def _start_worker(url: str) -> subprocess.Popen[bytes]:
         "L04_MOCK_LATENCY_MS": str(MOCK_LATENCY_MS),
         "L04_MOCK_CHUNKS": "16",
     }
+    if "L01_BASE_URL" not in os.environ:
+        # No L01 data layer to ship usage records to: the worker would warn about it between
+        # the demo's lines. With L01_BASE_URL set, records are kept and shipped as usual.
+        env.setdefault("L04_USAGE_EVENTS", "false")
+        print("Usage records for L01: off in the demo (set L01_BASE_URL to ship them)")
     return subprocess.Popen(
         [
             sys.executable,

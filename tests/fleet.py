@@ -97,17 +97,23 @@ class MockUpstreamProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> MockUpstreamProcess:
-        self.process = subprocess.Popen(
-            self.command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        log_path = ARTIFACTS / f"mock-upstream-{self.port}.log"
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
+        # It says where it listens once it does, as a user starting it by hand would read it.
+        announced = f"listening on http://127.0.0.1:{self.port} "
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{self.url}/_mock/stats", timeout=0.5)
+            if announced in log_path.read_text(errors="replace"):
+                httpx.get(f"{self.url}/_mock/stats", timeout=2).raise_for_status()
                 return self
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise TimeoutError("mock upstream did not start")
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mock upstream exited: {log_path.read_text()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"mock upstream did not say it listens: {log_path.read_text()}")
 
     def faults(self, *faults: dict[str, object]) -> None:
         httpx.post(f"{self.url}/_mock/faults", json=list(faults)).raise_for_status()

@@ -54,9 +54,10 @@ def test_demo_starts_its_own_redis_and_cleans_up() -> None:
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     assert not redis_answers(url)
+    environ = {k: v for k, v in os.environ.items() if k != "L01_BASE_URL"}
     result = subprocess.run(
         [sys.executable, "-m", "l04", "demo", "--jobs", "8"],
-        env={**os.environ, "REDIS_URL": url},
+        env={**environ, "REDIS_URL": url},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -68,4 +69,8 @@ def test_demo_starts_its_own_redis_and_cleans_up() -> None:
     assert result.stdout.count("Mock response to: Question") == 8
     # 4 LOW jobs first, then 2 NORMAL and 2 HIGH, on 2 worker slots: all 4 overtake a LOW job.
     assert "4 of 4 HIGH/NORMAL jobs started before the last LOW job did." in result.stdout
+    # Without an L01 to ship usage records to, the demo keeps them off instead of warning
+    # between its lines.
+    assert "Usage records for L01: off in the demo" in result.stdout
+    assert "L01 unreachable" not in result.stdout + result.stderr
     assert not redis_answers(url)  # the demo stopped what it started

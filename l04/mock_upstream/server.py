@@ -362,11 +362,18 @@ def embed(text: str, dimensions: int) -> list[float]:
 
 
 def serve(host: str, port: int, latency_ms: float) -> None:
+    def started(_: object) -> None:  # aiohttp calls it once the socket listens
+        print(
+            f"l04 mock-provider: listening on http://{host}:{port} "
+            f"(OpenAI at /v1, Anthropic at /v1/messages, Ollama at /api; faults: /_mock/faults)",
+            flush=True,
+        )
+
     web.run_app(
         MockUpstream(latency_ms).app(),
         host=host,
         port=port,
-        print=None,
+        print=started,
         access_log=None,
         backlog=4096,
     )
