@@ -16,6 +16,9 @@ from workers.requeue import Requeue
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.05
+#: After a failure (Redis away), wait this long, doubling up to the cap, and log once per outage.
+FAILURE_BACKOFF_S = 0.5
+FAILURE_BACKOFF_MAX_S = 5.0
 
 
 class DeferredMover:
@@ -31,11 +34,18 @@ class DeferredMover:
         return len(released)
 
     async def run_forever(self) -> None:
+        backoff = 0.0
         while True:
             try:
                 moved = await self.move_due()
             except Exception as exc:
-                log.warning("moving deferred jobs failed: %s", type(exc).__name__)
-                moved = 0
+                if backoff == 0.0:
+                    log.warning("moving deferred jobs failed: %s; retrying", type(exc).__name__)
+                backoff = min(FAILURE_BACKOFF_MAX_S, max(FAILURE_BACKOFF_S, backoff * 2))
+                await asyncio.sleep(backoff)
+                continue
+            if backoff:
+                log.info("moving deferred jobs works again")
+                backoff = 0.0
             if moved == 0:
                 await asyncio.sleep(POLL_INTERVAL_S)
