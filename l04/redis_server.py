@@ -7,7 +7,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -38,7 +40,12 @@ class LocalRedis:
     """A redis-server child process on 127.0.0.1. ``appendonly`` keeps data across restarts."""
 
     def __init__(
-        self, port: int | None = None, *, appendonly: bool = False, data_dir: str | None = None
+        self,
+        port: int | None = None,
+        *,
+        appendonly: bool = False,
+        data_dir: str | None = None,
+        replica_of: int | None = None,
     ) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
@@ -50,6 +57,7 @@ class LocalRedis:
         self.port = port or free_port()
         self.appendonly = appendonly
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="l04-redis-")
+        self.replica_of = replica_of  # the port of this server's master, on 127.0.0.1
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -78,6 +86,8 @@ class LocalRedis:
             "--loglevel",
             "warning",
         ]
+        if self.replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         log = open(Path(self.data_dir) / "redis.log", "ab")  # noqa: SIM115 - lives with the child
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -103,6 +113,132 @@ class LocalRedis:
         self.start()
 
     def __enter__(self) -> LocalRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalSentinels:
+    """A master, one replica and three Sentinels watching them, each a child process.
+
+    For the failover tests: :meth:`kill_master` SIGKILLs the master, :meth:`wait_for_failover`
+    waits until the Sentinels agree on the replica as the new master. Failure is detected after
+    ``down_after_ms``; two of the three Sentinels must agree (the quorum).
+    """
+
+    def __init__(self, master_name: str = "l04m", *, down_after_ms: int = 1000) -> None:
+        self.master_name = master_name
+        self.down_after_ms = down_after_ms
+        self.data_dir = tempfile.mkdtemp(prefix="l04-sentinel-")
+        self.master = LocalRedis(data_dir=self._dir("master"))
+        self.replica = LocalRedis(data_dir=self._dir("replica"), replica_of=self.master.port)
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self._sentinels: list[subprocess.Popen[bytes]] = []
+
+    def _dir(self, name: str) -> str:
+        path = Path(self.data_dir) / name
+        path.mkdir(exist_ok=True)
+        return str(path)
+
+    @property
+    def url(self) -> str:
+        """Celery's form: one ``sentinel://`` part per Sentinel."""
+        return ";".join(f"sentinel://127.0.0.1:{port}/0" for port in self.sentinel_ports)
+
+    def _sentinel_conf(self, port: int) -> Path:
+        directory = Path(self._dir(f"sentinel-{port}"))
+        conf = directory / "sentinel.conf"
+        name = self.master_name
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndaemonize no\ndir {directory}\n"
+            f"sentinel monitor {name} 127.0.0.1 {self.master.port} 2\n"
+            f"sentinel down-after-milliseconds {name} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {name} 5000\n"
+            f"sentinel parallel-syncs {name} 1\n"
+        )
+        return conf
+
+    def start(self, timeout: float = 20.0) -> LocalSentinels:
+        self.master.start()
+        self.replica.start()
+        for port in self.sentinel_ports:
+            conf = self._sentinel_conf(port)
+            log = open(conf.parent / "sentinel.log", "ab")  # noqa: SIM115 - lives with the child
+            self._sentinels.append(
+                subprocess.Popen(
+                    [self.master.executable, str(conf), "--sentinel"],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            log.close()
+        self._wait(self._ready, timeout, "the Sentinels did not see the master and its replica")
+        return self
+
+    @staticmethod
+    def _ask(port: int, question: Callable[[redis.Redis], Any]) -> Any:
+        """``question(client)`` on 127.0.0.1:port, or None if that server does not answer."""
+        client = redis.Redis(
+            "127.0.0.1", port, socket_timeout=0.5, socket_connect_timeout=0.5, decode_responses=True
+        )
+        try:
+            return question(client)
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError):
+            return None
+        finally:
+            client.close()
+
+    def _ready(self) -> bool:
+        """Every Sentinel knows the master, its replica (online) and the two other Sentinels."""
+        for port in self.sentinel_ports:
+            info = self._ask(port, lambda c: c.sentinel_master(self.master_name))
+            if not isinstance(info, dict):
+                return False
+            if int(info.get("num-slaves", 0)) < 1 or int(info.get("num-other-sentinels", 0)) < 2:
+                return False
+        link = self._ask(self.replica.port, lambda c: c.info("replication"))
+        return isinstance(link, dict) and link.get("master_link_status") == "up"
+
+    def master_port(self) -> int | None:
+        """The master's port as the Sentinels report it (None while none answers)."""
+        for port in self.sentinel_ports:
+            address = self._ask(
+                port, lambda c: c.sentinel_get_master_addr_by_name(self.master_name)
+            )
+            if isinstance(address, (list, tuple)) and len(address) == 2:
+                return int(address[1])
+        return None
+
+    def kill_master(self) -> None:
+        """SIGKILL the master: what it had not yet sent to its replica is lost."""
+        self.master.stop(kill=True)
+
+    def wait_for_failover(self, timeout: float = 30.0) -> None:
+        def promoted() -> bool:
+            role = self._ask(self.replica.port, lambda c: c.role())
+            return self.master_port() == self.replica.port and isinstance(role, list) and (
+                role[0] == "master"
+            )
+
+        self._wait(promoted, timeout, "the Sentinels did not promote the replica")
+
+    @staticmethod
+    def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} within {timeout} s")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for process in self._sentinels:
+            stop_process(process, timeout=5)
+        self._sentinels = []
+        self.replica.stop()
+        self.master.stop()
+
+    def __enter__(self) -> LocalSentinels:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
