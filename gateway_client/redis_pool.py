@@ -94,7 +94,9 @@ class _AsyncBlockingSentinelPool(
     """The master's connections, found through the Sentinels; a burst waits for one."""
 
 
-class _SyncBlockingSentinelPool(redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool):
+class _SyncBlockingSentinelPool(
+    redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool
+):
     """The blocking counterpart of :class:`_AsyncBlockingSentinelPool`."""
 
 

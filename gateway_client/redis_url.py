@@ -1,4 +1,4 @@
-"""Redis URLs as the fleet accepts them: plain (``redis://``, ``rediss://``, ``unix://``) or Sentinel.
+"""Redis URLs as the fleet takes them: ``redis://``, ``rediss://``, ``unix://``, or Sentinel.
 
 The Sentinel form is Celery's (kombu's) own, so one value serves the broker and every client::
 

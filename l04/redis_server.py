@@ -13,6 +13,8 @@ from typing import Any
 
 import redis
 
+from gateway_client.redis_pool import make_sync_redis
+from gateway_client.redis_url import SentinelOptions
 from l04.processes import stop_process
 
 
@@ -26,8 +28,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def redis_answers(url: str, timeout: float = 0.5) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+def redis_answers(url: str, timeout: float = 0.5, sentinel: SentinelOptions | None = None) -> bool:
+    """Whether the Redis at ``url`` (or the Sentinels' master) answers a PING."""
+    client = make_sync_redis(
+        url, 2, sentinel=sentinel, socket_connect_timeout=timeout, socket_timeout=timeout
+    )
     try:
         return bool(client.ping())
     except (redis.ConnectionError, redis.TimeoutError, OSError):
@@ -217,8 +222,10 @@ class LocalSentinels:
     def wait_for_failover(self, timeout: float = 30.0) -> None:
         def promoted() -> bool:
             role = self._ask(self.replica.port, lambda c: c.role())
-            return self.master_port() == self.replica.port and isinstance(role, list) and (
-                role[0] == "master"
+            return (
+                self.master_port() == self.replica.port
+                and isinstance(role, list)
+                and (role[0] == "master")
             )
 
         self._wait(promoted, timeout, "the Sentinels did not promote the replica")

@@ -7,7 +7,7 @@ wall time there at low load, on Celery's consumer thread, which every job waits 
 object holds no state beyond its pool, so the one made for the current pool is reused (a new
 pool after a reconnect gets a new client).
 
-Used for ``redis://`` and ``rediss://`` brokers (``tasks/app.py``); Sentinel keeps kombu's own.
+Used for ``redis://`` and ``rediss://`` brokers; ``sentinel://`` gets :class:`SentinelChannel`.
 """
 
 from __future__ import annotations
@@ -31,3 +31,12 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """kombu's SentinelChannel (the master found through the Sentinels), with the same one client
+    per pool as :class:`Channel` and whatever else :class:`Channel` fixes in kombu's."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

@@ -13,11 +13,11 @@ import logging
 import time
 from typing import Any
 
-import redis
 from celery.worker.consumer import Consumer
 
 from config.settings import get_settings
 from gateway_client import keys
+from gateway_client.redis_pool import make_sync_redis
 from workers.dead_letters import DEAD_LETTER_TTL_S, MAX_DEAD_LETTERS
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ def _set_aside_raw(message: Any, reason: str) -> None:
                 "at": time.time(),
             }
         )
-        client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=5)
+        settings = get_settings()
+        client = make_sync_redis(settings.redis_url, sentinel=settings.sentinel, socket_timeout=5)
         try:
             with client.pipeline(transaction=True) as pipe:
                 pipe.lpush(keys.DEAD_LETTERS, record)
