@@ -220,13 +220,18 @@ class LocalSentinels:
         self.master.stop(kill=True)
 
     def wait_for_failover(self, timeout: float = 30.0) -> None:
+        """Wait until every Sentinel names the replica as master and it has taken the role."""
+
         def promoted() -> bool:
+            named = [
+                self._ask(port, lambda c: c.sentinel_get_master_addr_by_name(self.master_name))
+                for port in self.sentinel_ports
+            ]
             role = self._ask(self.replica.port, lambda c: c.role())
-            return (
-                self.master_port() == self.replica.port
-                and isinstance(role, list)
-                and (role[0] == "master")
-            )
+            return all(
+                isinstance(address, (list, tuple)) and int(address[1]) == self.replica.port
+                for address in named
+            ) and (isinstance(role, list) and role[0] == "master")
 
         self._wait(promoted, timeout, "the Sentinels did not promote the replica")
 
