@@ -9,6 +9,7 @@ calls a failover made again.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -146,6 +147,7 @@ class Failover:
     late: list[object]  # jobs submitted after the failover
     provider_calls: int
     worker_alive: bool
+    health: dict[str, object]  # `l04 health` after the failover
 
     @property
     def answered(self) -> int:
@@ -194,6 +196,7 @@ async def run_through_a_failover(upstream: MockUpstreamProcess, wait_replicas: i
             )
         finally:
             await gateway.close()
+        health = await asyncio.to_thread(l04_health, group.url)
         alive = worker.process is not None and worker.process.poll() is None
         worker.stop(timeout=10)
         state = redis.Redis(port=group.replica.port)  # the new master
@@ -208,7 +211,21 @@ async def run_through_a_failover(upstream: MockUpstreamProcess, wait_replicas: i
                 print("unacked:", [k for k in state.hkeys("unacked")], state.keys("l04.openai*"))
         print(f"worker log: {worker.log_path}")
         state.close()
-    return Failover(outcomes, terminal, list(late_outcomes), upstream.requests_to(CHAT), alive)
+    calls = upstream.requests_to(CHAT)
+    return Failover(outcomes, terminal, list(late_outcomes), calls, alive, health)
+
+
+def l04_health(url: str) -> dict[str, object]:
+    """``l04 health``'s report, from a new process on the sentinel URL."""
+    done = subprocess.run(
+        [sys.executable, "-m", "l04", "health"],
+        env={**os.environ, "REDIS_URL": url, "L04_REDIS_SENTINEL_MASTER": MASTER},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return dict(json.loads(done.stdout))
 
 
 def describe(outcome: object) -> str:
@@ -246,6 +263,9 @@ async def test_a_failover_under_traffic_answers_every_job_once(
     # Jobs submitted after the failover are served, by the same worker process.
     assert [describe(o) for o in run.late] == ["result"] * len(run.late)
     assert run.worker_alive
+    # The CLI finds the new master too.
+    redis_health = run.health["redis"]
+    assert isinstance(redis_health, dict) and redis_health["ok"] is True, run.health
     if wait_replicas:
         # Every submitted job was on the replica before submit returned: none is lost.
         assert kinds == ["result"] * len(kinds)
