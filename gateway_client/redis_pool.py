@@ -66,26 +66,30 @@ def _pool_settings(max_connections: int, options: dict[str, Any]) -> dict[str, A
     }
 
 
-def _sentinel_kwargs(sentinel: SentinelOptions) -> dict[str, Any]:
+def _sentinel_kwargs(sentinel: SentinelOptions | None) -> dict[str, Any]:
     """How to talk to the Sentinels themselves (kombu's ``sentinel_kwargs``)."""
     kwargs: dict[str, Any] = {
         "socket_connect_timeout": SENTINEL_SOCKET_TIMEOUT_S,
         "socket_timeout": SENTINEL_SOCKET_TIMEOUT_S,
     }
-    if sentinel.password:
+    if sentinel is not None and sentinel.password:
         kwargs["password"] = sentinel.password
     return kwargs
 
 
-def _master_kwargs(url: str, variable: str, sentinel: SentinelOptions) -> dict[str, Any]:
+def _sentinel_target(
+    url: str, variable: str, sentinel: SentinelOptions | None
+) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
+    """The Sentinels' addresses, the master's name, and how to log in to the master."""
+    sentinel = sentinel or SentinelOptions()
     check_sentinel_options(url, sentinel, variable)
     target = parse_sentinel_url(url, variable)
-    kwargs: dict[str, Any] = {"db": target.db}
+    login: dict[str, Any] = {"db": target.db}
     if target.username:
-        kwargs["username"] = target.username
+        login["username"] = target.username
     if target.password:
-        kwargs["password"] = target.password
-    return kwargs
+        login["password"] = target.password
+    return list(target.sentinels), str(sentinel.master), login
 
 
 class _AsyncBlockingSentinelPool(
@@ -134,18 +138,14 @@ def make_redis(
     if not is_sentinel_url(url):
         pool = BlockingConnectionPool.from_url(url, **settings)
         return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
-    sentinel = sentinel or SentinelOptions()
-    master_kwargs = _master_kwargs(url, variable, sentinel)
-    manager = redis.asyncio.sentinel.Sentinel(
-        list(parse_sentinel_url(url, variable).sentinels),
-        sentinel_kwargs=_sentinel_kwargs(sentinel),
-    )
+    sentinels, master, login = _sentinel_target(url, variable, sentinel)
+    manager = redis.asyncio.sentinel.Sentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(sentinel))
     client = manager.master_for(
-        str(sentinel.master),
+        master,
         redis_class=AsyncSentinelRedis,
         connection_pool_class=_AsyncBlockingSentinelPool,
         **settings,
-        **master_kwargs,
+        **login,
     )
     assert isinstance(client, AsyncSentinelRedis)
     return client
@@ -164,18 +164,14 @@ def make_sync_redis(
     settings = _pool_settings(max_connections, options)
     if not is_sentinel_url(url):
         return redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(url, **settings))
-    sentinel = sentinel or SentinelOptions()
-    master_kwargs = _master_kwargs(url, variable, sentinel)
-    manager = redis.sentinel.Sentinel(
-        list(parse_sentinel_url(url, variable).sentinels),
-        sentinel_kwargs=_sentinel_kwargs(sentinel),
-    )
+    sentinels, master, login = _sentinel_target(url, variable, sentinel)
+    manager = redis.sentinel.Sentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(sentinel))
     client = manager.master_for(
-        str(sentinel.master),
+        master,
         redis_class=SyncSentinelRedis,
         connection_pool_class=_SyncBlockingSentinelPool,
         **settings,
-        **master_kwargs,
+        **login,
     )
     assert isinstance(client, SyncSentinelRedis)
     return client
