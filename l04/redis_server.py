@@ -178,7 +178,11 @@ class LocalSentinels:
                 )
             )
             log.close()
-        self._wait(self._ready, timeout, "the Sentinels did not see the master and its replica")
+        try:
+            self._wait(self._ready, timeout, "the Sentinels did not see the master and its replica")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     @staticmethod

@@ -29,7 +29,7 @@ from gateway_client.redis_pool import make_redis, make_sync_redis
 from gateway_client.redis_url import parse_sentinel_url
 from gateway_client.response import InferenceResponse
 from l04.redis_server import LocalSentinels
-from tasks.app import celery_config
+from tasks.app import celery_config, create_app
 from tasks.queues import is_redis_broker
 from tests.conftest import FAST_RECOVERY, make_request
 from tests.fleet import ROOT, MockUpstreamProcess, WorkerProcess
@@ -66,6 +66,9 @@ def test_settings_accept_sentinel_urls_and_give_celery_its_transport_options() -
         assert kept in options
     assert options["unacked_index_key"] == "unacked_index"
     assert "sentinel-pw" not in repr(settings)
+    # Celery masks both passwords wherever it prints its settings (`celery report`, Flower).
+    shown = create_app(settings).conf.humanize(with_defaults=False, censored=True)
+    assert "sentinel-pw" not in shown and SECRET not in shown and MASTER in shown
     without_password = celery_config(load_settings(REDIS_URL=url, L04_REDIS_SENTINEL_MASTER="m"))
     assert "password" not in without_password["broker_transport_options"]["sentinel_kwargs"]
 
@@ -173,6 +176,7 @@ async def run_through_a_failover(upstream: MockUpstreamProcess, wait_replicas: i
     with LocalSentinels(MASTER) as group:
         worker = WorkerProcess(group.url, "openai", 30, {**FAST_RECOVERY, **env}).start()
         gateway = ModelGateway(load_settings(REDIS_URL=group.url, **env))
+        waiting: list[asyncio.Future[InferenceResponse]] = []
         try:
 
             def request(text: str) -> object:
@@ -180,8 +184,8 @@ async def run_through_a_failover(upstream: MockUpstreamProcess, wait_replicas: i
 
             handles = [await gateway.submit(request(f"failover {i}")) for i in range(jobs)]
             waiting = [asyncio.ensure_future(h.result(timeout=45)) for h in handles]
-            # Kill the master while thirty calls are in flight and thirty jobs wait: the worker
-            # has no free slot then, so no message is between kombu's pop and its unacked record.
+            # Kill the master while thirty calls are in flight and thirty jobs wait, so that the
+            # crash does not fall on the worker taking a message off the queue.
             give_up = time.monotonic() + 15
             while upstream.requests_to(CHAT) < 30:
                 assert time.monotonic() < give_up, "the worker did not start thirty calls"
@@ -194,11 +198,13 @@ async def run_through_a_failover(upstream: MockUpstreamProcess, wait_replicas: i
             late_outcomes = await asyncio.gather(
                 *(h.result(timeout=30) for h in late), return_exceptions=True
             )
+            health = await asyncio.to_thread(l04_health, group.url)
+            alive = worker.process is not None and worker.process.poll() is None
         finally:
+            for future in waiting:
+                future.cancel()
             await gateway.close()
-        health = await asyncio.to_thread(l04_health, group.url)
-        alive = worker.process is not None and worker.process.poll() is None
-        worker.stop(timeout=10)
+            worker.stop(timeout=10)
         state = redis.Redis(port=group.replica.port)  # the new master
         terminal = []
         for handle, outcome in zip(handles, outcomes, strict=True):
@@ -208,8 +214,7 @@ async def run_through_a_failover(upstream: MockUpstreamProcess, wait_replicas: i
                 fields = state.hgetall(job(handle.job_id))
                 fields.pop(b"request", None)
                 print(f"\nnot answered: {handle.job_id} {describe(outcome)} {fields}")
-                print("unacked:", [k for k in state.hkeys("unacked")], state.keys("l04.openai*"))
-        print(f"worker log: {worker.log_path}")
+        print(f"\nworker log: {worker.log_path}")
         state.close()
     calls = upstream.requests_to(CHAT)
     return Failover(outcomes, terminal, list(late_outcomes), calls, alive, health)
