@@ -23,6 +23,9 @@ import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from gateway_client.redis_url import (
     SentinelOptions,
@@ -66,11 +69,15 @@ def _pool_settings(max_connections: int, options: dict[str, Any]) -> dict[str, A
     }
 
 
-def _sentinel_kwargs(sentinel: SentinelOptions | None) -> dict[str, Any]:
+def _sentinel_kwargs(sentinel: SentinelOptions | None, no_retry: Any) -> dict[str, Any]:
     """How to talk to the Sentinels themselves (kombu's ``sentinel_kwargs``)."""
     kwargs: dict[str, Any] = {
         "socket_connect_timeout": SENTINEL_SOCKET_TIMEOUT_S,
         "socket_timeout": SENTINEL_SOCKET_TIMEOUT_S,
+        # One try per Sentinel: the next Sentinel is the retry. With redis-py's default (three
+        # retries with backoff, each) a client facing three unreachable or refusing Sentinels
+        # took 24 s to fail every command.
+        "retry": no_retry,
     }
     if sentinel is not None and sentinel.password:
         kwargs["password"] = sentinel.password
@@ -139,7 +146,9 @@ def make_redis(
         pool = BlockingConnectionPool.from_url(url, **settings)
         return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
     sentinels, master, login = _sentinel_target(url, variable, sentinel)
-    manager = redis.asyncio.sentinel.Sentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(sentinel))
+    manager = redis.asyncio.sentinel.Sentinel(
+        sentinels, sentinel_kwargs=_sentinel_kwargs(sentinel, AsyncRetry(NoBackoff(), 0))
+    )
     client = manager.master_for(
         master,
         redis_class=AsyncSentinelRedis,
@@ -165,7 +174,9 @@ def make_sync_redis(
     if not is_sentinel_url(url):
         return redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(url, **settings))
     sentinels, master, login = _sentinel_target(url, variable, sentinel)
-    manager = redis.sentinel.Sentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(sentinel))
+    manager = redis.sentinel.Sentinel(
+        sentinels, sentinel_kwargs=_sentinel_kwargs(sentinel, Retry(NoBackoff(), 0))
+    )
     client = manager.master_for(
         master,
         redis_class=SyncSentinelRedis,

@@ -51,6 +51,7 @@ class LocalRedis:
         appendonly: bool = False,
         data_dir: str | None = None,
         replica_of: int | None = None,
+        password: str | None = None,
     ) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
@@ -63,11 +64,13 @@ class LocalRedis:
         self.appendonly = appendonly
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="l04-redis-")
         self.replica_of = replica_of  # the port of this server's master, on 127.0.0.1
+        self.password = password  # required of clients, and given to the master by a replica
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        login = f":{self.password}@" if self.password else ""
+        return f"redis://{login}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> LocalRedis:
         args = [
@@ -93,6 +96,8 @@ class LocalRedis:
         ]
         if self.replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        if self.password:
+            args += ["--requirepass", self.password, "--masterauth", self.password]
         log = open(Path(self.data_dir) / "redis.log", "ab")  # noqa: SIM115 - lives with the child
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -132,12 +137,23 @@ class LocalSentinels:
     ``down_after_ms``; two of the three Sentinels must agree (the quorum).
     """
 
-    def __init__(self, master_name: str = "l04m", *, down_after_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        master_name: str = "l04m",
+        *,
+        down_after_ms: int = 1000,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
         self.master_name = master_name
         self.down_after_ms = down_after_ms
+        self.password = password  # the master's and the replica's
+        self.sentinel_password = sentinel_password  # the Sentinels' own
         self.data_dir = tempfile.mkdtemp(prefix="l04-sentinel-")
-        self.master = LocalRedis(data_dir=self._dir("master"))
-        self.replica = LocalRedis(data_dir=self._dir("replica"), replica_of=self.master.port)
+        self.master = LocalRedis(data_dir=self._dir("master"), password=password)
+        self.replica = LocalRedis(
+            data_dir=self._dir("replica"), replica_of=self.master.port, password=password
+        )
         self.sentinel_ports = [free_port() for _ in range(3)]
         self._sentinels: list[subprocess.Popen[bytes]] = []
 
@@ -148,8 +164,10 @@ class LocalSentinels:
 
     @property
     def url(self) -> str:
-        """Celery's form: one ``sentinel://`` part per Sentinel."""
-        return ";".join(f"sentinel://127.0.0.1:{port}/0" for port in self.sentinel_ports)
+        """Celery's form: a ``sentinel://`` part per Sentinel, the password in the first."""
+        login = f":{self.password}@" if self.password else ""
+        parts = [f"sentinel://127.0.0.1:{port}/0" for port in self.sentinel_ports]
+        return ";".join([parts[0].replace("://", f"://{login}", 1), *parts[1:]])
 
     def _sentinel_conf(self, port: int) -> Path:
         directory = Path(self._dir(f"sentinel-{port}"))
@@ -161,6 +179,13 @@ class LocalSentinels:
             f"sentinel down-after-milliseconds {name} {self.down_after_ms}\n"
             f"sentinel failover-timeout {name} 5000\n"
             f"sentinel parallel-syncs {name} 1\n"
+            + (f"sentinel auth-pass {name} {self.password}\n" if self.password else "")
+            + (
+                f"requirepass {self.sentinel_password}\n"
+                f"sentinel sentinel-pass {self.sentinel_password}\n"
+                if self.sentinel_password
+                else ""
+            )
         )
         return conf
 
@@ -185,11 +210,16 @@ class LocalSentinels:
             raise
         return self
 
-    @staticmethod
-    def _ask(port: int, question: Callable[[redis.Redis], Any]) -> Any:
+    def _ask(self, port: int, question: Callable[[redis.Redis], Any]) -> Any:
         """``question(client)`` on 127.0.0.1:port, or None if that server does not answer."""
+        sentinel = port in self.sentinel_ports
         client = redis.Redis(
-            "127.0.0.1", port, socket_timeout=0.5, socket_connect_timeout=0.5, decode_responses=True
+            "127.0.0.1",
+            port,
+            password=self.sentinel_password if sentinel else self.password,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            decode_responses=True,
         )
         try:
             return question(client)

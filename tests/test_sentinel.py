@@ -26,7 +26,7 @@ from gateway_client.errors import ConfigurationError, GatewayError
 from gateway_client.job_store import parse_entry
 from gateway_client.keys import job, job_events
 from gateway_client.redis_pool import make_redis, make_sync_redis
-from gateway_client.redis_url import parse_sentinel_url
+from gateway_client.redis_url import SentinelOptions, parse_sentinel_url
 from gateway_client.response import InferenceResponse
 from l04.redis_server import LocalSentinels
 from tasks.app import celery_config, create_app
@@ -133,6 +133,37 @@ def test_the_cli_reports_a_bad_sentinel_setting_as_e4004(command: list[str]) -> 
     assert "Traceback" not in done.stderr
 
 
+# -- passwords: the master's in the URL, the Sentinels' own in L04_REDIS_SENTINEL_PASSWORD -------
+
+
+async def test_a_fleet_on_password_protected_sentinels_serves_jobs_and_logs_no_password() -> None:
+    sentinel_secret = "sentinel-s3cr3t"
+    with LocalSentinels(MASTER, password=SECRET, sentinel_password=sentinel_secret) as group:
+        env = {"L04_REDIS_SENTINEL_MASTER": MASTER, "L04_REDIS_SENTINEL_PASSWORD": sentinel_secret}
+        worker = WorkerProcess(group.url, "mock", 10, env).start()
+        try:
+            gateway = ModelGateway(load_settings(REDIS_URL=group.url, **env))
+            try:
+                answer = await gateway.execute(make_request("behind two passwords"))
+            finally:
+                await gateway.close()
+            assert answer.content
+            health = await asyncio.to_thread(l04_health, group.url, sentinel_secret)
+            redis_health = health["redis"]
+            assert isinstance(redis_health, dict) and redis_health["ok"] is True, health
+        finally:
+            worker.stop(timeout=10)
+        log = worker.log()
+        assert SECRET not in log and sentinel_secret not in log
+        # Without the Sentinels' password no master is found: a connection error, not a hang,
+        # and neither password in its text.
+        client = make_sync_redis(group.url, sentinel=SentinelOptions(master=MASTER))
+        with pytest.raises(redis.ConnectionError) as caught:
+            client.ping()
+        client.close()
+        assert SECRET not in str(caught.value) and sentinel_secret not in str(caught.value)
+
+
 # -- a failover under traffic (real master, replica, three Sentinels, worker) -----------------
 
 
@@ -220,11 +251,14 @@ async def run_through_a_failover(upstream: MockUpstreamProcess, wait_replicas: i
     return Failover(outcomes, terminal, list(late_outcomes), calls, alive, health)
 
 
-def l04_health(url: str) -> dict[str, object]:
+def l04_health(url: str, sentinel_password: str = "") -> dict[str, object]:
     """``l04 health``'s report, from a new process on the sentinel URL."""
+    env = {**os.environ, "REDIS_URL": url, "L04_REDIS_SENTINEL_MASTER": MASTER}
+    if sentinel_password:
+        env["L04_REDIS_SENTINEL_PASSWORD"] = sentinel_password
     done = subprocess.run(
         [sys.executable, "-m", "l04", "health"],
-        env={**os.environ, "REDIS_URL": url, "L04_REDIS_SENTINEL_MASTER": MASTER},
+        env=env,
         cwd=ROOT,
         capture_output=True,
         text=True,
