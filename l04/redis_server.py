@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -249,6 +250,15 @@ class LocalSentinels:
                 return int(address[1])
         return None
 
+    def pause_replica(self) -> None:
+        """SIGSTOP the replica: it lags, as a replica over a slow or congested link does."""
+        if self.replica.process is not None:
+            self.replica.process.send_signal(signal.SIGSTOP)
+
+    def resume_replica(self) -> None:
+        if self.replica.process is not None:
+            self.replica.process.send_signal(signal.SIGCONT)
+
     def kill_master(self) -> None:
         """SIGKILL the master: what it had not yet sent to its replica is lost."""
         self.master.stop(kill=True)
@@ -278,6 +288,7 @@ class LocalSentinels:
             time.sleep(0.1)
 
     def stop(self) -> None:
+        self.resume_replica()
         for process in self._sentinels:
             stop_process(process, timeout=5)
         self._sentinels = []
