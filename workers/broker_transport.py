@@ -7,7 +7,7 @@ wall time there at low load, on Celery's consumer thread, which every job waits 
 object holds no state beyond its pool, so the one made for the current pool is reused (a new
 pool after a reconnect gets a new client).
 
-Used for ``redis://`` and ``rediss://`` brokers; ``sentinel://`` gets :class:`SentinelChannel`.
+Used for ``redis://`` and ``rediss://`` brokers (``tasks/app.py``); Sentinel keeps kombu's own.
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ class Transport(kombu_redis.Transport):
 
 
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):
-    """kombu's SentinelChannel (the master found through the Sentinels), with the same one client
-    per pool as :class:`Channel` and whatever else :class:`Channel` fixes in kombu's."""
+    """For ``sentinel://`` brokers: kombu's SentinelChannel (each pool asks the Sentinels for the
+    master) under :class:`Channel`, so that every change :class:`Channel` makes to kombu's
+    channel applies on Sentinel too. SentinelChannel overrides only how a pool is made and the
+    fanout topics, which :class:`Channel` does not touch."""
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):
