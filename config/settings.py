@@ -12,10 +12,14 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import pydantic
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway_client.errors import ConfigurationError
+from gateway_client.redis_url import SentinelOptions, is_sentinel_url, redis_url_problem
+
+# Broker schemes checked here as Redis URLs; any other (amqp://, ...) is kombu's to judge.
+_REDIS_BROKER_SCHEMES = ("redis", "rediss", "unix", "sentinel")
 
 
 class GatewaySettings(BaseSettings):
@@ -26,6 +30,16 @@ class GatewaySettings(BaseSettings):
     # Redis: job state, events, limits. The broker defaults to the same server.
     redis_url: str = Field(default="redis://localhost:6379/0", alias="REDIS_URL")
     broker_url: str | None = Field(default=None, alias="L04_BROKER_URL")
+    # Any of the Redis URLs may be Celery's Sentinel form, sentinel://h1:26379;sentinel://h2:26379
+    # (the master's password and db in the first part): then the master's name is required.
+    redis_sentinel_master: str | None = Field(default=None, alias="L04_REDIS_SENTINEL_MASTER")
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None, alias="L04_REDIS_SENTINEL_PASSWORD"
+    )
+    # WAIT for this many replicas after submit and each job transition (0: off), at most this
+    # long. Replication is asynchronous: without it a failover can lose the last writes.
+    redis_wait_replicas: int = Field(default=0, ge=0, alias="L04_REDIS_WAIT_REPLICAS")
+    redis_wait_timeout_ms: int = Field(default=1000, gt=0, alias="L04_REDIS_WAIT_TIMEOUT_MS")
 
     # Provider credentials and endpoints. *_BASE_URL are read as the official SDKs read them.
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
@@ -118,6 +132,40 @@ class GatewaySettings(BaseSettings):
     mock_chunks: int = Field(default=5, ge=1, alias="L04_MOCK_CHUNKS")
     mock_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0, alias="L04_MOCK_FAILURE_RATE")
 
+    @field_validator("redis_url", "cache_redis_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is not None and (why := redis_url_problem(url)) is not None:
+            raise ValueError(why)
+        return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, url: str | None) -> str | None:
+        scheme = (url or "").split("://", 1)[0].lower()
+        if url is not None and scheme in _REDIS_BROKER_SCHEMES:
+            return cls._redis_url(url)
+        return url
+
+    @model_validator(mode="after")
+    def _sentinel_master_named(self) -> GatewaySettings:
+        urls = (self.redis_url, self.broker_url or "", self.cache_redis_url or "")
+        if any(is_sentinel_url(url) for url in urls) and not self.redis_sentinel_master:
+            raise ValueError(
+                "L04_REDIS_SENTINEL_MASTER: must name the Sentinel master when a Redis URL is "
+                "sentinel://"
+            )
+        return self
+
+    @property
+    def sentinel(self) -> SentinelOptions:
+        """The master's name and the Sentinels' password, for clients of a sentinel:// URL."""
+        password = self.redis_sentinel_password
+        return SentinelOptions(
+            master=self.redis_sentinel_master,
+            password=password.get_secret_value() if password is not None else None,
+        )
+
     def default_model_limits(self) -> tuple[int | None, int | None]:
         """RPM and TPM for a model whose catalog entry sets none: the RATE_LIMIT_* variables.
 
@@ -156,7 +204,10 @@ def load_settings(**overrides: Any) -> GatewaySettings:
     except pydantic.ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False, include_input=False):
-            name = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a check across variables names them in its message
+                problems.append(err["msg"].removeprefix("Value error, "))
+                continue
+            name = str(err["loc"][0])
             field = GatewaySettings.model_fields.get(name)
             env = (field.alias if field and field.alias else name).upper()
             problems.append(f"{env}: {err['msg']}")

@@ -69,13 +69,20 @@ class ModelGateway:
             settings = settings.model_copy(update={"redis_url": redis_url})
         self.settings = settings
         self.catalog = catalog or cached_catalog(settings.catalog_path)
-        self._redis = make_redis(settings.redis_url)
-        self._store = JobStore(self._redis, result_ttl=settings.result_ttl)
+        self._redis = make_redis(settings.redis_url, sentinel=settings.sentinel)
+        self._store = JobStore(
+            self._redis,
+            result_ttl=settings.result_ttl,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+        )
         self._listener = EventListener(self._redis, self._store)
         self._broker_url = settings.effective_broker_url
         self._broker_is_state_redis = self._broker_url == settings.redis_url
         self._broker_redis = (
-            self._redis if self._broker_url == settings.redis_url else make_redis(self._broker_url)
+            self._redis
+            if self._broker_url == settings.redis_url
+            else make_redis(self._broker_url, sentinel=settings.sentinel, variable="L04_BROKER_URL")
         )
         self._celery = create_app(settings)
 

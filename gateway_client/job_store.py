@@ -16,17 +16,28 @@ Every event goes to the stream first and is then announced on the job's pub/sub 
 one) with the job's channel in front; ``n`` counts the job's events from 0 so a listener can
 tell a gap from a duplicate. Exactly one terminal event (result or error) is ever written: each
 terminal transition checks the state inside the script. All keys expire.
+
+Redis replicates asynchronously: a master that fails right after a script can take the script's
+writes with it, and the replica promoted in its place never saw the job, its claim or its end.
+With ``wait_replicas`` > 0 the job's transitions (create, claim, finish, hand-off, defer, release)
+are each followed by ``WAIT wait_replicas wait_timeout_ms`` on the same connection (a pipeline:
+WAIT may not run inside a script), so the call returns only once that many replicas have the
+write, or the timeout passed (then a warning is logged and the call returns all the same).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from gateway_client import keys
+
+log = logging.getLogger(__name__)
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "expired"})
 
@@ -277,9 +288,18 @@ def parse_inbox_announcement(payload: Any) -> tuple[str, JobEvent]:
 class JobStore:
     """The scripts above, bound to one Redis client."""
 
-    def __init__(self, redis: Redis, *, result_ttl: int = 3600) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        result_ttl: int = 3600,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+    ) -> None:
         self.redis = redis
         self.result_ttl = result_ttl
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self._create = redis.register_script(_PRELUDE + _CREATE)
         self._claim = redis.register_script(_PRELUDE + _CLAIM)
         self._append = redis.register_script(_PRELUDE + _APPEND)
@@ -288,6 +308,23 @@ class JobStore:
         self._handoff = redis.register_script(_HANDOFF)
         self._defer = redis.register_script(_PRELUDE + _DEFER)
         self._release = redis.register_script(_PRELUDE + _RELEASE)
+
+    async def _transition(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """Run a transition's script; then, if asked to, WAIT for the replicas to have it."""
+        if not self.wait_replicas:
+            return await script(keys=keys, args=args)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await script(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            result, acknowledged = await pipe.execute()
+        if int(acknowledged) < self.wait_replicas:
+            log.warning(
+                "WAIT: %s of %s replicas acknowledged a job transition within %s ms",
+                acknowledged,
+                self.wait_replicas,
+                self.wait_timeout_ms,
+            )
+        return result
 
     @staticmethod
     def _job_keys(job_id: str) -> list[str]:
@@ -312,16 +349,18 @@ class JobStore:
         flat: list[str] = []
         for name, value in fields.items():
             flat += [name, value]
-        result = await self._create(
-            keys=[keys.job(job_id), *queue_lists, push_to or keys.job(job_id)],
-            args=[expire_at_ms, max_depth, message, *flat],
+        result = await self._transition(
+            self._create,
+            [keys.job(job_id), *queue_lists, push_to or keys.job(job_id)],
+            [expire_at_ms, max_depth, message, *flat],
         )
         return _text(result)
 
     async def claim(self, job_id: str, worker_id: str, lease_ms: int) -> Claim:
-        raw = await self._claim(
-            keys=self._job_keys(job_id),
-            args=[worker_id, lease_ms, keys.job_channel(job_id), self.result_ttl],
+        raw = await self._transition(
+            self._claim,
+            self._job_keys(job_id),
+            [worker_id, lease_ms, keys.job_channel(job_id), self.result_ttl],
         )
         parts = [_text(p) for p in raw]
         if parts[0] != "run":
@@ -358,9 +397,10 @@ class JobStore:
         owner: str = "",
         grace: float = 0.0,
     ) -> int:
-        result = await self._finish(
-            keys=self._job_keys(job_id),
-            args=[
+        result = await self._transition(
+            self._finish,
+            self._job_keys(job_id),
+            [
                 mode,
                 owner,
                 keys.job_channel(job_id),
@@ -383,9 +423,10 @@ class JobStore:
         push_to: str = "",
     ) -> bool:
         """Move a running job to another model's queue (failover); False if no longer ours."""
-        result = await self._handoff(
-            keys=[keys.job(job_id), keys.job_lease(job_id), push_to or keys.job(job_id)],
-            args=[owner, provider, model, queue, message],
+        result = await self._transition(
+            self._handoff,
+            [keys.job(job_id), keys.job_lease(job_id), push_to or keys.job(job_id)],
+            [owner, provider, model, queue, message],
         )
         return int(result) == 1
 
@@ -393,9 +434,10 @@ class JobStore:
         self, job_id: str, owner: str, wait_ms: int, message: str = "", push_to: str = ""
     ) -> bool:
         """Park a running job for ``wait_ms`` (see ``_DEFER``); False if no longer ours."""
-        result = await self._defer(
-            keys=[keys.job(job_id), keys.job_lease(job_id), keys.DEFERRED],
-            args=[owner, wait_ms, message, push_to, job_id],
+        result = await self._transition(
+            self._defer,
+            [keys.job(job_id), keys.job_lease(job_id), keys.DEFERRED],
+            [owner, wait_ms, message, push_to, job_id],
         )
         return int(result) == 1
 
@@ -403,7 +445,9 @@ class JobStore:
         """Requeue the deferred jobs whose wait is over: (job id, provider, priority) each."""
         flat = [
             _text(v)
-            for v in await self._release(keys=[keys.DEFERRED], args=[limit, f"{keys.PREFIX}:job:"])
+            for v in await self._transition(
+                self._release, [keys.DEFERRED], [limit, f"{keys.PREFIX}:job:"]
+            )
         ]
         return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
 

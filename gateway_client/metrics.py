@@ -18,11 +18,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from gateway_client.redis_url import SentinelOptions
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +138,24 @@ def set_gateway_info() -> None:
 class FleetStateCollector(Collector):
     """Breaker states and queue depths, read from Redis at each scrape."""
 
-    def __init__(self, redis_url: str, broker_url: str, providers: list[str]) -> None:
-        import redis
+    def __init__(
+        self,
+        redis_url: str,
+        broker_url: str,
+        providers: list[str],
+        sentinel: SentinelOptions | None = None,
+    ) -> None:
+        from gateway_client.redis_pool import make_sync_redis
+        from tasks.queues import is_redis_broker
 
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        timeouts: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 2}
+        self._redis = make_sync_redis(redis_url, 4, sentinel=sentinel, **timeouts)
+        self._broker_is_redis = is_redis_broker(broker_url)
         self._broker = (
-            self._redis
-            if broker_url == redis_url or not broker_url.startswith(("redis://", "rediss://"))
-            else redis.Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2)
+            make_sync_redis(broker_url, 4, sentinel=sentinel, variable="L04_BROKER_URL", **timeouts)
+            if self._broker_is_redis and broker_url != redis_url
+            else self._redis
         )
-        self._broker_is_redis = broker_url.startswith(("redis://", "rediss://"))
         self._providers = providers
 
     def collect(self) -> Iterator[Any]:
@@ -184,6 +195,7 @@ def serve_metrics(
     redis_url: str | None = None,
     broker_url: str | None = None,
     providers: list[str] | None = None,
+    sentinel: SentinelOptions | None = None,
     addr: str = "0.0.0.0",  # noqa: S104 - scraped from other hosts
 ) -> int:
     """Serve this process's metrics over HTTP on ``port`` (0: any free port); returns the port.
@@ -192,7 +204,9 @@ def serve_metrics(
     """
     set_gateway_info()
     if redis_url is not None and not _served:
-        REGISTRY.register(FleetStateCollector(redis_url, broker_url or redis_url, providers or []))
+        REGISTRY.register(
+            FleetStateCollector(redis_url, broker_url or redis_url, providers or [], sentinel)
+        )
     server, _thread = start_http_server(port, addr=addr)
     bound = int(server.server_address[1])
     _served[bound] = server

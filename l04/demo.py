@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 from config.settings import load_settings
 from gateway_client import InferenceRequest, Message, MessageRole, ModelGateway, Priority
+from gateway_client.redis_url import SentinelOptions
 from l04.processes import stop_process
 from l04.redis_server import LocalRedis, redis_answers
 
@@ -25,8 +26,8 @@ WORKER_SLOTS = 2  # few slots, so that priorities visibly decide who goes first
 MOCK_LATENCY_MS = 250
 
 
-def _start_redis_if_needed(url: str) -> LocalRedis | None:
-    if redis_answers(url):
+def _start_redis_if_needed(url: str, sentinel: SentinelOptions) -> LocalRedis | None:
+    if redis_answers(url, sentinel=sentinel):
         print(f"Redis answers at {url}")
         return None
     parsed = urlparse(url)
@@ -130,7 +131,7 @@ async def _run_jobs(gateway: ModelGateway, jobs: int) -> None:
 
 def run_demo(jobs: int = 12) -> int:
     settings = load_settings()
-    redis_server = _start_redis_if_needed(settings.redis_url)
+    redis_server = _start_redis_if_needed(settings.redis_url, settings.sentinel)
     url = redis_server.url if redis_server else settings.redis_url
     worker = _start_worker(url)
     started = time.monotonic()

@@ -100,6 +100,7 @@ def run_worker(
             redis_url=settings.redis_url,
             broker_url=settings.effective_broker_url,
             providers=providers,
+            sentinel=settings.sentinel,
         )
         print(f"l04 worker: metrics on :{bound}/metrics", flush=True)
     # One line per HTTP call is noise at a thousand calls a second; errors still log.

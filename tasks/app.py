@@ -68,8 +68,11 @@ def celery_config(settings: GatewaySettings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
     }
-    if broker.split("://", 1)[0] in ("redis", "rediss"):
+    scheme = broker.split("://", 1)[0]
+    if scheme in ("redis", "rediss"):
         config["broker_transport"] = "workers.broker_transport:Transport"
+    elif scheme == "sentinel":
+        config["broker_transport"] = "workers.broker_transport:SentinelTransport"
     if is_redis_broker(broker):
         restore_every = max(1, int(settings.visibility_timeout // 6))
         config["broker_transport_options"] = {
@@ -84,11 +87,25 @@ def celery_config(settings: GatewaySettings) -> dict[str, Any]:
             "socket_timeout": 30,
             "health_check_interval": 10,
             "retry_on_timeout": True,
+            **(sentinel_transport_options(settings) if scheme == "sentinel" else {}),
         }
     else:
         config["broker_transport_options"] = {}
         config["task_queue_max_priority"] = 9
     return config
+
+
+def sentinel_transport_options(settings: GatewaySettings) -> dict[str, Any]:
+    """kombu's SentinelChannel options: the master's name, how to talk to the Sentinels.
+
+    ``sentinel_kwargs`` always bounds the questions to a Sentinel (given any, kombu's Sentinel
+    uses only them, and without timeouts an unreachable Sentinel would stall finding the master);
+    the Sentinels' password joins them when set. Celery masks it wherever it prints its settings.
+    """
+    sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 2}
+    if settings.redis_sentinel_password is not None:
+        sentinel_kwargs["password"] = settings.redis_sentinel_password.get_secret_value()
+    return {"master_name": settings.redis_sentinel_master, "sentinel_kwargs": sentinel_kwargs}
 
 
 def create_app(settings: GatewaySettings) -> Celery:

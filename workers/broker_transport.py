@@ -107,3 +107,14 @@ class Channel(ScreeningChannelMixin, ReattachingChannelMixin, kombu_redis.Channe
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """For ``sentinel://`` brokers: kombu's SentinelChannel (each pool asks the Sentinels for the
+    master) under :class:`Channel`, so that every change :class:`Channel` makes to kombu's
+    channel applies on Sentinel too. SentinelChannel overrides only how a pool is made and the
+    fanout topics, which :class:`Channel` does not touch."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

@@ -17,7 +17,9 @@ from typing import Any
 import redis
 from redis.asyncio import Redis
 
+from config.settings import get_settings
 from gateway_client import keys
+from gateway_client.redis_pool import make_sync_redis
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,9 @@ async def set_aside(redis_client: Redis, envelope: Any, reason: str, **known: An
 
 @lru_cache(maxsize=4)
 def _sync_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    return make_sync_redis(
+        url, 4, sentinel=get_settings().sentinel, socket_timeout=5, socket_connect_timeout=5
+    )
 
 
 def set_aside_sync(url: str, raw: Any, reason: str, **known: Any) -> bool:

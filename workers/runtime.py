@@ -65,10 +65,19 @@ class WorkerRuntime:
 
     async def _setup(self) -> None:
         settings = self.settings
-        self.redis = make_redis(settings.redis_url)
+        self.redis = make_redis(settings.redis_url, sentinel=settings.sentinel)
         broker = settings.effective_broker_url
-        self.broker_redis = make_redis(broker) if is_redis_broker(broker) else None
-        self.store = JobStore(self.redis, result_ttl=settings.result_ttl)
+        self.broker_redis = (
+            make_redis(broker, sentinel=settings.sentinel, variable="L04_BROKER_URL")
+            if is_redis_broker(broker)
+            else None
+        )
+        self.store = JobStore(
+            self.redis,
+            result_ttl=settings.result_ttl,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+        )
         self.providers = ProviderSet(settings)
         breakers = CircuitBreakers(
             self.redis,

@@ -66,7 +66,13 @@ class ResponseCache:
         self.enabled = settings.cache_enabled
         self._own_redis = settings.cache_redis_url is not None
         self.redis = (
-            make_redis(settings.cache_redis_url, socket_connect_timeout=0.5, socket_timeout=1.0)
+            make_redis(
+                settings.cache_redis_url,
+                sentinel=settings.sentinel,
+                variable="L04_CACHE_REDIS_URL",
+                socket_connect_timeout=0.5,
+                socket_timeout=1.0,
+            )
             if settings.cache_redis_url
             else state_redis
         )
