@@ -165,3 +165,31 @@ async def serve_next_job_submitted(gateway: ModelGateway) -> str:
             assert error.code == "E4407"
             await asyncio.sleep(0.2)
     raise AssertionError("submit never worked again")
+
+
+@pytest.mark.timeout(120)
+async def test_answers_ready_during_an_outage_are_recorded_not_recomputed(tmp_path: Path) -> None:
+    """Jobs whose provider call ends while Redis is down keep their answer and record it when
+    Redis is back: each job ran once (attempt 1), no provider call repeated."""
+    server = LocalRedis(appendonly=True, data_dir=str(tmp_path)).start()
+    worker = WorkerProcess(server.url, "mock", 20, {**FAST_RECOVERY}).start()
+    gateway = ModelGateway(redis_url=server.url)
+    try:
+        quick = {"mock": {"latency_ms": 1500}}
+        handles = [
+            await gateway.submit(make_request(f"ready in the dark {i}", metadata=quick, timeout=90))
+            for i in range(10)
+        ]
+        await asyncio.sleep(1.1)  # all running, appendfsync everysec has written them
+        await outage(server, 2.5)  # their answers are ready at 1.5 s, while Redis is away
+        answers = await asyncio.gather(*(h.result(timeout=60) for h in handles))
+        assert all(a.content for a in answers)
+        client = redis.Redis.from_url(server.url)
+        attempts = [int(client.hget(f"l04:job:{{{h.job_id}}}", "attempt") or 0) for h in handles]
+        client.close()
+        assert attempts == [1] * len(handles), worker.log()[-3000:]
+        assert [terminal_events(server, h.job_id) for h in handles] == [1] * len(handles)
+    finally:
+        await gateway.close()
+        worker.stop()
+        server.stop()

@@ -10,11 +10,23 @@ attempt.)
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
 from gateway_client.errors import GatewayError
 from gateway_client.job_store import JobStore
 from gateway_client.response import InferenceResponse
+from gateway_client.store_errors import STORE_ERRORS
+
+log = logging.getLogger(__name__)
+
+#: How long an answer waits for Redis to come back before its message is handed back (and the
+#: provider called again by whoever takes it). A restart with append-only persistence takes a
+#: second or two; a Sentinel failover two to three.
+REPORT_RETRY_S = 15.0
+REPORT_BACKOFF_S = 0.25
 
 
 class JobFenced(Exception):
@@ -80,7 +92,27 @@ class EventWriter:
         return await self._finish("failed", {"type": "error", "error": error.to_payload()})
 
     async def _finish(self, state: str, event: dict[str, Any]) -> bool:
-        written = await self._store.finish(
-            self._job_id, mode="worker", state=state, event=event, owner=self._worker_id
-        )
-        return written == 1
+        """Write the terminal event; while Redis is away, keep trying for ``REPORT_RETRY_S``.
+
+        The answer is in hand: losing it to a short outage would cost another provider call.
+        Trying again is safe: the script refuses a job that ended meanwhile or whose lease this
+        worker no longer holds (it then returns False, and the job's one answer is another's).
+        """
+        give_up_at = time.monotonic() + REPORT_RETRY_S
+        pause = REPORT_BACKOFF_S
+        while True:
+            try:
+                written = await self._store.finish(
+                    self._job_id, mode="worker", state=state, event=event, owner=self._worker_id
+                )
+                return written == 1
+            except STORE_ERRORS as exc:
+                if time.monotonic() + pause > give_up_at:
+                    raise
+                log.warning(
+                    "job %s: answer not recorded yet (%s); trying again",
+                    self._job_id,
+                    type(exc).__name__,
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
