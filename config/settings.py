@@ -18,8 +18,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gateway_client.errors import ConfigurationError
 from gateway_client.redis_url import SentinelOptions, is_sentinel_url, redis_url_problem
 
-# Broker schemes checked here as Redis URLs; any other (amqp://, ...) is kombu's to judge.
+# Broker schemes checked here as Redis URLs; the AMQP ones (RabbitMQ) are kombu's to judge. No
+# other broker is tested with the fleet, so none other is accepted.
 _REDIS_BROKER_SCHEMES = ("redis", "rediss", "unix", "sentinel")
+_AMQP_BROKER_SCHEMES = ("amqp", "amqps", "pyamqp")
 
 
 class GatewaySettings(BaseSettings):
@@ -142,9 +144,15 @@ class GatewaySettings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _broker_url(cls, url: str | None) -> str | None:
-        scheme = (url or "").split("://", 1)[0].lower()
-        if url is not None and scheme in _REDIS_BROKER_SCHEMES:
+        if url is None:
+            return url
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme in _REDIS_BROKER_SCHEMES:
             return cls._redis_url(url)
+        if scheme not in _AMQP_BROKER_SCHEMES:
+            raise ValueError(
+                "a broker URL is redis://, rediss://, unix://, sentinel:// or amqp:// (RabbitMQ)"
+            )
         return url
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -217,3 +218,34 @@ def test_default_catalog_has_the_seed_models() -> None:
 def test_any_package_imports_first(first: str) -> None:
     # `celery -A tasks worker` imports tasks before anything else.
     subprocess.run([sys.executable, "-c", f"import {first}"], check=True)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REDIS_URL", "http://localhost:6379/0"),
+        ("L04_BROKER_URL", "foo://localhost"),
+        ("L04_CACHE_REDIS_URL", "nonsense"),
+        ("REDIS_URL", "sentinel://localhost:26379"),  # no L04_REDIS_SENTINEL_MASTER
+    ],
+)
+def test_a_bad_url_is_E4004_naming_it_in_every_entry_point(variable: str, value: str) -> None:
+    env = {**os.environ, variable: value}
+    env.pop("L04_REDIS_SENTINEL_MASTER", None)
+    for command in (["health"], ["dlq", "list"], ["batch", "list"], ["worker"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "l04", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("l04: [E4004] invalid setting:"), (command, last)
+        named = "L04_REDIS_SENTINEL_MASTER" if value.startswith("sentinel") else variable
+        assert named in last, (command, last)
+        assert "Traceback" not in result.stderr
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(**{variable: value})
+    assert caught.value.code == "E4004"
