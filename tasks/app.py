@@ -83,9 +83,30 @@ def celery_config(settings: GatewaySettings) -> dict[str, Any]:
             "retry_on_timeout": True,
         }
     else:
-        config["broker_transport_options"] = {}
-        config["task_queue_max_priority"] = 9
+        config.update(amqp_worker_config())
     return config
+
+
+def amqp_worker_config() -> dict[str, Any]:
+    """RabbitMQ: native priorities, and a worker that outlives ``consumer_timeout``.
+
+    RabbitMQ closes a channel whose delivery stays unacknowledged past ``consumer_timeout``
+    (30 min by default; checked once a minute, so it fires between one and two timeouts after
+    the delivery) with ``PRECONDITION_FAILED``, and requeues every message the channel held.
+    Celery treats that channel error as unrecoverable unless ``broker_channel_error_retry`` is
+    set: the worker would shut down after its jobs in flight, leaving the queue without it. With
+    it, the consumer reconnects at once. The job in flight keeps running
+    (``worker_cancel_long_running_tasks_on_connection_loss`` off: cancelling it would throw its
+    provider call away) and reports once; the redelivered copy of its message finds the job's
+    lease held and waits, then is acknowledged as already answered (README, "RabbitMQ as the
+    broker").
+    """
+    return {
+        "broker_transport_options": {},
+        "task_queue_max_priority": 9,
+        "broker_channel_error_retry": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+    }
 
 
 def create_app(settings: GatewaySettings) -> Celery:
