@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import uuid
 
 import redis
 from kombu import Connection, Exchange, Producer
 
-from l04.rabbitmq_server import LocalRabbitMQ, RabbitVhost, amqp_answers
+from l04.rabbitmq_server import LocalRabbitMQ, RabbitMQNotInstalled, RabbitVhost, amqp_answers
 from tasks.queues import all_queue_names, is_redis_broker, redis_priority_lists
 
 SYSTEM_PORT = 5672
@@ -26,9 +27,12 @@ class SessionRabbitMQ:
 
     def start(self) -> SessionRabbitMQ:
         if amqp_answers("127.0.0.1", SYSTEM_PORT):
-            self._vhost = RabbitVhost(SYSTEM_PORT).create()
-        else:
-            self._node = LocalRabbitMQ().start()
+            try:
+                self._vhost = RabbitVhost(SYSTEM_PORT).create()
+                return self
+            except (RabbitMQNotInstalled, subprocess.SubprocessError):
+                pass  # a node rabbitmqctl cannot manage (another user's, a container's)
+        self._node = LocalRabbitMQ().start()
         return self
 
     @property
