@@ -67,8 +67,11 @@ async def test_cli_health_dlq_and_batches_on_rabbitmq(
     start_worker: Callable[..., WorkerProcess],
     tmp_path: Path,
 ) -> None:
-    worker = start_worker("mock")
+    metrics_port = free_port()
+    worker = start_worker("mock", env={"L04_METRICS_PORT": str(metrics_port)})
     await gateway.submit(make_request("counted"), job_id="counted-1")
+    scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    assert 'l04_queue_depth{priority="all",queue="l04.mock"}' in scraped
     health = l04(redis_url, broker_url, "health")
     report = json.loads(health.stdout)
     assert report["broker"] == {"ok": True}
