@@ -91,8 +91,8 @@ def amqp_worker_config() -> dict[str, Any]:
     """RabbitMQ: native priorities, and a worker that outlives ``consumer_timeout``.
 
     RabbitMQ closes a channel whose delivery stays unacknowledged past ``consumer_timeout``
-    (30 min by default; checked once a minute, so it fires between one and two timeouts after
-    the delivery) with ``PRECONDITION_FAILED``, and requeues every message the channel held.
+    (30 min by default; checked periodically, so it fires up to about one more timeout later)
+    with ``PRECONDITION_FAILED``, and requeues every message the channel held.
     Celery treats that channel error as unrecoverable unless ``broker_channel_error_retry`` is
     set: the worker would shut down after its jobs in flight, leaving the queue without it. With
     it, the consumer reconnects at once. The job in flight keeps running

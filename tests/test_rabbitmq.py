@@ -148,7 +148,7 @@ async def test_a_job_longer_than_consumer_timeout_is_answered_once(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     """RabbitMQ closes the channel of a delivery unacknowledged past ``consumer_timeout`` (60 s
-    here; checked once a minute, so between 60 and 120 s) and requeues it. The worker must
+    here; checked periodically: 120 s after the delivery in trials) and requeues it. The worker must
     reconnect, not die; the job must run once and be answered once; its redelivered copies
     must be acknowledged, not left to run again."""
     node = LocalRabbitMQ(consumer_timeout_ms=60_000).start()
