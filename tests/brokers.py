@@ -104,21 +104,14 @@ def queued(broker_url: str, queue: str = "l04.mock") -> int:
         client.close()
 
 
-def push_raw(
-    broker_url: str, body: bytes, task: str = "l04.infer", queue: str = "l04.mock"
-) -> None:
-    """Put ``body`` on ``queue`` as a task message with Celery's headers, whatever it holds.
-
-    On Redis: kombu's envelope, pushed onto the list. On RabbitMQ: a plain AMQP publish of the
-    bytes to the queue's exchange, the way any client could send them.
-    """
-    headers = {"lang": "py", "task": task, "id": uuid.uuid4().hex, "argsrepr": "?"}
-    if is_redis_broker(broker_url):
-        envelope = {
+def poison(body: bytes, task: str = "l04.infer", queue: str = "l04.mock") -> str:
+    """A message as kombu's Redis transport carries it on a queue's list, with any raw body."""
+    return json.dumps(
+        {
             "body": base64.b64encode(body).decode(),
             "content-encoding": "utf-8",
             "content-type": "application/json",
-            "headers": headers,
+            "headers": {"lang": "py", "task": task, "id": uuid.uuid4().hex, "argsrepr": "?"},
             "properties": {
                 "delivery_mode": 2,
                 "priority": 5,
@@ -127,12 +120,25 @@ def push_raw(
                 "delivery_tag": str(uuid.uuid4()),
             },
         }
+    )
+
+
+def push_raw(
+    broker_url: str, body: bytes, task: str = "l04.infer", queue: str = "l04.mock"
+) -> None:
+    """Put ``body`` on ``queue`` as a task message with Celery's headers, whatever it holds.
+
+    On Redis: kombu's envelope (:func:`poison`), pushed onto the list. On RabbitMQ: a plain
+    AMQP publish of the bytes to the queue's exchange, the way any client could send them.
+    """
+    if is_redis_broker(broker_url):
         client = redis.Redis.from_url(broker_url)
         try:
-            client.lpush(queue, json.dumps(envelope))
+            client.lpush(queue, poison(body, task, queue))
         finally:
             client.close()
         return
+    headers = {"lang": "py", "task": task, "id": uuid.uuid4().hex, "argsrepr": "?"}
     with Connection(broker_url, connect_timeout=5) as connection:
         Producer(connection.channel()).publish(
             body,
