@@ -65,12 +65,20 @@ def amqp_url(port: int, vhost: str = "/", host: str = "127.0.0.1") -> str:
 class LocalRabbitMQ:
     """A rabbitmq-server node of its own: ``l04test<port>@localhost`` on 127.0.0.1:<port>."""
 
-    def __init__(self, port: int | None = None, *, consumer_timeout_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        consumer_timeout_ms: int | None = None,
+        channel_tick_ms: int | None = None,
+    ) -> None:
         self.executable = _tool("rabbitmq-server")
         self.port = port or free_port()
         self.dist_port = free_port()
         self.nodename = f"l04test{self.port}@localhost"
         self.consumer_timeout_ms = consumer_timeout_ms
+        # How often a channel checks its deliveries against consumer_timeout (60 s by default).
+        self.channel_tick_ms = channel_tick_ms
         self.base = Path(tempfile.mkdtemp(prefix="l04-rabbitmq-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -88,6 +96,10 @@ class LocalRabbitMQ:
         if self.consumer_timeout_ms is not None:
             lines.append(f"consumer_timeout = {self.consumer_timeout_ms}")
         conf.write_text("\n".join(lines) + "\n")
+        if self.channel_tick_ms is not None:
+            (self.base / "advanced.config").write_text(
+                f"[{{rabbit, [{{channel_tick_interval, {self.channel_tick_ms}}}]}}].\n"
+            )
         (self.base / "enabled_plugins").write_text("[].\n")  # management off
         (self.base / "rabbitmq-env.conf").write_text("")  # not the system node's settings
         return {

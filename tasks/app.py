@@ -100,12 +100,20 @@ def amqp_worker_config() -> dict[str, Any]:
     provider call away) and reports once; the redelivered copy of its message finds the job's
     lease held and waits, then is acknowledged as already answered (README, "RabbitMQ as the
     broker").
+
+    After a reconnect Celery lowers the prefetch count and raises it again as the jobs of the
+    old connection are acknowledged, with a ``basic.qos`` round trip made inside the ack. The
+    AsyncioPool acknowledges on its tracer threads, so that round trip ran beside the consumer
+    thread's own on one AMQP connection, and the two deadlocked (seen: a worker that took no
+    more messages and hung at shutdown). So the prefetch is not lowered: for the minutes after
+    a reconnect a worker may hold its old connection's jobs on top of a full prefetch.
     """
     return {
         "broker_transport_options": {},
         "task_queue_max_priority": 9,
         "broker_channel_error_retry": True,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "worker_enable_prefetch_count_reduction": False,
     }
 
 
