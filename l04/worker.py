@@ -6,10 +6,11 @@ import logging
 import os
 import socket
 import sys
+import warnings
 from typing import Any
 
 from config.catalog import PROVIDERS
-from tasks.queues import queue_name
+from tasks.queues import is_redis_broker, queue_name
 
 DEFAULT_CONCURRENCY = 500
 
@@ -81,4 +82,24 @@ def run_worker(
 
         after_setup_logger.connect(structured, weak=False)
         after_setup_task_logger.connect(structured, weak=False)
+    if not is_redis_broker(settings.effective_broker_url):
+        _quiet_cancel_on_reconnect_warning()
     app.worker_main(worker_argv(providers, concurrency, loglevel, name))
+
+
+def _quiet_cancel_on_reconnect_warning() -> None:
+    """On RabbitMQ, jobs are deliberately kept running when the consumer reconnects
+    (``worker_cancel_long_running_tasks_on_connection_loss`` off, see tasks/app.py); Celery
+    logs a page-long pending-deprecation warning about that at every reconnect. Celery sets
+    its warnings to 'always' while it sets up logging, so the filter goes in once it is ready.
+    """
+    from celery.signals import worker_ready
+
+    def quiet(**_: Any) -> None:
+        warnings.filterwarnings(
+            "ignore",
+            message=r"\s*In Celery 5\.1 we introduced an optional breaking change",
+            category=PendingDeprecationWarning,
+        )
+
+    worker_ready.connect(quiet, weak=False)
