@@ -1,5 +1,5 @@
 # The two commands of the README:  `make demo`  and  `make test`.
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-slow lint bench clean
 
 install:
 	./scripts/install.sh
@@ -9,6 +9,10 @@ demo: install
 
 test: install lint
 	.venv/bin/python -m pytest
+
+# The slow tier: a job outliving RabbitMQ's consumer_timeout (about 4 minutes).
+test-slow: install
+	.venv/bin/python -m pytest -m slow
 
 lint:
 	.venv/bin/ruff check .

@@ -37,6 +37,7 @@ from gateway_client.response import InferenceResponse, StreamChunk
 from gateway_client.router import LLMRouter, measured_latencies
 from gateway_client.store_errors import job_store_errors
 from gateway_client.wire import JOB_ID_PATTERN, make_envelope
+from tasks.amqp_queues import amqp_queue_depths
 from tasks.app import create_app
 from tasks.message import build_task_message, publish_job, redis_list_for
 from tasks.queues import (
@@ -79,10 +80,13 @@ class ModelGateway:
         self._listener = EventListener(self._redis, self._store)
         self._broker_url = settings.effective_broker_url
         self._broker_is_state_redis = self._broker_url == settings.redis_url
-        self._broker_redis = (
+        # An AMQP broker (RabbitMQ) is reached through Celery/kombu only, never as a Redis.
+        self._broker_redis: Redis | None = (
             self._redis
-            if self._broker_url == settings.redis_url
+            if self._broker_is_state_redis
             else make_redis(self._broker_url, sentinel=settings.sentinel, variable="L04_BROKER_URL")
+            if is_redis_broker(self._broker_url)
+            else None
         )
         self._celery = create_app(settings)
 
@@ -145,7 +149,7 @@ class ModelGateway:
 
     async def close(self) -> None:
         await self._listener.close()
-        if self._broker_redis is not self._redis:
+        if self._broker_redis is not None and self._broker_redis is not self._redis:
             await self._broker_redis.aclose()
         await self._redis.aclose()
 
@@ -271,10 +275,7 @@ class ModelGateway:
         try:
             await asyncio.to_thread(publish_job, self._celery, job_id, queue, priority)
         except Exception as exc:
-            error = RateLimitError(
-                f"could not enqueue the job: broker unreachable ({type(exc).__name__})",
-                code="E4400",
-            )
+            error = self._broker_unreachable(exc)
             await self._store.finish(
                 job_id,
                 mode="cancel",
@@ -319,14 +320,30 @@ class ModelGateway:
         return {t for t, state in zip(targets, states, strict=True) if state in (b"2", "2")}
 
     async def _check_depth(self, queue: str) -> None:
-        if not is_redis_broker(self._broker_url):
-            return
-        async with self._broker_redis.pipeline(transaction=False) as pipe:
-            for name in redis_priority_lists(queue):
-                pipe.llen(name)
-            depth = sum(await pipe.execute())
+        """E4403 past the depth limit, on a broker other than the job-state Redis."""
+        if self._broker_redis is None:
+            # RabbitMQ: a passive queue_declare counts the messages ready in the queue.
+            try:
+                depths = await asyncio.to_thread(amqp_queue_depths, self._celery, [queue])
+            except Exception as exc:
+                raise self._broker_unreachable(exc) from None
+            depth = depths[queue]
+        else:
+            async with self._broker_redis.pipeline(transaction=False) as pipe:
+                for name in redis_priority_lists(queue):
+                    pipe.llen(name)
+                depth = sum(await pipe.execute())
         if depth >= self.settings.queue_max_depth:
             raise self._queue_full(queue)
+
+    @staticmethod
+    def _broker_unreachable(exc: BaseException) -> RateLimitError:
+        """The broker could not be reached: retryable, and naming no URL (it holds a password)."""
+        return RateLimitError(
+            f"could not enqueue the job: broker unreachable ({type(exc).__name__})",
+            code="E4400",
+            details={"retry_after": 1.0},
+        )
 
     def _queue_full(self, queue: str) -> RateLimitError:
         return RateLimitError(

@@ -7,7 +7,8 @@ The top-level ``gateway`` status sums the parts up:
   breaker is not open, and its last probe did not fail);
 * ``degraded``: Redis answers and some providers are healthy, others not: jobs for the others
   wait in their queues (until a worker comes or their deadline passes) or fail over;
-* ``unhealthy``: Redis does not answer, or no provider is healthy: no job can be answered.
+* ``unhealthy``: Redis or the broker does not answer, or no provider is healthy: no job can be
+  answered.
 
 ``summary`` says in one line which providers are not healthy and why.
 """
@@ -23,7 +24,8 @@ from redis.asyncio import Redis
 
 from config.catalog import Catalog
 from gateway_client import keys
-from tasks.queues import is_redis_broker, queue_name, redis_priority_lists
+from tasks.amqp_queues import amqp_queue_depths
+from tasks.queues import queue_name, redis_priority_lists
 
 _PRIORITY_NAMES = ("high", "normal", "low")
 _BREAKER_STATES = {0: "closed", 1: "half_open", 2: "open"}
@@ -39,8 +41,9 @@ def _workers_by_queue(app: Celery, timeout: float) -> dict[str, list[str]]:
 
 
 async def fleet_health(
-    redis: Redis, broker_redis: Redis, app: Celery, catalog: Catalog, timeout: float = 1.0
+    redis: Redis, broker_redis: Redis | None, app: Celery, catalog: Catalog, timeout: float = 1.0
 ) -> dict[str, Any]:
+    """``broker_redis`` is the broker's Redis client, or None for an AMQP broker (RabbitMQ)."""
     report: dict[str, Any] = {"gateway": "healthy", "checked_at": time.time()}
     try:
         started = time.monotonic()
@@ -53,7 +56,7 @@ async def fleet_health(
         return report
     providers = sorted(catalog.providers)
     depths: dict[str, dict[str, int]] = {}
-    if is_redis_broker(str(app.conf.broker_url)):
+    if broker_redis is not None:
         async with broker_redis.pipeline(transaction=False) as pipe:
             for provider in providers:
                 for name in redis_priority_lists(queue_name(provider)):
@@ -61,6 +64,15 @@ async def fleet_health(
             counts = iter(await pipe.execute())
         for provider in providers:
             depths[queue_name(provider)] = {p: int(next(counts)) for p in _PRIORITY_NAMES}
+    else:
+        # RabbitMQ keeps one queue per provider with native priorities: one count each.
+        names = [queue_name(p) for p in providers]
+        try:
+            ready = await asyncio.to_thread(amqp_queue_depths, app, names)
+            depths = {name: {"total": ready[name]} for name in names}
+            report["broker"] = {"ok": True}
+        except Exception as exc:
+            report["broker"] = {"ok": False, "error": type(exc).__name__}
     report["queues"] = depths
     try:
         workers = await asyncio.to_thread(_workers_by_queue, app, timeout)
@@ -71,6 +83,9 @@ async def fleet_health(
     report["breakers"] = await _breakers(redis, catalog)
     report["providers"] = await _providers(redis, providers, report)
     report["gateway"], report["summary"] = _overall(report["providers"])
+    if not report.get("broker", {"ok": True})["ok"]:
+        report["gateway"] = "unhealthy"
+        report["summary"] = f"the broker does not answer ({report['broker']['error']})"
     return report
 
 

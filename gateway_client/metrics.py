@@ -156,6 +156,7 @@ class FleetStateCollector(Collector):
             if self._broker_is_redis and broker_url != redis_url
             else self._redis
         )
+        self._broker_url = broker_url
         self._providers = providers
 
     def collect(self) -> Iterator[Any]:
@@ -180,10 +181,33 @@ class FleetStateCollector(Collector):
                     lists = redis_priority_lists(queue)
                     for priority, name in zip(("high", "normal", "low"), lists, strict=True):
                         depth.add_metric([queue, priority], float(self._broker.llen(name)))
+            elif self._broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
+                # RabbitMQ: one queue with native priorities, so one count ("all") per queue.
+                for queue, ready in self._amqp_depths().items():
+                    depth.add_metric([queue, "all"], float(ready))
         except Exception as exc:  # a scrape must not fail because Redis is away
             log.warning("fleet state not collected: %s", type(exc).__name__)
         yield breakers
         yield depth
+
+    def _amqp_depths(self) -> dict[str, int]:
+        from amqp.exceptions import NotFound
+        from kombu import Connection
+
+        from tasks.queues import queue_name
+
+        depths: dict[str, int] = {}
+        with Connection(self._broker_url, connect_timeout=2) as connection:
+            for provider in self._providers:
+                queue = queue_name(provider)
+                try:
+                    _name, ready, _consumers = connection.channel().queue_declare(
+                        queue, passive=True
+                    )
+                    depths[queue] = int(ready)
+                except NotFound:
+                    depths[queue] = 0
+        return depths
 
 
 _served: dict[int, Any] = {}

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import sys
+import warnings
 from typing import Any
 
 from config.catalog import PROVIDERS
@@ -115,6 +116,7 @@ def run_worker(
 
         after_setup_logger.connect(structured, weak=False)
         after_setup_task_logger.connect(structured, weak=False)
+    _quiet_cancel_on_reconnect_warning()
     last_critical = _LastCritical()
     logging.getLogger().addHandler(last_critical)
     code = run_celery(app, worker_argv(providers, concurrency, loglevel, name))
@@ -122,3 +124,21 @@ def run_worker(
         reason = last_critical.reason or "see the log above"
         print(f"l04 worker: stopped with status {code}: {reason}", file=sys.stderr, flush=True)
     return code
+
+
+def _quiet_cancel_on_reconnect_warning() -> None:
+    """Jobs are deliberately kept running when the consumer reconnects, on either broker
+    (``worker_cancel_long_running_tasks_on_connection_loss`` off, see tasks/app.py); Celery
+    logs a page-long pending-deprecation warning about that at every reconnect. Celery sets
+    its warnings to 'always' while it sets up logging, so the filter goes in once it is ready.
+    """
+    from celery.signals import worker_ready
+
+    def quiet(**_: Any) -> None:
+        warnings.filterwarnings(
+            "ignore",
+            message=r"\s*In Celery 5\.1 we introduced an optional breaking change",
+            category=PendingDeprecationWarning,
+        )
+
+    worker_ready.connect(quiet, weak=False)

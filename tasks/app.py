@@ -90,8 +90,7 @@ def celery_config(settings: GatewaySettings) -> dict[str, Any]:
             **(sentinel_transport_options(settings) if scheme == "sentinel" else {}),
         }
     else:
-        config["broker_transport_options"] = {}
-        config["task_queue_max_priority"] = 9
+        config.update(amqp_worker_config())
     return config
 
 
@@ -106,6 +105,36 @@ def sentinel_transport_options(settings: GatewaySettings) -> dict[str, Any]:
     if settings.redis_sentinel_password is not None:
         sentinel_kwargs["password"] = settings.redis_sentinel_password.get_secret_value()
     return {"master_name": settings.redis_sentinel_master, "sentinel_kwargs": sentinel_kwargs}
+
+
+def amqp_worker_config() -> dict[str, Any]:
+    """RabbitMQ: native priorities, and a worker that outlives ``consumer_timeout``.
+
+    RabbitMQ closes a channel whose delivery stays unacknowledged past ``consumer_timeout``
+    (30 min by default; checked periodically, so it fires up to about one more timeout later)
+    with ``PRECONDITION_FAILED``, and requeues every message the channel held.
+    Celery treats that channel error as unrecoverable unless ``broker_channel_error_retry`` is
+    set: the worker would shut down after its jobs in flight, leaving the queue without it. With
+    it, the consumer reconnects at once. The job in flight keeps running
+    (``worker_cancel_long_running_tasks_on_connection_loss`` off: cancelling it would throw its
+    provider call away) and reports once; the redelivered copy of its message finds the job's
+    lease held and waits, then is acknowledged as already answered (README, "RabbitMQ as the
+    broker").
+
+    After a reconnect Celery lowers the prefetch count and raises it again as the jobs of the
+    old connection are acknowledged, with a ``basic.qos`` round trip made inside the ack. The
+    AsyncioPool acknowledges on its tracer threads, so that round trip ran beside the consumer
+    thread's own on one AMQP connection, and the two deadlocked (seen: a worker that took no
+    more messages and hung at shutdown). So the prefetch is not lowered: for the minutes after
+    a reconnect a worker may hold its old connection's jobs on top of a full prefetch.
+    """
+    return {
+        "broker_transport_options": {},
+        "task_queue_max_priority": 9,
+        "broker_channel_error_retry": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "worker_enable_prefetch_count_reduction": False,
+    }
 
 
 def create_app(settings: GatewaySettings) -> Celery:

@@ -13,7 +13,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import Reject
 
-from tasks.queues import INFER_TASK
+from tasks.queues import DELIVERY_KEY, INFER_TASK
 
 
 def register(app: Celery) -> Task:
@@ -22,7 +22,8 @@ def register(app: Celery) -> Task:
         from workers.runtime import get_runtime
 
         properties = self.request.properties or {}
-        outcome = get_runtime().run_job(envelope, delivery_tag=properties.get("delivery_tag"))
+        tag = getattr(self.request, DELIVERY_KEY, None) or properties.get("delivery_tag")
+        outcome = get_runtime().run_job(envelope, delivery_tag=tag)
         if outcome.startswith("error:"):
             # The job could not report (its Redis went away mid-job): hand the message back
             # rather than acknowledge it, so the job runs again once Redis is back (the claim

@@ -11,6 +11,9 @@ from gateway_client.request import Priority
 
 QUEUE_PREFIX = "l04"
 INFER_TASK = "l04.infer"
+# The request-dict key the AsyncioPool gives a delivery that has no delivery tag of kombu's in
+# its properties (AMQP): the task body finds the job's outcome under it.
+DELIVERY_KEY = "l04_delivery"
 
 # kombu's Redis transport: one list per step, named "<queue><SEP><step>" (step 0: "<queue>").
 REDIS_PRIORITY_STEPS = (0, 5, 9)

@@ -1,14 +1,23 @@
-"""Fixtures: a private redis-server, worker processes and the mock upstream, all real."""
+"""Fixtures: a private redis-server, worker processes and the mock upstream, all real.
+
+A test that takes the ``broker_url`` fixture runs twice, as dramatiq's tests do: once with the
+job-state Redis as the broker, once with RabbitMQ (``L04_BROKER_URL=amqp://...``); its
+``gateway`` and ``start_worker`` then use that broker. Other tests use Redis only.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import redis
 
+from config.settings import load_settings
 from gateway_client import InferenceRequest, Message, MessageRole, ModelGateway
+from l04.rabbitmq_server import RabbitMQNotInstalled
 from l04.redis_server import LocalRedis
+from tests.brokers import SessionRabbitMQ, clear_amqp_queues
 from tests.fleet import MockUpstreamProcess, WorkerProcess
 
 # Workers in tests hand a dead worker's jobs to another within a few seconds.
@@ -37,15 +46,52 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[SessionRabbitMQ]:
+    """RabbitMQ for this session: a vhost of its own on the node at 127.0.0.1:5672, or a node of
+    its own where nothing answers there."""
+    try:
+        server = SessionRabbitMQ().start()
+    except RabbitMQNotInstalled as missing:
+        if os.environ.get("L04_REQUIRE_TOOLS"):
+            pytest.fail(str(missing))
+        pytest.skip(str(missing))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def broker_url(request: pytest.FixtureRequest, redis_url: str) -> str:
+    """The broker, both ways: Redis (the job-state Redis itself) and RabbitMQ (empty queues)."""
+    if request.param == "redis":
+        return redis_url
+    server: SessionRabbitMQ = request.getfixturevalue("rabbitmq")
+    clear_amqp_queues(server.url)
+    return server.url
+
+
+def _broker_of(request: pytest.FixtureRequest, redis_url: str) -> str:
+    """The test's broker: ``broker_url`` where the test takes it, else the job-state Redis."""
+    if "broker_url" in request.fixturenames:
+        return str(request.getfixturevalue("broker_url"))
+    return redis_url
+
+
 @pytest.fixture
-def start_worker(redis_url: str) -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(
+    request: pytest.FixtureRequest, redis_url: str
+) -> Iterator[Callable[..., WorkerProcess]]:
     """Start ``l04 worker`` processes; all are stopped after the test."""
     started: list[WorkerProcess] = []
+    broker = _broker_of(request, redis_url)
+    broker_env = {} if broker == redis_url else {"L04_BROKER_URL": broker}
 
     def start(
         providers: str = "mock", concurrency: int = 50, env: dict[str, str] | None = None
     ) -> WorkerProcess:
-        worker = WorkerProcess(redis_url, providers, concurrency, {**FAST_RECOVERY, **(env or {})})
+        worker = WorkerProcess(
+            redis_url, providers, concurrency, {**FAST_RECOVERY, **broker_env, **(env or {})}
+        )
         started.append(worker.start())
         return worker
 
@@ -68,8 +114,12 @@ def mock_upstream(upstream: MockUpstreamProcess) -> MockUpstreamProcess:
 
 
 @pytest.fixture
-async def gateway(redis_url: str) -> AsyncIterator[ModelGateway]:
-    client = ModelGateway(redis_url=redis_url)
+async def gateway(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[ModelGateway]:
+    broker = _broker_of(request, redis_url)
+    if broker == redis_url:
+        client = ModelGateway(redis_url=redis_url)
+    else:
+        client = ModelGateway(load_settings(REDIS_URL=redis_url, L04_BROKER_URL=broker))
     yield client
     await client.close()
 

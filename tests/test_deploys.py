@@ -31,6 +31,7 @@ async def test_sigterm_lets_the_jobs_in_flight_finish(
 
 
 async def test_a_rolling_restart_under_traffic_loses_nothing(
+    broker_url: str,
     gateway: ModelGateway,
     start_worker: Callable[..., WorkerProcess],
     redis_client: redis.Redis,

@@ -7,13 +7,11 @@ caller then sees, through a worker, is in test_provider_faults."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +23,8 @@ from gateway_client.wire import make_envelope
 from l04.redis_server import LocalRedis
 from tasks.app import create_app
 from tasks.message import build_task_message
+from tasks.queues import is_redis_broker
+from tests.brokers import drop_queued, push_raw
 from tests.conftest import FAST_RECOVERY, make_request
 from tests.fleet import ROOT, WorkerProcess
 from workers.dead_letters import set_aside
@@ -33,29 +33,12 @@ pytestmark = pytest.mark.faults
 QUEUE = "l04.mock"
 
 
-def poison(body: bytes, task: str = "l04.infer") -> str:
-    """A message on the queue as kombu would carry it, with the given raw body."""
-    return json.dumps(
-        {
-            "body": base64.b64encode(body).decode(),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": {"lang": "py", "task": task, "id": uuid.uuid4().hex, "argsrepr": "?"},
-            "properties": {
-                "delivery_mode": 2,
-                "priority": 5,
-                "delivery_info": {"exchange": "", "routing_key": QUEUE},
-                "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        }
-    )
-
-
-def l04(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def l04(
+    redis_url: str, *args: str, broker_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "l04", *args],
-        env={**os.environ, "REDIS_URL": redis_url},
+        env={**os.environ, "REDIS_URL": redis_url, "L04_BROKER_URL": broker_url or redis_url},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -64,21 +47,26 @@ def l04(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_poison_messages_are_set_aside_and_the_worker_keeps_running(
+    broker_url: str,
     gateway: ModelGateway,
     start_worker: Callable[..., WorkerProcess],
     redis_client: redis.Redis,
     redis_url: str,
 ) -> None:
     worker = start_worker("mock")
-    app = create_app(gateway.settings)
-    wrong_schema = build_task_message(app, "x1", {"v": 99, "job_id": "x1"}, QUEUE, 5)
-    for message in (
-        poison(b"{{{ not json"),
-        poison(json.dumps([[{"v": 1, "job_id": "y"}], {}, {}]).encode(), task="l04.nope"),
-        wrong_schema,
-        poison(b'"just a string"'),
-    ):
-        redis_client.lpush(QUEUE, message)
+    # Raw bytes pushed past every client of ours: onto the Redis list, or by a plain AMQP publish.
+    push_raw(broker_url, b"{{{ not json")
+    push_raw(broker_url, json.dumps([[{"v": 1, "job_id": "y"}], {}, {}]).encode(), task="l04.nope")
+    if is_redis_broker(broker_url):
+        app = create_app(gateway.settings)
+        redis_client.lpush(
+            QUEUE, build_task_message(app, "x1", {"v": 99, "job_id": "x1"}, QUEUE, 5)
+        )
+    else:  # a well-formed task whose envelope is of a later schema, as Celery publishes it
+        gateway._celery.send_task(
+            "l04.infer", args=[{"v": 99, "job_id": "x1"}], task_id="x1", queue=QUEUE, priority=5
+        )
+    push_raw(broker_url, b'"just a string"')
     answer = await gateway.execute(make_request("still alive?"))
     assert answer.content
     deadline = time.monotonic() + 10
@@ -86,30 +74,32 @@ async def test_poison_messages_are_set_aside_and_the_worker_keeps_running(
         assert time.monotonic() < deadline, redis_client.lrange("l04:dlq", 0, -1)
         await asyncio.sleep(0.1)
     assert worker.process is not None and worker.process.poll() is None
-    listed = l04(redis_url, "dlq", "list")
+    listed = l04(redis_url, "dlq", "list", broker_url=broker_url)
     assert listed.returncode == 0
     reasons = [json.loads(line)["reason"] for line in listed.stdout.splitlines()]
     assert any("undecodable" in r for r in reasons)
     assert any("unknown task" in r for r in reasons)
     assert any("schema version 99" in r for r in reasons)
-    replay = l04(redis_url, "dlq", "replay")
+    replay = l04(redis_url, "dlq", "replay", broker_url=broker_url)
     assert replay.returncode == 1 and "not replayable" in replay.stdout  # none can be resent
     assert redis_client.llen("l04:dlq") == 4  # and they stay for an operator to look at
 
 
 async def test_dlq_replay_resends_a_waiting_job(
+    broker_url: str,
     gateway: ModelGateway,
     start_worker: Callable[..., WorkerProcess],
     redis_client: redis.Redis,
     redis_url: str,
 ) -> None:
     handle = await gateway.submit(make_request("lost message"))
-    redis_client.delete(QUEUE, f"{QUEUE}\x06\x165")  # its message is gone from the queue
+    drop_queued(broker_url)  # its message is gone from the queue
     await set_aside(gateway.redis, make_envelope(handle.job_id), "set aside by an old worker")
     start_worker("mock")
     await asyncio.sleep(0.5)
     assert (await handle.status()).state == "queued"
-    replay = l04(redis_url, "dlq", "replay")
+    # Replay publishes through the broker (on RabbitMQ, an AMQP publish by Celery).
+    replay = l04(redis_url, "dlq", "replay", broker_url=broker_url)
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert (await handle.result(timeout=10)).content
     assert redis_client.llen("l04:dlq") == 0

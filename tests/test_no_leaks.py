@@ -16,9 +16,9 @@ import redis
 from config.catalog import load_catalog
 from gateway_client import GatewayError, ModelGateway
 from gateway_client.batch import BatchRunner
+from tests.brokers import poison
 from tests.conftest import make_request
 from tests.fleet import MockUpstreamProcess, WorkerProcess
-from tests.test_faults import poison
 
 CATALOG = """
 default_model = "mock"

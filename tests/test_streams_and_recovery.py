@@ -101,8 +101,10 @@ async def _collect(chunks: AsyncIterator[StreamChunk]) -> list[StreamChunk]:
 
 @pytest.mark.faults
 async def test_job_held_by_a_killed_worker_finishes_on_another(
-    gateway: ModelGateway, start_worker: Callable[..., WorkerProcess]
+    broker_url: str, gateway: ModelGateway, start_worker: Callable[..., WorkerProcess]
 ) -> None:
+    # Redis: the message comes back after the visibility timeout. RabbitMQ: at once, when the
+    # dead worker's connection closes; the new worker then waits for the job's lease to lapse.
     doomed = start_worker("mock")
     handle = await gateway.submit(
         make_request(TEXT, timeout=60, metadata={"mock": {"latency_ms": 3000}})

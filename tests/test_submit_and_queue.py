@@ -24,23 +24,45 @@ from gateway_client import (
 )
 from gateway_client import keys as redis_keys
 from tasks.message import build_task_message, redis_list_for
+from tests.brokers import queued
 from tests.conftest import make_request
 from tests.fleet import WorkerProcess
 
 MOCK_LISTS = ["l04.mock", "l04.mock\x06\x165", "l04.mock\x06\x169"]
 
 
-def queued(client: redis.Redis) -> int:
+def queued_in_redis(client: redis.Redis) -> int:
     return sum(int(client.llen(name)) for name in MOCK_LISTS)
 
 
+async def test_submit_result_status_and_stream(
+    broker_url: str, gateway: ModelGateway, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """The spine, on both brokers: submit, status, result, a stream, a stream resumed."""
+    start_worker("mock")
+    handle = await gateway.submit(make_request("spine"))
+    response = await handle.result(timeout=20)
+    assert response.content == "Mock response to: spine" and response.attempt == 1
+    assert (await handle.status()).state == "succeeded"
+    assert (await gateway.execute(make_request("again"))).content == "Mock response to: again"
+    streamed = await gateway.submit(
+        make_request("chunks", metadata={"mock": {"chunks": 6}}), stream=True
+    )
+    chunks = [c async for c in streamed.stream(timeout=20)]
+    assert [c.sequence for c in chunks] == list(range(len(chunks))) and chunks[-1].is_final
+    assert "".join(c.content_delta for c in chunks) == "Mock response to: chunks"
+    rest = [c async for c in (await gateway.job(streamed.job_id)).stream(after_sequence=2)]
+    assert rest == chunks[3:]
+    assert queued(broker_url) == 0
+
+
 async def test_same_job_id_submitted_twice_is_one_job(
-    gateway: ModelGateway, redis_client: redis.Redis, start_worker: Callable[..., WorkerProcess]
+    broker_url: str, gateway: ModelGateway, start_worker: Callable[..., WorkerProcess]
 ) -> None:
     first = await gateway.submit(make_request("once"), job_id="order-42")
     second = await gateway.submit(make_request("once again"), job_id="order-42")
     assert first.job_id == second.job_id == "order-42"
-    assert queued(redis_client) == 1
+    assert queued(broker_url) == 1
     worker = start_worker("mock")
     assert (await second.result()).content == "Mock response to: once"
     assert worker.log().count("l04.infer[order-42] received") == 1
@@ -85,7 +107,7 @@ async def test_invalid_requests_are_refused_at_submit_and_never_enqueued(
     with pytest.raises(ValidationError) as caught:
         await gateway.submit(data)  # type: ignore[arg-type]
     assert caught.value.code == code
-    assert queued(redis_client) == 0
+    assert queued_in_redis(redis_client) == 0
     assert redis_client.keys("l04:job:*") == []
 
 
@@ -98,7 +120,7 @@ async def test_unknown_model_and_missing_capability_are_refused(
     with pytest.raises(RoutingError) as routed:
         await gateway.submit(make_request("hi", required_capabilities=["vision"]))
     assert routed.value.code == "E4101"
-    assert queued(redis_client) == 0
+    assert queued_in_redis(redis_client) == 0
 
 
 async def test_job_id_must_be_safe_for_redis_keys(gateway: ModelGateway) -> None:
@@ -107,8 +129,9 @@ async def test_job_id_must_be_safe_for_redis_keys(gateway: ModelGateway) -> None
     assert caught.value.code == "E4500"
 
 
-async def test_full_queue_fails_fast_with_E4403(redis_url: str, redis_client: redis.Redis) -> None:
-    settings = load_settings(REDIS_URL=redis_url, L04_QUEUE_MAX_DEPTH=5)
+async def test_full_queue_fails_fast_with_E4403(broker_url: str, redis_url: str) -> None:
+    # On RabbitMQ the depth is the queue's count of ready messages (a passive queue_declare).
+    settings = load_settings(REDIS_URL=redis_url, L04_BROKER_URL=broker_url, L04_QUEUE_MAX_DEPTH=5)
     async with ModelGateway(settings) as gateway:
         for _ in range(5):
             await gateway.submit(make_request("fill"))
@@ -116,7 +139,7 @@ async def test_full_queue_fails_fast_with_E4403(redis_url: str, redis_client: re
             await gateway.submit(make_request("one too many"))
     assert caught.value.code == "E4403"
     assert caught.value.retryable
-    assert queued(redis_client) == 5
+    assert queued(broker_url) == 5
 
 
 async def test_unreadable_message_is_set_aside_and_the_worker_keeps_going(

@@ -18,12 +18,13 @@ import json
 import logging
 import os
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from celery.concurrency.base import BasePool, apply_target
 
-from tasks.queues import INFER_TASK
+from tasks.queues import DELIVERY_KEY, INFER_TASK
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,7 @@ class AsyncioPool(BasePool):
         if accept_callback is not None:
             # Off the consumer's thread: it publishes the task-started event (a round trip).
             self._tracers.submit(accept_callback, os.getpid(), time.monotonic())
-        properties = (args[2] or {}).get("properties") or {}
-        job = self._runtime.start_job(envelope, properties.get("delivery_tag"))
+        job = self._runtime.start_job(envelope, _delivery_key(args[2]))
         self._jobs.add(job)
 
         def finished(done: Future[Any]) -> None:
@@ -86,6 +86,24 @@ class AsyncioPool(BasePool):
         info = super()._get_info()
         info.update({"max-concurrency": self.limit, "in-flight": len(self._jobs)})
         return info
+
+
+def _delivery_key(request: dict[str, Any] | None) -> str:
+    """The key under which the runtime keeps this delivery's outcome until the task body asks.
+
+    kombu's Redis transport puts a unique ``delivery_tag`` in the message's properties (also the
+    key the heartbeat refreshes in ``unacked_index``). AMQP carries the delivery tag outside the
+    properties (a per-channel counter, reused after a reconnect), so a key of this delivery's
+    own is made and left in the request dict, which Celery hands to the task body unchanged
+    (``self.request.l04_delivery``). Without it the task body would find no outcome and run the
+    job a second time (the claim would refuse it, but the outcome would be wrong).
+    """
+    request = request if request is not None else {}
+    properties = request.get("properties") or {}
+    key = properties.get("delivery_tag")
+    if not isinstance(key, str):
+        key = request[DELIVERY_KEY] = f"delivery-{uuid.uuid4().hex}"
+    return key
 
 
 def _envelope_of(args: Any) -> Any | None:
