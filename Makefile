@@ -1,5 +1,5 @@
 # The two commands of the README:  `make demo`  and  `make test`.
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow lint bench lock clean
 
 install:
 	./scripts/install.sh
@@ -22,6 +22,12 @@ lint:
 bench: install
 	.venv/bin/python -m benchmarks.run
 	.venv/bin/python -m benchmarks.cache_lookup
+
+# After a green run on newer versions: record them as the tested set (constraints.txt).
+lock:
+	{ grep '^#' constraints.txt; \
+	  .venv/bin/python -m pip freeze --exclude-editable | grep -v '^l04-model-gateway'; } > constraints.new
+	mv constraints.new constraints.txt
 
 clean:
 	rm -rf .venv test-artifacts .pytest_cache .mypy_cache .ruff_cache

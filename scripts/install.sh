@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 
 # System packages: redis-server (required), rabbitmq-server (the tests run the broker tests on
 # RabbitMQ too), and for the tests of the operations tooling headless Chromium (Flower's pages)
