@@ -220,6 +220,8 @@ for i = 1, #KEYS, 2 do
     local f = redis.call('HMGET', job, 'state', 'worker')
     if not holder and f[1] == 'running' and f[2] == ARGV[1] then
       redis.call('SET', lease, ARGV[1], 'PX', ARGV[2])
+    elseif (f[1] == 'succeeded' or f[1] == 'failed') and f[2] == ARGV[1] then
+      -- answered by this very worker a moment ago: nothing to stop (its usage record is due)
     else
       table.insert(lost, (i - 1) / 2)
     end

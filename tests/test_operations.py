@@ -228,3 +228,23 @@ async def test_two_workers_share_a_provider_and_limits_and_breakers_hold_across_
     assert "openai: breaker open" in report["summary"]
     assert "anthropic: no worker" in report["summary"]
     assert report["queues"]["l04.mock"] == {"high": 0, "normal": 0, "low": 0}
+
+
+async def test_a_job_answered_here_is_never_stopped_as_lost(
+    gateway: ModelGateway,
+    start_worker: Callable[..., WorkerProcess],
+    redis_client: redis.Redis,
+) -> None:
+    """The heartbeat used to take a job whose answer had just been written (its lease gone) for
+    one that ended elsewhere, and cancel what it still had to do: its usage record for L01.
+    A quarter of 600 jobs were 'stopped' so, each a usage record at risk."""
+    # A beat every 0.22 s; no L01 answers, so every usage record stays in the outbox.
+    env = {"L04_VISIBILITY_TIMEOUT": "2", "L01_BASE_URL": f"http://127.0.0.1:{free_port()}"}
+    worker = start_worker("mock", 200, env)
+    quick = {"mock": {"latency_ms": 300}}
+    handles = [await gateway.submit(make_request(f"usage {i}", metadata=quick)) for i in range(600)]
+    await asyncio.gather(*(h.result(timeout=60) for h in handles))
+    await asyncio.sleep(0.5)
+    assert worker.log().count("ended elsewhere") == 0
+    assert worker.log().count("'stopped'") == 0
+    assert redis_client.xlen("l04:usage") == 600

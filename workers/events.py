@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gateway_client.errors import GatewayError
@@ -34,8 +35,19 @@ class JobFenced(Exception):
 
 
 class EventWriter:
-    def __init__(self, store: JobStore, job_id: str, worker_id: str, attempt: int) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        worker_id: str,
+        attempt: int,
+        on_ended: Callable[[], None] | None = None,
+    ) -> None:
         self._store = store
+        # Told once this attempt's terminal event is the job's: from then on the job has ended
+        # here, and what remains (the usage record, metrics) must not be taken for a job that
+        # ended elsewhere and be cancelled by the heartbeat.
+        self._on_ended = on_ended
         self._job_id = job_id
         self.job_id = job_id
         self._worker_id = worker_id
@@ -105,6 +117,8 @@ class EventWriter:
                 written = await self._store.finish(
                     self._job_id, mode="worker", state=state, event=event, owner=self._worker_id
                 )
+                if written == 1 and self._on_ended is not None:
+                    self._on_ended()
                 return written == 1
             except STORE_ERRORS as exc:
                 if time.monotonic() + pause > give_up_at:

@@ -52,6 +52,10 @@ class Heartbeat:
             await self._broker.zadd(REDIS_UNACKED_INDEX, dict.fromkeys(tags, time.time()), xx=True)
         if claimed:
             lost = await self._store.renew_leases(claimed, self._worker_id, self._lease_ms)
+            # A job that ended here while the renewal was on its way is not lost: its lease is
+            # gone because it is answered, and what it still does (the usage record) must run.
+            still_claimed = set(self._claimed())
+            lost = [job_id for job_id in lost if job_id in still_claimed]
             if lost:
                 self._on_lost(lost)
 

@@ -93,7 +93,13 @@ class JobPipeline:
             self.claimed.discard(job_id)
 
     async def _run_claimed(self, job_id: str, claim: Claim) -> str:
-        writer = EventWriter(self._store, job_id, self._worker_id, claim.attempt)
+        writer = EventWriter(
+            self._store,
+            job_id,
+            self._worker_id,
+            claim.attempt,
+            on_ended=lambda: self.claimed.discard(job_id),
+        )
         started = time.monotonic()
         try:
             await writer.resume(claim.events_so_far)
