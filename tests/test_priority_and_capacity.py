@@ -85,16 +85,20 @@ async def test_one_worker_process_runs_500_slow_http_jobs_at_once(
         assert all(r.content == "Hello! How can I assist you today?" for r in results)
         assert mock_upstream.requests_to("/v1/chat/completions") == 500
     print(f"500 one-second jobs on one worker process: {', '.join(f'{t:.2f}s' for t in timings)}")
-    # The target is under 5 s (met here at 3.3-4.8 s in quiet runs). Tests do not assert tight
-    # timings on a shared 2-core machine: this bound catches a real regression (a worker that
-    # serialised calls would take minutes); the figure itself belongs to the benchmarks.
-    assert min(timings) < 8.0, f"500 jobs of 1 s took {min(timings):.2f}s at best"
+    # The target is under 5 s (met at 3.3-4.8 s in quiet runs on an earlier machine of this kind;
+    # 6.1-7.5 s on today's, for the parent commit and this one alike, and 8.6 s under load).
+    # Tests do not assert tight timings on a shared 2-core machine: this bound catches a real
+    # regression (a worker that serialised calls would take minutes); the figure itself belongs
+    # to the benchmarks.
+    assert min(timings) < 15.0, f"500 jobs of 1 s took {min(timings):.2f}s at best"
 
     # And the same process holds all 500 calls open at once when they take longer.
     mock_upstream.reset()
-    mock_upstream.faults({"latency_ms": 4000, "count": 500, "path": "/v1/chat/completions"})
+    # 8 s: long enough for one process's intake (~100-250 messages a second on this 2-core
+    # machine, shared with the upstream, Redis and this client) to have taken all 500 in.
+    mock_upstream.faults({"latency_ms": 8000, "count": 500, "path": "/v1/chat/completions"})
     handles = await asyncio.gather(
         *(gateway.submit(make_request(f"s{i}", model_id="gpt-4o-mini")) for i in range(500))
     )
-    await asyncio.gather(*(h.result(timeout=30) for h in handles))
+    await asyncio.gather(*(h.result(timeout=60) for h in handles))
     assert mock_upstream.stats()["max_in_flight"] == 500
