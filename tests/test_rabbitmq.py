@@ -155,7 +155,13 @@ async def test_flower_shows_the_fleet_on_rabbitmq(
         ),
         # The same at a 5 s timeout checked every second: several channel closures in 20 s,
         # short enough for every run of the fault tier.
-        pytest.param(5_000, 1_000, 20_000, marks=pytest.mark.faults, id="20s-job-5s-timeout"),
+        pytest.param(
+            5_000,
+            1_000,
+            20_000,
+            marks=[pytest.mark.faults, pytest.mark.slow],  # 40 s: CI runs it with the slow tier
+            id="20s-job-5s-timeout",
+        ),
     ],
 )
 async def test_a_job_longer_than_consumer_timeout_is_answered_once(
