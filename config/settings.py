@@ -16,12 +16,13 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway_client.errors import ConfigurationError
-from gateway_client.redis_url import SentinelOptions, is_sentinel_url, redis_url_problem
-
-# Broker schemes checked here as Redis URLs; the AMQP ones (RabbitMQ) are kombu's to judge. No
-# other broker is tested with the fleet, so none other is accepted.
-_REDIS_BROKER_SCHEMES = ("redis", "rediss", "unix", "sentinel")
-_AMQP_BROKER_SCHEMES = ("amqp", "amqps", "pyamqp")
+from gateway_client.redis_url import (
+    SentinelOptions,
+    amqp_url_problem,
+    broker_kind,
+    is_sentinel_url,
+    redis_url_problem,
+)
 
 
 class GatewaySettings(BaseSettings):
@@ -30,8 +31,9 @@ class GatewaySettings(BaseSettings):
     )
 
     # Redis: job state, events, limits. The broker defaults to the same server.
-    redis_url: str = Field(default="redis://localhost:6379/0", alias="REDIS_URL")
-    broker_url: str | None = Field(default=None, alias="L04_BROKER_URL")
+    # Not in the settings' repr: a URL may carry a password.
+    redis_url: str = Field(default="redis://localhost:6379/0", alias="REDIS_URL", repr=False)
+    broker_url: str | None = Field(default=None, alias="L04_BROKER_URL", repr=False)
     # Any of the Redis URLs may be Celery's Sentinel form, sentinel://h1:26379;sentinel://h2:26379
     # (the master's password and db in the first part): then the master's name is required.
     redis_sentinel_master: str | None = Field(default=None, alias="L04_REDIS_SENTINEL_MASTER")
@@ -64,7 +66,7 @@ class GatewaySettings(BaseSettings):
 
     # Where the cache lives (default: the job-state Redis), and its own bounds, so that a
     # growing cache never fills the Redis that holds the queues (it runs with noeviction).
-    cache_redis_url: str | None = Field(default=None, alias="L04_CACHE_REDIS_URL")
+    cache_redis_url: str | None = Field(default=None, alias="L04_CACHE_REDIS_URL", repr=False)
     cache_max_entries: int = Field(default=100_000, gt=0, alias="L04_CACHE_MAX_ENTRIES")
     semantic_cache_max_entries: int = Field(
         default=10_000, gt=0, alias="L04_SEMANTIC_CACHE_MAX_ENTRIES"
@@ -146,14 +148,19 @@ class GatewaySettings(BaseSettings):
     def _broker_url(cls, url: str | None) -> str | None:
         if url is None:
             return url
-        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-        if scheme in _REDIS_BROKER_SCHEMES:
+        kind = broker_kind(url)
+        if kind == "redis":
             return cls._redis_url(url)
-        if scheme not in _AMQP_BROKER_SCHEMES:
-            raise ValueError(
-                "a broker URL is redis://, rediss://, unix://, sentinel:// or amqp:// (RabbitMQ)"
-            )
-        return url
+        if kind == "redis+socket":
+            return url
+        if kind == "amqp":
+            if (why := amqp_url_problem(url)) is not None:
+                raise ValueError(why)
+            return url
+        raise ValueError(
+            "a broker URL is redis://, rediss://, sentinel://, redis+socket:// (a Unix socket) "
+            "or amqp:// (RabbitMQ)"
+        )
 
     @model_validator(mode="after")
     def _sentinel_master_named(self) -> GatewaySettings:
@@ -206,22 +213,27 @@ class GatewaySettings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> GatewaySettings:
-    """Read settings; a malformed variable fails here, naming the variable (E4004)."""
+    """Read settings; a malformed variable fails here, naming the variable (E4004).
+
+    The E4004 is raised outside the ``except`` block: pydantic's error holds the input (a URL
+    with its password), and would otherwise ride along as the exception's ``__context__``.
+    """
+    problems: list[str] = []
     try:
         return GatewaySettings(**overrides)
     except pydantic.ValidationError as exc:
-        problems = []
         for err in exc.errors(include_url=False, include_input=False):
+            message = err["msg"].removeprefix("Value error, ")
             if not err["loc"]:  # a check across variables names them in its message
-                problems.append(err["msg"].removeprefix("Value error, "))
+                problems.append(message)
                 continue
             name = str(err["loc"][0])
             field = GatewaySettings.model_fields.get(name)
             env = (field.alias if field and field.alias else name).upper()
-            problems.append(f"{env}: {err['msg']}")
-        raise ConfigurationError(
-            "invalid setting: " + "; ".join(problems), code="E4004", details={"errors": problems}
-        ) from None
+            problems.append(f"{env}: {message}")
+    raise ConfigurationError(
+        "invalid setting: " + "; ".join(problems), code="E4004", details={"errors": problems}
+    )
 
 
 @lru_cache(maxsize=1)

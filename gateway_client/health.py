@@ -57,13 +57,16 @@ async def fleet_health(
     providers = sorted(catalog.providers)
     depths: dict[str, dict[str, int]] = {}
     if broker_redis is not None:
-        async with broker_redis.pipeline(transaction=False) as pipe:
+        try:
+            async with broker_redis.pipeline(transaction=False) as pipe:
+                for provider in providers:
+                    for name in redis_priority_lists(queue_name(provider)):
+                        pipe.llen(name)
+                counts = iter(await pipe.execute())
             for provider in providers:
-                for name in redis_priority_lists(queue_name(provider)):
-                    pipe.llen(name)
-            counts = iter(await pipe.execute())
-        for provider in providers:
-            depths[queue_name(provider)] = {p: int(next(counts)) for p in _PRIORITY_NAMES}
+                depths[queue_name(provider)] = {p: int(next(counts)) for p in _PRIORITY_NAMES}
+        except Exception as exc:  # a broker of its own (L04_BROKER_URL) that does not answer
+            report["broker"] = {"ok": False, "error": type(exc).__name__}
     else:
         # RabbitMQ keeps one queue per provider with native priorities: one count each.
         names = [queue_name(p) for p in providers]

@@ -190,13 +190,20 @@ return emit(KEYS[1], KEYS[2], ARGV[2], f[2], ARGV[3])
 # deadline (plus grace) has passed. Returns 1 when this call wrote the terminal event, 0 if the job
 # had already ended (or is gone), -2 if fenced out, -3 if the deadline has not passed.
 _FINISH = """
-local f = redis.call('HMGET', KEYS[1], 'state', 'deadline')
+local f = redis.call('HMGET', KEYS[1], 'state', 'deadline', 'finished_by')
 local state, deadline = f[1], tonumber(f[2])
-if not state or TERMINAL[state] then return 0 end
 local mode, event = ARGV[1], ARGV[5]
+if not state then return 0 end
+if TERMINAL[state] then
+  -- The same worker again: its first call ended the job and the reply was lost (a connection
+  -- reset). It did write the answer, so it is told so, and records usage for it.
+  if mode == 'worker' and f[3] == ARGV[2] then return 1 end
+  return 0
+end
 if mode == 'worker' then
   local holder = redis.call('GET', KEYS[3])
   if holder and holder ~= ARGV[2] then return -2 end
+  redis.call('HSET', KEYS[1], 'finished_by', ARGV[2])
 elseif mode == 'expire' then
   if not deadline or now_seconds() < deadline + tonumber(ARGV[7]) then return -3 end
   event = deadline_event(state, KEYS[1])

@@ -74,7 +74,11 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     def __init__(self, **data: Any) -> None:
-        """``Message(role="wizard")`` raises E4501 naming the field, like a bad request does."""
+        """``Message(role="wizard")`` raises E4501 naming the field, like a bad request does.
+
+        (Direct construction only: inside a request, messages are validated with the request,
+        and ``parse_request`` turns their errors into E4501 too.)
+        """
         try:
             super().__init__(**data)
         except pydantic.ValidationError as exc:

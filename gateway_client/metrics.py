@@ -24,6 +24,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_se
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway_client.redis_url import broker_kind
+
 if TYPE_CHECKING:
     from gateway_client.redis_url import SentinelOptions
 
@@ -181,7 +183,7 @@ class FleetStateCollector(Collector):
                     lists = redis_priority_lists(queue)
                     for priority, name in zip(("high", "normal", "low"), lists, strict=True):
                         depth.add_metric([queue, priority], float(self._broker.llen(name)))
-            elif self._broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
+            elif broker_kind(self._broker_url) == "amqp":
                 # RabbitMQ: one queue with native priorities, so one count ("all") per queue.
                 for queue, ready in self._amqp_depths().items():
                     depth.add_metric([queue, "all"], float(ready))
@@ -191,23 +193,13 @@ class FleetStateCollector(Collector):
         yield depth
 
     def _amqp_depths(self) -> dict[str, int]:
-        from amqp.exceptions import NotFound
         from kombu import Connection
 
+        from tasks.amqp_queues import queue_depths
         from tasks.queues import queue_name
 
-        depths: dict[str, int] = {}
         with Connection(self._broker_url, connect_timeout=2) as connection:
-            for provider in self._providers:
-                queue = queue_name(provider)
-                try:
-                    _name, ready, _consumers = connection.channel().queue_declare(
-                        queue, passive=True
-                    )
-                    depths[queue] = int(ready)
-                except NotFound:
-                    depths[queue] = 0
-        return depths
+            return queue_depths(connection, [queue_name(p) for p in self._providers])
 
 
 _served: dict[int, Any] = {}

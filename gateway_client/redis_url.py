@@ -114,3 +114,33 @@ def check_sentinel_options(url: str, options: SentinelOptions, variable: str) ->
             "L04_REDIS_SENTINEL_MASTER",
             f"must name the Sentinel master when {variable} is a sentinel:// URL",
         )
+
+
+def broker_kind(url: str) -> str:
+    """What a broker URL names: 'redis' (redis://, rediss://, sentinel://), 'redis+socket'
+    (kombu's form for a Unix socket), 'amqp' (amqp://, amqps://, pyamqp://: RabbitMQ), or ''.
+
+    The one reading of a broker URL: settings, the Celery app, producers and metrics all ask it.
+    """
+    scheme = url.split("://", 1)[0].strip().lower() if "://" in url else ""
+    if scheme in ("redis", "rediss", SENTINEL_SCHEME):
+        return "redis"
+    if scheme == "redis+socket":
+        return "redis+socket"
+    if scheme in ("amqp", "amqps", "pyamqp"):
+        return "amqp"
+    return ""
+
+
+def amqp_url_problem(url: str) -> str | None:
+    """Why ``url`` is not an AMQP URL kombu can connect with (its text never repeats the URL)."""
+    try:
+        parts = urlsplit(url.split(";", 1)[0])
+        port = parts.port  # a port that is not a number raises here
+    except ValueError:
+        return "not an AMQP URL (amqp://user:password@host:5672/vhost): bad host or port"
+    if not parts.hostname:
+        return "not an AMQP URL (amqp://user:password@host:5672/vhost): no host"
+    if port is not None and not 0 < port < 65536:
+        return "not an AMQP URL: port out of range"
+    return None

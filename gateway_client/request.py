@@ -111,8 +111,9 @@ class InferenceRequest(BaseModel):
 
     @field_validator("agent_did")
     @classmethod
-    def _did(cls, value: str) -> str:
-        if not AGENT_DID_PATTERN.fullmatch(value):
+    def _did(cls, value: str, info: ValidationInfo) -> str:
+        stored = bool(info.context and info.context.get("stored"))  # queued before this rule
+        if not stored and not AGENT_DID_PATTERN.fullmatch(value):
             raise ValueError(
                 "agent_did must be a DID: did:<method>:<id> (method a-z 0-9; id of A-Z a-z 0-9 "
                 ". - _ : and %-escapes)"
@@ -190,8 +191,9 @@ _SAMPLING_FIELDS = {"max_tokens", "temperature", "top_p", "stop", "seed", "timeo
 def parse_request(data: Any, *, stored: bool = False) -> InferenceRequest:
     """Validate ``data`` (a dict, JSON text or a request) into a request, or raise E45xx.
 
-    ``stored``: a request read back from a job's record, validated when it was submitted; its
-    deadline is not measured again against this host's clock.
+    ``stored``: a request read back from a job's record, validated when it was submitted: its
+    deadline is not measured again against this host's clock, and its ``agent_did`` is not held
+    to a rule newer than the producer that queued it (a rolling upgrade).
     """
     context = {"stored": stored}
     try:

@@ -18,23 +18,28 @@ from celery import Celery
 
 def amqp_queue_depths(app: Celery, queues: list[str]) -> dict[str, int]:
     """Messages ready in each of ``queues`` (0 for a queue that does not exist yet)."""
+    with app.pool.acquire(block=True, timeout=10) as connection:
+        connection.ensure_connection(max_retries=1, timeout=5)
+        return queue_depths(connection, queues)
+
+
+def queue_depths(connection: Any, queues: list[str]) -> dict[str, int]:
+    """The same on a kombu connection of the caller's (the metrics collector has no app)."""
     from amqp.exceptions import NotFound
 
     depths: dict[str, int] = {}
-    with app.pool.acquire(block=True, timeout=10) as connection:
-        connection.ensure_connection(max_retries=1, timeout=5)
-        channel: Any = None
-        try:
-            for queue in queues:
-                channel = channel or connection.channel()
-                try:
-                    _name, ready, _consumers = channel.queue_declare(queue=queue, passive=True)
-                    depths[queue] = int(ready)
-                except NotFound:
-                    depths[queue] = 0
-                    channel = None  # the broker closed it
-        finally:
-            if channel is not None:
-                with contextlib.suppress(Exception):
-                    channel.close()
+    channel: Any = None
+    try:
+        for queue in queues:
+            channel = channel or connection.channel()
+            try:
+                _name, ready, _consumers = channel.queue_declare(queue=queue, passive=True)
+                depths[queue] = int(ready)
+            except NotFound:
+                depths[queue] = 0
+                channel = None  # the broker closed it
+    finally:
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                channel.close()
     return depths

@@ -68,7 +68,7 @@ def celery_config(settings: GatewaySettings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
     }
-    scheme = broker.split("://", 1)[0]
+    scheme = broker.split("://", 1)[0].lower()
     if scheme in ("redis", "rediss"):
         config["broker_transport"] = "workers.broker_transport:Transport"
     elif scheme == "sentinel":
@@ -132,7 +132,6 @@ def amqp_worker_config() -> dict[str, Any]:
         "broker_transport_options": {},
         "task_queue_max_priority": 9,
         "broker_channel_error_retry": True,
-        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_enable_prefetch_count_reduction": False,
     }
 

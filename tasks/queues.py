@@ -7,6 +7,7 @@ On AMQP brokers (RabbitMQ) priorities are native and larger is more urgent, so t
 from __future__ import annotations
 
 from config.catalog import PROVIDERS
+from gateway_client.redis_url import broker_kind
 from gateway_client.request import Priority
 
 QUEUE_PREFIX = "l04"
@@ -33,7 +34,7 @@ def all_queue_names() -> list[str]:
 
 
 def is_redis_broker(broker_url: str) -> bool:
-    return broker_url.split("://", 1)[0] in ("redis", "rediss", "sentinel", "redis+socket")
+    return broker_kind(broker_url) in ("redis", "redis+socket")
 
 
 def priority_value(priority: Priority, broker_url: str) -> int:

@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from gateway_client import GatewayError, InferenceResponse, ModelGateway
+from gateway_client.handle import JobHandle
 from gateway_client.keys import job_events
 from l04.redis_server import LocalRedis
 from tests.conftest import FAST_RECOVERY, make_request
@@ -41,6 +42,15 @@ def terminal_events(server: LocalRedis, job_id: str) -> int:
         client.close()
     kinds = [json.loads(fields[b"e"])["type"] for _id, fields in entries]
     return sum(kind in ("result", "error") for kind in kinds)
+
+
+def attempts(server: LocalRedis, handles: list[JobHandle]) -> list[int]:
+    """How many times each job was claimed to run (a second claim: a second provider call)."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        return [int(client.hget(f"l04:job:{{{h.job_id}}}", "attempt") or 0) for h in handles]
+    finally:
+        client.close()
 
 
 def kill_connections(server: LocalRedis) -> int:
@@ -108,8 +118,9 @@ async def test_the_worker_outlives_broker_trouble(trouble: str, tmp_path: Path) 
         assert after.content
         assert worker.process is not None and worker.process.poll() is None, worker.log()[-3000:]
         assert "Unrecoverable error" not in worker.log()
-        # Exactly one answer in each job's record: no job run to the end twice.
+        # One answer in each job's record, and each job run once: no provider call repeated.
         assert [terminal_events(server, h.job_id) for h in handles] == [1] * len(handles)
+        assert attempts(server, handles) == [1] * len(handles)
     finally:
         await gateway.close()
         worker.stop()
@@ -190,12 +201,27 @@ async def test_answers_ready_during_an_outage_are_recorded_not_recomputed(tmp_pa
         await outage(server, 2.5)  # their answers are ready at 1.5 s, while Redis is away
         answers = await asyncio.gather(*(h.result(timeout=60) for h in handles))
         assert all(a.content for a in answers)
-        client = redis.Redis.from_url(server.url)
-        attempts = [int(client.hget(f"l04:job:{{{h.job_id}}}", "attempt") or 0) for h in handles]
-        client.close()
-        assert attempts == [1] * len(handles), worker.log()[-3000:]
+        assert attempts(server, handles) == [1] * len(handles), worker.log()[-3000:]
         assert [terminal_events(server, h.job_id) for h in handles] == [1] * len(handles)
     finally:
         await gateway.close()
         worker.stop()
+        server.stop()
+
+
+async def test_a_caller_waiting_past_its_deadline_through_an_outage_gets_E4407(
+    tmp_path: Path,
+) -> None:
+    """No worker, Redis gone: once the deadline (and its grace) has passed, the caller is told
+    the job store is unavailable instead of waiting on."""
+    server = LocalRedis(data_dir=str(tmp_path)).start()
+    gateway = ModelGateway(redis_url=server.url)
+    try:
+        handle = await gateway.submit(make_request("no worker", timeout=1))
+        server.stop()
+        with pytest.raises(GatewayError) as caught:
+            await asyncio.wait_for(handle.result(), timeout=30)
+        assert caught.value.code == "E4407" and caught.value.retryable
+    finally:
+        await gateway.close()
         server.stop()

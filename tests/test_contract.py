@@ -227,6 +227,8 @@ def test_any_package_imports_first(first: str) -> None:
         ("L04_BROKER_URL", "foo://localhost"),
         ("L04_CACHE_REDIS_URL", "nonsense"),
         ("REDIS_URL", "sentinel://localhost:26379"),  # no L04_REDIS_SENTINEL_MASTER
+        ("L04_BROKER_URL", "unix:///tmp/redis.sock"),  # kombu's form is redis+socket://
+        ("L04_BROKER_URL", "amqp://user:secretpw@rabbit:notaport//"),
     ],
 )
 def test_a_bad_url_is_E4004_naming_it_in_every_entry_point(variable: str, value: str) -> None:
@@ -246,6 +248,17 @@ def test_a_bad_url_is_E4004_naming_it_in_every_entry_point(variable: str, value:
         named = "L04_REDIS_SENTINEL_MASTER" if value.startswith("sentinel") else variable
         assert named in last, (command, last)
         assert "Traceback" not in result.stderr
+        assert "secretpw" not in result.stdout + result.stderr
     with pytest.raises(ConfigurationError) as caught:
         load_settings(**{variable: value})
     assert caught.value.code == "E4004"
+    assert caught.value.__context__ is None  # pydantic's error, with the input, is not attached
+
+
+def test_settings_never_print_a_url_password() -> None:
+    settings = load_settings(
+        REDIS_URL="redis://:secretpw@localhost:6379/0",
+        L04_BROKER_URL="amqp://user:secretpw@localhost:5672//",
+        L04_CACHE_REDIS_URL="redis://:secretpw@localhost:6379/1",
+    )
+    assert "secretpw" not in repr(settings) and "secretpw" not in str(settings)

@@ -13,8 +13,8 @@ object serves a channel instead of one per command.
   If the first close stopped half way (Redis refused the connection), the second one restores the
   unacknowledged messages, builds a new pool and reads the host from the detached transport:
   ``AttributeError: 'NoneType' object has no attribute 'hostname'``, which Celery treats as
-  unrecoverable. An idle worker has nothing to restore, which is why only busy ones died. Each
-  channel here keeps the connection it was opened on and reads its parameters from that.
+  unrecoverable. An idle worker has nothing to restore, which is why only busy ones died. The
+  transport here keeps the connection it served (:class:`RemembersItsConnection`).
 * **One client per channel.** kombu's ``Channel`` builds a new ``redis.Redis`` around its pool for
   every unacked-index update, acknowledgement and task-event publish; building one fills a table
   of some hundred response callbacks (about 5% of a worker's wall time at low load, on Celery's
@@ -25,12 +25,14 @@ Used for ``redis://`` and ``rediss://`` brokers (``tasks/app.py``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
-from workers.dead_letters import set_aside_sync
+from config.settings import get_settings
+from workers.dead_letters import set_aside_sync, set_aside_with
 from workers.poison import PoisonMessage, screen
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,10 @@ class ScreeningChannelMixin:
 
     def _get_client(self) -> Any:
         base = super()._get_client()  # type: ignore[misc]
-        if not isinstance(base, type):  # kombu's prefixed client is a partial: leave it be
+        if not isinstance(base, type):
+            # kombu's client for a global_keyprefix is a partial, not a class to extend. The
+            # fleet never sets one; say so rather than run unscreened without a word.
+            log.warning("broker transport: a global_keyprefix client: queue values unscreened")
             return base
         channel = self
 
@@ -62,38 +67,49 @@ class ScreeningChannelMixin:
             screen(raw)
         except PoisonMessage as poison:
             queue_name = queue.decode("utf-8", "replace") if isinstance(queue, bytes) else queue
-            from config.settings import get_settings
-
             reason = f"not a kombu message: {poison}"
-            set_aside_sync(get_settings().redis_url, raw, reason, queue=queue_name)
-            log.error("a value on %s set aside: %s", queue_name or "a queue", poison)
+            kept = set_aside_sync(get_settings().redis_url, raw, reason, queue=queue_name)
+            if not kept:
+                # The job-state Redis is away; the broker's just answered this pop.
+                kept = set_aside_with(self._create_client(), raw, reason, queue=queue_name)  # type: ignore[attr-defined]
+            if kept:
+                log.error("a value on %s set aside: %s", queue_name or "a queue", poison)
+            else:
+                digest = hashlib.sha256(raw if isinstance(raw, bytes) else str(raw).encode())
+                log.error(
+                    "a value on %s (%s, %d bytes, sha256 %s) could not be set aside: lost",
+                    queue_name or "a queue",
+                    poison,
+                    len(raw),
+                    digest.hexdigest(),
+                )
             return None
         return reply
 
 
-class ReattachingChannelMixin:
-    """Connection parameters from the connection the channel was opened on, even when detached."""
+class RemembersItsConnection:
+    """A transport whose ``client`` (the kombu connection it serves) outlives kombu's detach.
 
-    connection: Any
+    kombu sets ``transport.client = None`` when it collects a connection, to break a reference
+    cycle; a channel closed after that (Celery 5.7 closes it again) still needs the connection's
+    host and password to restore its messages, and so does an acknowledgement sent through an old
+    channel from another thread. The last connection is kept and answered instead of None. No
+    state is changed on the way, so threads reading it at the same time all see the same value.
+    """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # Set before kombu's __init__, which may already build a pool.
-        transport = args[0] if args else kwargs["connection"]
-        self._opened_on = transport.client
-        super().__init__(*args, **kwargs)
+    _last_client: Any = None
 
-    def _connparams(self, asynchronous: bool = False) -> Any:
-        transport = self.connection
-        if transport.client is not None or self._opened_on is None:
-            return super()._connparams(asynchronous)  # type: ignore[misc]
-        transport.client = self._opened_on
-        try:
-            return super()._connparams(asynchronous)  # type: ignore[misc]
-        finally:
-            transport.client = None
+    @property
+    def client(self) -> Any:
+        return self._last_client
+
+    @client.setter
+    def client(self, value: Any) -> None:
+        if value is not None:
+            self._last_client = value
 
 
-class Channel(ScreeningChannelMixin, ReattachingChannelMixin, kombu_redis.Channel):
+class Channel(ScreeningChannelMixin, kombu_redis.Channel):
     _sync_client: Any = None
 
     def _create_client(self, asynchronous: bool = False) -> Any:
@@ -105,7 +121,7 @@ class Channel(ScreeningChannelMixin, ReattachingChannelMixin, kombu_redis.Channe
         return client
 
 
-class Transport(kombu_redis.Transport):
+class Transport(RemembersItsConnection, kombu_redis.Transport):
     Channel = Channel
 
 
@@ -116,5 +132,5 @@ class SentinelChannel(Channel, kombu_redis.SentinelChannel):
     fanout topics, which :class:`Channel` does not touch."""
 
 
-class SentinelTransport(kombu_redis.SentinelTransport):
+class SentinelTransport(RemembersItsConnection, kombu_redis.SentinelTransport):
     Channel = SentinelChannel

@@ -74,8 +74,13 @@ def _sync_client(url: str) -> redis.Redis:
 
 def set_aside_sync(url: str, raw: Any, reason: str, **known: Any) -> bool:
     """From Celery's consumer thread; never raises (the worker goes on whatever happens here)."""
+    return set_aside_with(_sync_client(url), raw, reason, **known)
+
+
+def set_aside_with(client: redis.Redis, raw: Any, reason: str, **known: Any) -> bool:
+    """Through a given blocking client; False (and a log line) if Redis would not take it."""
     try:
-        with _sync_client(url).pipeline(transaction=True) as pipe:
+        with client.pipeline(transaction=True) as pipe:
             _push(pipe, dead_letter(reason, raw, **known))
             pipe.execute()
         return True
