@@ -50,12 +50,16 @@ async def test_celery_command_starts_a_working_worker(
 
 
 async def test_l04_worker_subscribes_to_every_provider_it_is_given(
-    redis_url: str, gateway: ModelGateway, upstream: MockUpstreamProcess
+    redis_url: str, gateway: ModelGateway, mock_upstream: MockUpstreamProcess
 ) -> None:
     worker = WorkerProcess(
         redis_url,
         providers="mock,openai",
-        env={**FAST_RECOVERY, "OPENAI_BASE_URL": f"{upstream.url}/v1", "OPENAI_API_KEY": "sk-test"},
+        env={
+            **FAST_RECOVERY,
+            "OPENAI_BASE_URL": f"{mock_upstream.url}/v1",
+            "OPENAI_API_KEY": "sk-test",
+        },
     )
     worker.start()
     try:
@@ -97,7 +101,7 @@ def test_l04_worker_runs_the_asyncio_pool(redis_url: str) -> None:
 
 
 async def test_health_is_honest_about_providers_without_workers(
-    redis_url: str, gateway: ModelGateway, upstream: MockUpstreamProcess
+    redis_url: str, gateway: ModelGateway, mock_upstream: MockUpstreamProcess
 ) -> None:
     """No worker: unhealthy. Some providers served: degraded. All served: healthy."""
     empty = await gateway.health_check()
@@ -116,11 +120,11 @@ async def test_health_is_honest_about_providers_without_workers(
         providers="mock,openai,anthropic,ollama,claude_code",
         env={
             **FAST_RECOVERY,
-            "OPENAI_BASE_URL": f"{upstream.url}/v1",
+            "OPENAI_BASE_URL": f"{mock_upstream.url}/v1",
             "OPENAI_API_KEY": "sk-test",
-            "ANTHROPIC_BASE_URL": upstream.url,
+            "ANTHROPIC_BASE_URL": mock_upstream.url,
             "ANTHROPIC_API_KEY": "sk-ant-test",
-            "OLLAMA_URL": upstream.url,
+            "OLLAMA_URL": mock_upstream.url,
             "L04_CLAUDE_CODE_PATH": str(Path(__file__).parent / "bin" / "fake-claude"),
         },
     )
