@@ -183,6 +183,20 @@ _CATEGORIES: tuple[type[GatewayError], ...] = (
 )
 
 
+def invalid(what: str, exc: Any, code: str, *, under: str = "") -> ValidationError:
+    """One E45xx error for a pydantic ``ValidationError``, naming every field that failed.
+
+    ``under`` is the path of the validated value inside the request (``metadata.mock``).
+    """
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        path = ".".join(str(p) for p in (under, *err["loc"]) if p != "") or "value"
+        problems.append(f"{path}: {err['msg']}")
+    return ValidationError(
+        f"invalid {what}: " + "; ".join(problems), code=code, details={"errors": problems}
+    )
+
+
 def unknown_job(job_id: str) -> RateLimitError:
     return RateLimitError(
         f"job {job_id} is unknown or its record expired", code="E4406", details={"job_id": job_id}

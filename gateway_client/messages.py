@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway_client.errors import ValidationError
+from gateway_client.errors import invalid
 
 
 class MessageRole(StrEnum):
@@ -82,15 +82,7 @@ class Message(BaseModel):
         try:
             super().__init__(**data)
         except pydantic.ValidationError as exc:
-            problems = [
-                f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}"
-                for err in exc.errors(include_url=False, include_input=False)
-            ]
-            raise ValidationError(
-                "invalid message: " + "; ".join(problems),
-                code="E4501",
-                details={"errors": problems},
-            ) from None
+            raise invalid("message", exc, "E4501") from None
 
     role: MessageRole
     content: str | list[ContentPart] = ""

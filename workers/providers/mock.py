@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
 from gateway_client import tokens
-from gateway_client.errors import ERROR_CODES, ValidationError, error_class_for
+from gateway_client.errors import ERROR_CODES, error_class_for, invalid
 from gateway_client.messages import MessageRole
 from gateway_client.request import InferenceRequest
 from gateway_client.response import TokenUsage
@@ -58,15 +58,7 @@ class MockAdapter(ProviderAdapter):
         try:
             return MockOptions.model_validate(options)
         except pydantic.ValidationError as exc:
-            problems = [
-                f"metadata.mock.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-                for err in exc.errors(include_url=False, include_input=False)
-            ]
-            raise ValidationError(
-                "invalid mock options: " + "; ".join(problems),
-                code="E4502",
-                details={"errors": problems},
-            ) from None
+            raise invalid("mock options", exc, "E4502", under="metadata.mock") from None
 
     def _maybe_fail(self, options: MockOptions, ctx: CallContext) -> None:
         code = options.fail
