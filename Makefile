@@ -19,6 +19,7 @@ lint:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 
 bench: install
 	.venv/bin/python -m benchmarks.run

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from gateway_client.redis_pool import make_redis
+from gateway_core.redis_pool import make_redis
 from l04.redis_server import LocalRedis
 from workers.cache.semantic import SemanticCache
 

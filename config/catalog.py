@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway_client.errors import ConfigurationError
+from gateway_core.errors import ConfigurationError
+from gateway_core.queues import PROVIDERS
 
 M = TypeVar("M", bound=BaseModel)
-PROVIDERS = ("openai", "anthropic", "ollama", "claude_code", "mock")
 
 
 class ModelStatus(StrEnum):

@@ -9,14 +9,15 @@ Everything the seed did not name is prefixed ``L04_``.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from gateway_client.errors import ConfigurationError
-from gateway_client.redis_url import (
+from gateway_core.errors import ConfigurationError
+from gateway_core.queues import PROVIDERS
+from gateway_core.redis_url import (
     SentinelOptions,
     amqp_url_problem,
     broker_kind,
@@ -130,6 +131,13 @@ class GatewaySettings(BaseSettings):
     visibility_timeout: float = Field(default=30.0, ge=2.0, alias="L04_VISIBILITY_TIMEOUT")
     # A terminal event written by the client when a job's worker never reports back.
     deadline_grace: float = Field(default=2.0, ge=0.0, alias="L04_DEADLINE_GRACE")
+    # A job claimed this many times without being finished (each worker that took it died)
+    # fails with E4206 on its next claim: a job that kills workers stops; one death never does.
+    max_deliveries: int = Field(default=10, ge=1, alias="L04_MAX_DELIVERIES")
+    # The providers this worker serves and probes (`l04 worker --providers` sets it).
+    worker_providers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="L04_WORKER_PROVIDERS"
+    )
 
     # The in-process mock provider's defaults (a request may override them in metadata["mock"]).
     mock_latency_ms: float = Field(default=0.0, ge=0.0, alias="L04_MOCK_LATENCY_MS")
@@ -142,6 +150,19 @@ class GatewaySettings(BaseSettings):
         if url is not None and (why := redis_url_problem(url)) is not None:
             raise ValueError(why)
         return url
+
+    @field_validator("worker_providers", mode="before")
+    @classmethod
+    def _provider_list(cls, value: Any) -> Any:
+        """``mock,openai`` (as ``l04 worker --providers`` takes it); each must be a provider."""
+        if isinstance(value, str):
+            value = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in value if name not in PROVIDERS]
+        if unknown:
+            raise ValueError(
+                f"unknown provider(s) {', '.join(unknown)}; choose from {', '.join(PROVIDERS)}"
+            )
+        return value
 
     @field_validator("broker_url")
     @classmethod

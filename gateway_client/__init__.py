@@ -1,13 +1,14 @@
-"""The producer library of the L04 model gateway: the wire contract and the client.
-
-The client classes load on first use (PEP 562): ``config`` imports this package's errors, and
-the client imports ``config``, so loading the client here eagerly would make importing
-``config`` (or ``tasks``, as ``celery -A tasks worker`` does) first a circular import.
+"""The producer library of the L04 model gateway: ``ModelGateway`` and its handles, the router,
+batches, and (re-exported from :mod:`gateway_core`) the contract it shares with the workers.
 """
 
-from typing import TYPE_CHECKING, Any
-
-from gateway_client.errors import (
+from config.registry import ModelRegistry
+from gateway_client.gateway import ModelGateway
+from gateway_client.handle import JobHandle, JobStatus
+from gateway_client.router import LLMRouter
+from gateway_client.sync import SyncJobHandle, SyncModelGateway
+from gateway_core import __version__
+from gateway_core.errors import (
     ERROR_CODES,
     CacheError,
     CircuitBreakerError,
@@ -20,7 +21,7 @@ from gateway_client.errors import (
     ValidationError,
     error_from_payload,
 )
-from gateway_client.messages import (
+from gateway_core.messages import (
     ImagePart,
     Message,
     MessageRole,
@@ -29,46 +30,15 @@ from gateway_client.messages import (
     ToolDefinition,
     ToolResult,
 )
-from gateway_client.request import (
+from gateway_core.request import (
     InferenceRequest,
     Priority,
     ResponseFormat,
     RoutingOptions,
     RoutingStrategy,
 )
-from gateway_client.response import InferenceResponse, StreamChunk, TokenUsage
-from gateway_client.wire import SCHEMA_VERSION
-
-__version__ = "0.1.0"
-
-_LAZY = {
-    "ModelGateway": "gateway_client.gateway",
-    "JobHandle": "gateway_client.handle",
-    "JobStatus": "gateway_client.handle",
-    "SyncModelGateway": "gateway_client.sync",
-    "SyncJobHandle": "gateway_client.sync",
-    "LLMRouter": "gateway_client.router",
-    "ModelRegistry": "config.registry",
-}
-
-if TYPE_CHECKING:
-    from config.registry import ModelRegistry
-    from gateway_client.gateway import ModelGateway
-    from gateway_client.handle import JobHandle, JobStatus
-    from gateway_client.router import LLMRouter
-    from gateway_client.sync import SyncJobHandle, SyncModelGateway
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'gateway_client' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+from gateway_core.response import InferenceResponse, StreamChunk, TokenUsage
+from gateway_core.wire import SCHEMA_VERSION
 
 __all__ = [
     "ERROR_CODES",
@@ -104,5 +74,6 @@ __all__ = [
     "ToolDefinition",
     "ToolResult",
     "ValidationError",
+    "__version__",
     "error_from_payload",
 ]

@@ -18,34 +18,36 @@ from redis.asyncio import Redis
 
 from config.catalog import Catalog, ModelSpec, cached_catalog
 from config.settings import GatewaySettings, load_settings
-from gateway_client import keys, metrics, tokens
-from gateway_client.errors import (
+from gateway_client.handle import JobHandle
+from gateway_client.health import fleet_health
+from gateway_client.job_store import JobStore
+from gateway_client.listener import EventListener
+from gateway_client.router import LLMRouter, measured_latencies
+from gateway_core import metrics, tokens
+from gateway_core.breakers import BreakerState, catalog_breakers, read_states
+from gateway_core.errors import (
     GatewayError,
     RateLimitError,
     ValidationError,
     unknown_job,
 )
-from gateway_client.handle import JobHandle
-from gateway_client.health import fleet_health
-from gateway_client.job_store import JobStore
-from gateway_client.listener import EventListener
-from gateway_client.messages import Message, MessageRole, ToolResult
-from gateway_client.redact import redact
-from gateway_client.redis_pool import make_redis
-from gateway_client.request import InferenceRequest, RoutingStrategy, parse_request
-from gateway_client.response import InferenceResponse, StreamChunk
-from gateway_client.router import LLMRouter, measured_latencies
-from gateway_client.store_errors import job_store_errors
-from gateway_client.wire import JOB_ID_PATTERN, make_envelope
-from tasks.amqp_queues import amqp_queue_depths
-from tasks.app import create_app
-from tasks.message import build_task_message, publish_job, redis_list_for
-from tasks.queues import (
+from gateway_core.job_states import CreateOutcome, JobState
+from gateway_core.messages import Message, MessageRole, ToolResult
+from gateway_core.queues import (
     is_redis_broker,
     priority_value,
     queue_name,
     redis_priority_lists,
 )
+from gateway_core.redact import redact
+from gateway_core.redis_pool import make_redis
+from gateway_core.request import InferenceRequest, RoutingStrategy, parse_request
+from gateway_core.response import InferenceResponse, StreamChunk
+from gateway_core.store_errors import job_store_errors
+from gateway_core.wire import JOB_ID_PATTERN, make_envelope
+from tasks.app import create_app
+from tasks.message import build_task_message, publish_job, redis_list_for
+from tasks.queue_depth import read_depths
 
 PROMPT_PREVIEW_CHARS = 120
 
@@ -213,12 +215,12 @@ class ModelGateway:
         except BaseException:
             self._listener.forget(job_id)
             raise
-        if state != "created":
+        if state is not CreateOutcome.CREATED:
             self._listener.forget(job_id)
-        if state == "full":
+        if state is CreateOutcome.FULL:
             raise self._queue_full(queue)
-        if state != "created":
-            return await self.job(job_id)
+        if state is not CreateOutcome.CREATED:
+            return await self.job(job_id)  # a job with this id exists: its handle
         metrics.JOBS_SUBMITTED.labels(spec.provider, request.priority.value).inc()
         return self._handle(job_id, deadline)
 
@@ -230,8 +232,8 @@ class ModelGateway:
         queue: str,
         priority: int,
         expire_at_ms: int,
-    ) -> str:
-        """Create the job and queue its message; 'created', 'full' or the existing job's state."""
+    ) -> CreateOutcome | JobState:
+        """Create the job and queue its message: CREATED, FULL, or the existing job's state."""
         if self._broker_is_state_redis:
             # One round trip: depth check, job record and queued message, atomically.
             state = await self._store.create(
@@ -259,7 +261,7 @@ class ModelGateway:
                 queue_lists=[],
                 max_depth=self.settings.queue_max_depth,
             )
-            if state == "created":
+            if state is CreateOutcome.CREATED:
                 await self._send(job_id, queue, priority)
         return state
 
@@ -276,11 +278,8 @@ class ModelGateway:
             await asyncio.to_thread(publish_job, self._celery, job_id, queue, priority)
         except Exception as exc:
             error = self._broker_unreachable(exc)
-            await self._store.finish(
-                job_id,
-                mode="cancel",
-                state="failed",
-                event={"type": "error", "error": error.to_payload()},
+            await self._store.cancel(
+                job_id, {"type": "error", "error": error.to_payload()}, state=JobState.FAILED
             )
             raise error from None
 
@@ -311,29 +310,21 @@ class ModelGateway:
 
     async def _open_breakers(self) -> set[str]:
         """Providers ("openai") and deployments ("openai:gpt-4o") whose breaker is open now."""
-        targets = sorted(self.catalog.providers)
-        targets += [f"{m.provider}:{m.model_id}" for m in self.catalog]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for target in targets:
-                pipe.hget(keys.breaker(target), "state")
-            states = await pipe.execute()
-        return {t for t, state in zip(targets, states, strict=True) if state in (b"2", "2")}
+        names = catalog_breakers(
+            self.catalog.providers, ((m.provider, m.model_id) for m in self.catalog)
+        )
+        states = await read_states(self._redis, names)
+        return {name for name, state in states.items() if state is BreakerState.OPEN}
 
     async def _check_depth(self, queue: str) -> None:
         """E4403 past the depth limit, on a broker other than the job-state Redis."""
-        if self._broker_redis is None:
-            # RabbitMQ: a passive queue_declare counts the messages ready in the queue.
-            try:
-                depths = await asyncio.to_thread(amqp_queue_depths, self._celery, [queue])
-            except Exception as exc:
-                raise self._broker_unreachable(exc) from None
-            depth = depths[queue]
-        else:
-            async with self._broker_redis.pipeline(transaction=False) as pipe:
-                for name in redis_priority_lists(queue):
-                    pipe.llen(name)
-                depth = sum(await pipe.execute())
-        if depth >= self.settings.queue_max_depth:
+        try:
+            depth = await read_depths([queue], broker_redis=self._broker_redis, app=self._celery)
+        except Exception as exc:
+            if self._broker_redis is not None:
+                raise  # the job-state Redis's own errors are E4407 (see job_store_errors)
+            raise self._broker_unreachable(exc) from None
+        if depth[queue].total >= self.settings.queue_max_depth:
             raise self._queue_full(queue)
 
     @staticmethod

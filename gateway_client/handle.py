@@ -12,19 +12,17 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from gateway_client import metrics
-from gateway_client.errors import GatewayError, error_from_payload, unknown_job
-from gateway_client.job_store import JobEvent, JobStore
-from gateway_client.listener import FEED_ENDED, EventListener
-from gateway_client.response import InferenceResponse, StreamChunk
-from gateway_client.store_errors import job_store_errors
-
-if TYPE_CHECKING:
-    from gateway_client.listener import Subscription
+from gateway_client.job_store import JobStore
+from gateway_client.listener import FEED_ENDED, EventListener, Subscription
+from gateway_core import metrics
+from gateway_core.errors import GatewayError, error_from_payload, unknown_job
+from gateway_core.job_records import JobEvent
+from gateway_core.job_states import FinishOutcome
+from gateway_core.response import InferenceResponse, StreamChunk
+from gateway_core.store_errors import job_store_errors
 
 
 class JobStatus(BaseModel):
@@ -138,13 +136,10 @@ class JobHandle:
         """
         error = GatewayError("job cancelled by the caller", code="E4405")
         with job_store_errors():
-            written = await self._store.finish(
-                self.job_id,
-                mode="cancel",
-                state="cancelled",
-                event={"type": "error", "error": error.to_payload()},
+            written = await self._store.cancel(
+                self.job_id, {"type": "error", "error": error.to_payload()}
             )
-        return written == 1
+        return written is FinishOutcome.WRITTEN
 
     async def _events(
         self, timeout: float | None, after_n: int = -1
@@ -180,11 +175,9 @@ class JobHandle:
         record, and maybe its answer, are back with Redis) instead of waiting on.
         """
         with job_store_errors():
-            outcome = await self._store.finish(
-                self.job_id, mode="expire", state="expired", grace=self._grace
-            )
-            if outcome == 0 and not await self._store.status(self.job_id):
+            outcome = await self._store.expire(self.job_id, grace=self._grace)
+            if outcome is FinishOutcome.ENDED and not await self._store.status(self.job_id):
                 raise unknown_job(self.job_id)
-        if outcome == -3:
+        if outcome is FinishOutcome.NOT_YET:
             # Our clock runs ahead of the Redis server's: give it a moment.
             await asyncio.sleep(0.2)

@@ -23,12 +23,10 @@ from celery import Celery
 from redis.asyncio import Redis
 
 from config.catalog import Catalog
-from gateway_client import keys
-from tasks.amqp_queues import amqp_queue_depths
-from tasks.queues import queue_name, redis_priority_lists
-
-_PRIORITY_NAMES = ("high", "normal", "low")
-_BREAKER_STATES = {0: "closed", 1: "half_open", 2: "open"}
+from gateway_core import keys
+from gateway_core.breakers import BreakerState, catalog_breakers, read_states
+from gateway_core.queues import queue_name
+from tasks.queue_depth import read_depths
 
 
 def _workers_by_queue(app: Celery, timeout: float) -> dict[str, list[str]]:
@@ -55,27 +53,16 @@ async def fleet_health(
         report["summary"] = f"Redis does not answer ({type(exc).__name__})"
         return report
     providers = sorted(catalog.providers)
+    names = [queue_name(p) for p in providers]
     depths: dict[str, dict[str, int]] = {}
-    if broker_redis is not None:
-        try:
-            async with broker_redis.pipeline(transaction=False) as pipe:
-                for provider in providers:
-                    for name in redis_priority_lists(queue_name(provider)):
-                        pipe.llen(name)
-                counts = iter(await pipe.execute())
-            for provider in providers:
-                depths[queue_name(provider)] = {p: int(next(counts)) for p in _PRIORITY_NAMES}
-        except Exception as exc:  # a broker of its own (L04_BROKER_URL) that does not answer
-            report["broker"] = {"ok": False, "error": type(exc).__name__}
-    else:
+    try:
+        found = await read_depths(names, broker_redis=broker_redis, app=app)
         # RabbitMQ keeps one queue per provider with native priorities: one count each.
-        names = [queue_name(p) for p in providers]
-        try:
-            ready = await asyncio.to_thread(amqp_queue_depths, app, names)
-            depths = {name: {"total": ready[name]} for name in names}
+        depths = {q: d.by_priority or {"total": d.total} for q, d in found.items()}
+        if broker_redis is None:
             report["broker"] = {"ok": True}
-        except Exception as exc:
-            report["broker"] = {"ok": False, "error": type(exc).__name__}
+    except Exception as exc:  # a broker of its own (L04_BROKER_URL) that does not answer
+        report["broker"] = {"ok": False, "error": type(exc).__name__}
     report["queues"] = depths
     try:
         workers = await asyncio.to_thread(_workers_by_queue, app, timeout)
@@ -103,17 +90,13 @@ def _overall(providers: dict[str, dict[str, Any]]) -> tuple[str, str]:
 
 async def _breakers(redis: Redis, catalog: Catalog) -> dict[str, str]:
     """Every provider's breaker, and the deployments whose breaker is not closed."""
-    targets = sorted(catalog.providers) + [f"{m.provider}:{m.model_id}" for m in catalog]
-    async with redis.pipeline(transaction=False) as pipe:
-        for target in targets:
-            pipe.hget(keys.breaker(target), "state")
-        states = await pipe.execute()
-    found = {}
-    for target, state in zip(targets, states, strict=True):
-        name = _BREAKER_STATES.get(int(state or 0), "closed")
-        if ":" not in target or name != "closed":
-            found[target] = name
-    return found
+    names = catalog_breakers(catalog.providers, ((m.provider, m.model_id) for m in catalog))
+    states = await read_states(redis, names)
+    return {
+        name: state.label
+        for name, state in states.items()
+        if name in catalog.providers or state is not BreakerState.CLOSED
+    }
 
 
 async def _providers(

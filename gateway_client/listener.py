@@ -35,10 +35,10 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway_client import keys
-from gateway_client.job_store import (
+from gateway_core import keys
+from gateway_core.job_records import (
     JobEvent,
-    JobStore,
+    JobRecords,
     parse_announcement,
     parse_inbox_announcement,
 )
@@ -73,7 +73,7 @@ class _Watch:
 
 
 class EventListener:
-    def __init__(self, redis: Redis, store: JobStore, *, poll_interval: float = 5.0) -> None:
+    def __init__(self, redis: Redis, store: JobRecords, *, poll_interval: float = 5.0) -> None:
         self._redis = redis
         self._store = store
         self._poll_interval = poll_interval

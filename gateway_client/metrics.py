@@ -1,144 +1,31 @@
-"""Prometheus metrics: the seed's names and labels, and what an operator of a queue needs.
+"""Serving a process's metrics, with the fleet's state read from Redis at each scrape.
 
-Workers count what they do (requests, latency, tokens, cost, cache, limits, retries,
-failovers, time in the queue, time to first token); producers count what they submit and get
-back. Fleet state that lives in Redis (breaker states, queue depths) is read at scrape time by
-:class:`FleetStateCollector`, so every scrape shows the one truth, whichever process serves it.
-
-Each process serves its own registry (``l04 worker --metrics-port P``, or
-:func:`serve_metrics` in a producer); Prometheus sums across processes. ``l04_gateway`` is the
-seed's Info metric in the form every mode of prometheus_client can export: a gauge of 1 whose
-labels carry the version and the layer. Label values stay bounded: model and provider come from
-the catalog, and ``agent_did`` keeps its own value for the first :data:`MAX_AGENT_LABELS` agents
-a process sees and ``other`` after that.
+The metrics themselves are defined in :mod:`gateway_core.metrics` (workers and producers count
+into the same names); this module adds what only a serving process needs.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway_client.redis_url import broker_kind
-
-if TYPE_CHECKING:
-    from gateway_client.redis_url import SentinelOptions
+from gateway_core.breakers import read_states_sync
+from gateway_core.metrics import CIRCUIT_BREAKER_STATE_NAME, QUEUE_DEPTH_NAME, set_gateway_info
+from gateway_core.queues import is_redis_broker, queue_name
+from gateway_core.redis_pool import make_sync_redis
+from gateway_core.redis_url import SentinelOptions
+from tasks.queue_depth import read_depths_sync
 
 log = logging.getLogger(__name__)
 
-# LLM calls run long: buckets up to 5 minutes.
-LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
-FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)
-MAX_AGENT_LABELS = 200
-
-# -- the seed's metrics ------------------------------------------------------------------------
-INFERENCE_REQUESTS = Counter(
-    "l04_inference_requests_total",
-    "Inference jobs a worker ended, by outcome (success or error)",
-    ["provider", "model", "status"],
-)
-INFERENCE_LATENCY = Histogram(
-    "l04_inference_latency_seconds",
-    "Time from a worker's claim to the job's answer",
-    ["provider", "model"],
-    buckets=LATENCY_BUCKETS,
-)
-CACHE_HITS = Counter("l04_cache_hits_total", "Jobs answered from the cache")
-CACHE_MISSES = Counter("l04_cache_misses_total", "Cache lookups that found nothing")
-RATE_LIMIT_REJECTIONS = Counter(
-    "l04_rate_limit_rejections_total",
-    "Calls over a limit: deferred to wait in the queue, or refused (E4401 / E4402)",
-    ["agent_did", "outcome"],
-)
-CIRCUIT_BREAKER_STATE_NAME = "l04_circuit_breaker_state"
-ACTIVE_REQUESTS = Gauge(
-    "l04_active_requests",
-    "Provider calls in flight",
-    ["provider"],
-    multiprocess_mode="livesum",
-)
-TOKEN_USAGE = Counter(
-    "l04_token_usage_total", "Tokens used, by direction (input, output)", ["direction", "model"]
-)
-GATEWAY = Gauge(
-    "l04_gateway",
-    "Gateway metadata (the seed's Info)",
-    ["version", "layer"],
-    multiprocess_mode="max",
-)
-
-# -- what an operator of a queue needs ---------------------------------------------------------
-QUEUE_WAIT = Histogram(
-    "l04_queue_wait_seconds",
-    "Time a job waited in its queue before a worker claimed it",
-    ["provider", "priority"],
-    buckets=LATENCY_BUCKETS,
-)
-TIME_TO_FIRST_TOKEN = Histogram(
-    "l04_time_to_first_token_seconds",
-    "Time from the provider call to the first streamed text",
-    ["provider", "model"],
-    buckets=LATENCY_BUCKETS,
-)
-INFERENCE_ERRORS = Counter(
-    "l04_inference_errors_total", "Jobs that ended in an error, by code", ["provider", "code"]
-)
-RETRIES = Counter("l04_retries_total", "Provider calls retried", ["provider", "code"])
-FAILOVERS = Counter(
-    "l04_failovers_total", "Jobs moved to the next model of their chain", ["from_model", "to_model"]
-)
-COST = Counter("l04_cost_usd_total", "Cost of the answers, from the catalog's prices", ["model"])
-CACHE_ERRORS = Counter("l04_cache_errors_total", "Cache and embedding errors", ["code"])
-JOBS_SUBMITTED = Counter(
-    "l04_jobs_submitted_total", "Jobs a producer queued", ["provider", "priority"]
-)
-SUBMIT_REFUSALS = Counter(
-    "l04_submit_refusals_total", "Submits refused before queueing, by code", ["code"]
-)
-JOB_RESULTS = Counter(
-    "l04_job_results_total", "Results a producer received, by outcome", ["status"]
-)
-JOB_LATENCY = Histogram(
-    "l04_job_latency_seconds",
-    "Time from submit to the answer, as the producer saw it",
-    buckets=LATENCY_BUCKETS,
-)
-
-
-class _AgentLabels:
-    """Keeps ``agent_did`` label values bounded per process."""
-
-    def __init__(self, limit: int = MAX_AGENT_LABELS) -> None:
-        self._seen: set[str] = set()
-        self._limit = limit
-        self._lock = threading.Lock()
-
-    def __call__(self, agent_did: str) -> str:
-        with self._lock:
-            if agent_did in self._seen:
-                return agent_did
-            if len(self._seen) < self._limit:
-                self._seen.add(agent_did)
-                return agent_did
-        return "other"
-
-
-agent_label = _AgentLabels()
-
-
-def set_gateway_info() -> None:
-    from gateway_client import __version__
-
-    GATEWAY.labels(version=__version__, layer="L04").set(1)
-
 
 class FleetStateCollector(Collector):
-    """Breaker states and queue depths, read from Redis at each scrape."""
+    """Breaker states and queue depths, read from Redis (and the broker) at each scrape."""
 
     def __init__(
         self,
@@ -147,59 +34,43 @@ class FleetStateCollector(Collector):
         providers: list[str],
         sentinel: SentinelOptions | None = None,
     ) -> None:
-        from gateway_client.redis_pool import make_sync_redis
-        from tasks.queues import is_redis_broker
-
         timeouts: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 2}
         self._redis = make_sync_redis(redis_url, 4, sentinel=sentinel, **timeouts)
-        self._broker_is_redis = is_redis_broker(broker_url)
-        self._broker = (
-            make_sync_redis(broker_url, 4, sentinel=sentinel, variable="L04_BROKER_URL", **timeouts)
-            if self._broker_is_redis and broker_url != redis_url
-            else self._redis
-        )
+        self._broker: Any = None  # an AMQP broker is asked through kombu at each scrape
+        if is_redis_broker(broker_url):
+            self._broker = (
+                self._redis
+                if broker_url == redis_url
+                else make_sync_redis(
+                    broker_url, 4, sentinel=sentinel, variable="L04_BROKER_URL", **timeouts
+                )
+            )
         self._broker_url = broker_url
         self._providers = providers
 
     def collect(self) -> Iterator[Any]:
-        from gateway_client import keys
-        from tasks.queues import queue_name, redis_priority_lists
-
         breakers = GaugeMetricFamily(
             CIRCUIT_BREAKER_STATE_NAME,
             "Circuit state (0=closed, 1=half_open, 2=open)",
             labels=["provider"],
         )
         depth = GaugeMetricFamily(
-            "l04_queue_depth", "Jobs waiting in a queue, by priority", labels=["queue", "priority"]
+            QUEUE_DEPTH_NAME, "Jobs waiting in a queue, by priority", labels=["queue", "priority"]
         )
         try:
-            states = [self._redis.hget(keys.breaker(p), "state") for p in self._providers]
-            for provider, state in zip(self._providers, states, strict=True):
-                breakers.add_metric([provider], float(int(state or 0)))
-            if self._broker_is_redis:
-                for provider in self._providers:
-                    queue = queue_name(provider)
-                    lists = redis_priority_lists(queue)
-                    for priority, name in zip(("high", "normal", "low"), lists, strict=True):
-                        depth.add_metric([queue, priority], float(self._broker.llen(name)))
-            elif broker_kind(self._broker_url) == "amqp":
+            for provider, state in read_states_sync(self._redis, self._providers).items():
+                breakers.add_metric([provider], float(state))
+            queues = [queue_name(p) for p in self._providers]
+            found = read_depths_sync(queues, broker_redis=self._broker, broker_url=self._broker_url)
+            for queue, counted in found.items():
                 # RabbitMQ: one queue with native priorities, so one count ("all") per queue.
-                for queue, ready in self._amqp_depths().items():
-                    depth.add_metric([queue, "all"], float(ready))
+                by_priority = counted.by_priority or {"all": counted.total}
+                for priority, count in by_priority.items():
+                    depth.add_metric([queue, priority], float(count))
         except Exception as exc:  # a scrape must not fail because Redis is away
             log.warning("fleet state not collected: %s", type(exc).__name__)
         yield breakers
         yield depth
-
-    def _amqp_depths(self) -> dict[str, int]:
-        from kombu import Connection
-
-        from tasks.amqp_queues import queue_depths
-        from tasks.queues import queue_name
-
-        with Connection(self._broker_url, connect_timeout=2) as connection:
-            return queue_depths(connection, [queue_name(p) for p in self._providers])
 
 
 _served: dict[int, Any] = {}

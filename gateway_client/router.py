@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping
 from redis.asyncio import Redis
 
 from config.catalog import Catalog, ModelSpec, ModelStatus
-from gateway_client import keys
-from gateway_client.errors import RoutingError
-from gateway_client.request import InferenceRequest, RoutingStrategy
+from gateway_core import keys
+from gateway_core.errors import RoutingError
+from gateway_core.request import InferenceRequest, RoutingStrategy
 
 MAX_CHAIN = 4
 

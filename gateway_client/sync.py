@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 from config.settings import GatewaySettings
 from gateway_client.gateway import ModelGateway
 from gateway_client.handle import JobHandle, JobStatus
-from gateway_client.request import InferenceRequest
-from gateway_client.response import InferenceResponse, StreamChunk
+from gateway_core.request import InferenceRequest
+from gateway_core.response import InferenceResponse, StreamChunk
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 
-from gateway_client.errors import GatewayError
+from gateway_core.errors import GatewayError
 from l04.batch_cmd import add_batch_commands
 from l04.dlq_cmd import add_dlq_commands
 
@@ -32,7 +32,7 @@ def _cmd_flower(args: argparse.Namespace) -> int:
     import os
 
     from l04.worker import run_celery
-    from tasks import app
+    from tasks.celery import app
 
     argv = ["flower", f"--port={args.port}", f"--address={args.address}"]
     basic_auth = args.basic_auth or os.environ.get("L04_FLOWER_BASIC_AUTH")

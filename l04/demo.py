@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from config.settings import load_settings
 from gateway_client import InferenceRequest, Message, MessageRole, ModelGateway, Priority
-from gateway_client.redis_url import SentinelOptions
+from gateway_core.redis_url import SentinelOptions
 from l04.processes import stop_process
 from l04.redis_server import LocalRedis, redis_answers
 

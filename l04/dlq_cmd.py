@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from gateway_client import keys
+from gateway_core import keys
 
 
 def _entries(raw: list[Any]) -> list[dict[str, Any]]:
@@ -43,9 +43,9 @@ async def _list(limit: int) -> int:
 
 async def _replay(indexes: list[int] | None) -> int:
     from gateway_client.gateway import ModelGateway
-    from gateway_client.wire import UnreadableEnvelope, read_envelope
+    from gateway_core.queues import priority_value, queue_name
+    from gateway_core.wire import UnreadableEnvelope, read_envelope
     from tasks.message import publish_job
-    from tasks.queues import priority_value, queue_name
 
     gateway = ModelGateway()
     replayed = failed = 0
@@ -82,7 +82,7 @@ async def _replay(indexes: list[int] | None) -> int:
 
 
 def _priority(fields: dict[str, str]) -> Any:
-    from gateway_client.request import Priority
+    from gateway_core.request import Priority
 
     return Priority(fields.get("priority", "normal"))
 

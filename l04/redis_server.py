@@ -14,8 +14,8 @@ from typing import Any
 
 import redis
 
-from gateway_client.redis_pool import make_sync_redis
-from gateway_client.redis_url import SentinelOptions
+from gateway_core.redis_pool import make_sync_redis
+from gateway_core.redis_url import SentinelOptions
 from l04.processes import stop_process
 
 

@@ -9,8 +9,7 @@ import sys
 import warnings
 from typing import Any
 
-from config.catalog import PROVIDERS
-from tasks.queues import queue_name
+from gateway_core.queues import PROVIDERS, queue_name
 
 DEFAULT_CONCURRENCY = 500
 
@@ -82,16 +81,17 @@ def run_worker(
 ) -> int:
     """Run the worker until it stops; its exit status (non-zero when it stopped on an error)."""
     from config.settings import get_settings
-    from tasks import app
+    from tasks.celery import app
+    from workers.runtime import use_settings
 
     # The worker's runtime probes these providers' health (see workers/provider_health.py).
-    os.environ["L04_WORKER_PROVIDERS"] = ",".join(providers)
+    settings = get_settings().model_copy(update={"worker_providers": providers})
+    use_settings(settings)
     # Two threads share the GIL: Celery's consumer, which waits on the broker socket, and the
     # asyncio runtime, busy under load. At Python's default 5 ms switch interval the consumer
     # waits up to that long for the GIL after each broker reply; 0.5 ms bounds the wait
     # (round trip about 0.7 ms lower at low load, throughput up to 10% higher; BENCHMARKS.md).
     sys.setswitchinterval(0.0005)
-    settings = get_settings()
     port = metrics_port if metrics_port is not None else settings.metrics_port
     if port is not None:
         from gateway_client.metrics import serve_metrics

@@ -1,10 +1,4 @@
-"""The Celery application (``celery -A tasks worker``) and the inference task."""
-
-from config.settings import get_settings
-from tasks.app import celery_config, create_app
-from tasks.inference import register
-
-app = create_app(get_settings())
-infer = register(app)
-
-__all__ = ["app", "celery_config", "create_app", "infer"]
+"""The queue set-up producers and workers share: the Celery app's configuration, the task
+message, queue depths, and the names of the worker's classes. ``celery -A tasks worker`` runs
+the app in :mod:`tasks.celery`.
+"""

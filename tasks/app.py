@@ -21,7 +21,7 @@ from celery import Celery
 from kombu import Queue
 
 from config.settings import GatewaySettings
-from tasks.queues import (
+from gateway_core.queues import (
     REDIS_PRIORITY_SEP,
     REDIS_PRIORITY_STEPS,
     REDIS_UNACKED_INDEX,
@@ -29,6 +29,7 @@ from tasks.queues import (
     is_redis_broker,
     queue_name,
 )
+from tasks import worker_classes
 
 
 def celery_config(settings: GatewaySettings) -> dict[str, Any]:
@@ -47,10 +48,9 @@ def celery_config(settings: GatewaySettings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
-        # Jobs run on the worker's asyncio loop, not one thread each (see workers/asyncio_pool.py).
-        "worker_pool": "workers.asyncio_pool:AsyncioPool",
-        # Poison messages go to the dead-letter list (l04 dlq) instead of being dropped.
-        "worker_consumer": "workers.consumer:DeadLetteringConsumer",
+        # The worker's own classes (see tasks/worker_classes.py).
+        "worker_pool": worker_classes.POOL,
+        "worker_consumer": worker_classes.CONSUMER,
         "task_default_queue": queue_name("mock"),
         "task_queues": [
             Queue(name, routing_key=name, queue_arguments={"x-max-priority": 9})
@@ -70,9 +70,9 @@ def celery_config(settings: GatewaySettings) -> dict[str, Any]:
     }
     scheme = broker.split("://", 1)[0].lower()
     if scheme in ("redis", "rediss"):
-        config["broker_transport"] = "workers.broker_transport:Transport"
+        config["broker_transport"] = worker_classes.REDIS_TRANSPORT
     elif scheme == "sentinel":
-        config["broker_transport"] = "workers.broker_transport:SentinelTransport"
+        config["broker_transport"] = worker_classes.SENTINEL_TRANSPORT
     if is_redis_broker(broker):
         restore_every = max(1, int(settings.visibility_timeout // 6))
         config["broker_transport_options"] = {

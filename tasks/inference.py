@@ -8,27 +8,37 @@ value is a one-word outcome, which is all Celery's "succeeded" log line will pri
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Reject
+from celery.utils.imports import symbol_by_name
 
-from tasks.queues import DELIVERY_KEY, INFER_TASK
+from gateway_core.queues import DELIVERY_KEY, INFER_TASK
+from tasks.outcomes import RunOutcome
+from tasks.worker_classes import JOB_RUNNER
+
+
+@cache
+def _job_runner() -> Callable[..., RunOutcome]:
+    """The worker's runner, resolved on the first job (see tasks/worker_classes.py)."""
+    runner: Callable[..., RunOutcome] = symbol_by_name(JOB_RUNNER)
+    return runner
 
 
 def register(app: Celery) -> Task:
     @app.task(name=INFER_TASK, bind=True, acks_late=True, ignore_result=True)
     def infer(self: Task, envelope: Any) -> str:
-        from workers.runtime import get_runtime
-
         properties = self.request.properties or {}
         tag = getattr(self.request, DELIVERY_KEY, None) or properties.get("delivery_tag")
-        outcome = get_runtime().run_job(envelope, delivery_tag=tag)
-        if outcome.startswith("error:"):
+        outcome: RunOutcome = _job_runner()(envelope, delivery_tag=tag)
+        if outcome is RunOutcome.UNREPORTED:
             # The job could not report (its Redis went away mid-job): hand the message back
             # rather than acknowledge it, so the job runs again once Redis is back (the claim
             # then sees the lapsed lease; the deadline bounds the retries).
-            raise Reject(f"job not reported ({outcome}); message handed back", requeue=True)
-        return outcome
+            raise Reject("job not reported; message handed back", requeue=True)
+        return outcome.value
 
     return infer

@@ -20,7 +20,8 @@ from typing import Any
 from celery import Celery
 from kombu.serialization import dumps
 
-from tasks.queues import INFER_TASK, REDIS_PRIORITY_STEPS, redis_priority_lists
+from gateway_core.queues import INFER_TASK, REDIS_PRIORITY_STEPS, redis_priority_lists
+from gateway_core.wire import make_envelope
 
 
 def redis_list_for(queue: str, priority: int) -> str:
@@ -67,8 +68,6 @@ def build_task_message(
 
 def publish_job(app: Celery, job_id: str, queue: str, priority: int) -> None:
     """Publish a job's message through Celery (for a broker that is not the job-state Redis)."""
-    from gateway_client.wire import make_envelope
-
     app.send_task(
         INFER_TASK,
         args=[make_envelope(job_id)],

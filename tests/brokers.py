@@ -11,8 +11,8 @@ import uuid
 import redis
 from kombu import Connection, Exchange, Producer
 
+from gateway_core.queues import all_queue_names, is_redis_broker, redis_priority_lists
 from l04.rabbitmq_server import LocalRabbitMQ, RabbitMQNotInstalled, RabbitVhost, amqp_answers
-from tasks.queues import all_queue_names, is_redis_broker, redis_priority_lists
 
 SYSTEM_PORT = 5672
 

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway_client import GatewayError, InferenceRequest, ValidationError
-from gateway_client.request import parse_request
 from gateway_client.sync import SyncModelGateway
+from gateway_core.request import parse_request
 from tests.fleet import WorkerProcess
 
 FIELDS = [

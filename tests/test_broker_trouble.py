@@ -18,7 +18,7 @@ import redis
 
 from gateway_client import GatewayError, InferenceResponse, ModelGateway
 from gateway_client.handle import JobHandle
-from gateway_client.keys import job_events
+from gateway_core.keys import job_events
 from l04.redis_server import LocalRedis
 from tests.conftest import FAST_RECOVERY, make_request
 from tests.fleet import WorkerProcess

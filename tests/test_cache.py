@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from gateway_client import InferenceRequest, Message, MessageRole, ModelGateway
-from gateway_client.redis_pool import make_redis
+from gateway_core.redis_pool import make_redis
 from l04.redis_server import free_port
 from tests.fleet import MockUpstreamProcess, WorkerProcess
 from workers.cache.exact import ExactCache

@@ -29,7 +29,7 @@ from gateway_client import (
     ValidationError,
     error_from_payload,
 )
-from gateway_client.wire import UnreadableEnvelope, make_envelope, read_envelope
+from gateway_core.wire import UnreadableEnvelope, make_envelope, read_envelope
 
 SEED_CODES = {
     "E4001": ConfigurationError,

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from gateway_client import ModelGateway
-from gateway_client.job_store import parse_entry
-from gateway_client.keys import job_events
+from gateway_core.job_records import parse_entry
+from gateway_core.keys import job_events
 from l04.mock_upstream import REPLY, REPLY_PIECES
 from tests.conftest import make_request
 from tests.fleet import MockUpstreamProcess, WorkerProcess

@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 
 from config.settings import load_settings
 from gateway_client import ModelGateway
-from gateway_client.wire import make_envelope
+from gateway_core.queues import redis_priority_lists
+from gateway_core.wire import make_envelope
 from l04.redis_server import LocalRedis
 from tasks.app import create_app
 from tasks.message import build_task_message
-from tasks.queues import redis_priority_lists
 from tests.conftest import FAST_RECOVERY, make_request
 from tests.fleet import WorkerProcess
 from workers.poison import MAX_MESSAGE_BYTES, PoisonMessage, screen

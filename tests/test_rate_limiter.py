@@ -9,7 +9,7 @@ import sys
 import pytest
 import redis
 
-from gateway_client.keys import rate_limit as limit_key
+from gateway_core.keys import rate_limit as limit_key
 from tests.fleet import ROOT
 from workers.control.rate_limiter import Limit, RateLimiter
 

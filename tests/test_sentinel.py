@@ -22,15 +22,15 @@ import redis
 
 from config.settings import load_settings
 from gateway_client import ModelGateway
-from gateway_client.errors import ConfigurationError, GatewayError
-from gateway_client.job_store import parse_entry
-from gateway_client.keys import job, job_events
-from gateway_client.redis_pool import make_redis, make_sync_redis
-from gateway_client.redis_url import SentinelOptions, parse_sentinel_url
-from gateway_client.response import InferenceResponse
+from gateway_core.errors import ConfigurationError, GatewayError
+from gateway_core.job_records import parse_entry
+from gateway_core.keys import job, job_events
+from gateway_core.queues import is_redis_broker
+from gateway_core.redis_pool import make_redis, make_sync_redis
+from gateway_core.redis_url import SentinelOptions, parse_sentinel_url
+from gateway_core.response import InferenceResponse
 from l04.redis_server import LocalSentinels
 from tasks.app import celery_config, create_app
-from tasks.queues import is_redis_broker
 from tests.conftest import FAST_RECOVERY, make_request
 from tests.fleet import ROOT, MockUpstreamProcess, WorkerProcess
 

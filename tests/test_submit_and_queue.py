@@ -22,7 +22,7 @@ from gateway_client import (
     RoutingError,
     ValidationError,
 )
-from gateway_client import keys as redis_keys
+from gateway_core import keys as redis_keys
 from tasks.message import build_task_message, redis_list_for
 from tests.brokers import queued
 from tests.conftest import make_request

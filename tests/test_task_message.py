@@ -8,10 +8,10 @@ import json
 import redis
 
 from config.settings import load_settings
-from gateway_client.wire import make_envelope
+from gateway_core.queues import INFER_TASK
+from gateway_core.wire import make_envelope
 from tasks.app import create_app
 from tasks.message import build_task_message, redis_list_for
-from tasks.queues import INFER_TASK
 
 
 def test_message_matches_what_kombu_publishes(redis_url: str, redis_client: redis.Redis) -> None:

@@ -7,7 +7,8 @@ import sys
 
 import tiktoken
 
-from gateway_client import Message, MessageRole, tokens
+from gateway_client import Message, MessageRole
+from gateway_core import tokens
 
 FIXED_TEXTS = [
     "tiktoken is great!",

@@ -24,7 +24,8 @@ from typing import Any
 
 from celery.concurrency.base import BasePool, apply_target
 
-from tasks.queues import DELIVERY_KEY, INFER_TASK
+from gateway_core.queues import DELIVERY_KEY, INFER_TASK
+from workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ class AsyncioPool(BasePool):
     body_can_be_buffer = False
 
     def on_start(self) -> None:
-        from workers.runtime import get_runtime
-
         self._runtime = get_runtime()
         self._tracers = ThreadPoolExecutor(TRACER_THREADS, thread_name_prefix="l04-trace")
         self._jobs: set[Future[Any]] = set()

@@ -18,8 +18,8 @@ import redis
 from redis.asyncio import Redis
 
 from config.settings import get_settings
-from gateway_client import keys
-from gateway_client.redis_pool import make_sync_redis
+from gateway_core import keys
+from gateway_core.redis_pool import make_sync_redis
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Moves deferred jobs back onto their queues when their rate-limit wait is over.
 
 A job over a limit is parked in a sorted set by the time its wait ends (see
-``JobStore.defer``), held by no worker and by no unacknowledged message. Every worker process
+``WorkerJobStore.defer``), held by no worker and by no unacknowledged message. Every worker process
 runs this mover; the release script takes each due job exactly once, whichever worker runs it.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gateway_client.job_store import JobStore
+from workers.job_store import WorkerJobStore
 from workers.requeue import Requeue
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ FAILURE_BACKOFF_MAX_S = 5.0
 
 
 class DeferredMover:
-    def __init__(self, store: JobStore, requeue: Requeue) -> None:
+    def __init__(self, store: WorkerJobStore, requeue: Requeue) -> None:
         self._store = store
         self._requeue = requeue
 

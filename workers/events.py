@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway_client.errors import GatewayError
-from gateway_client.job_store import JobStore
-from gateway_client.response import InferenceResponse
-from gateway_client.store_errors import STORE_ERRORS
+from gateway_core.errors import GatewayError
+from gateway_core.job_states import FinishOutcome, JobState
+from gateway_core.response import InferenceResponse
+from gateway_core.store_errors import STORE_ERRORS
+from workers.job_store import WorkerJobStore
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class JobFenced(Exception):
 class EventWriter:
     def __init__(
         self,
-        store: JobStore,
+        store: WorkerJobStore,
         job_id: str,
         worker_id: str,
         attempt: int,
@@ -98,12 +99,12 @@ class EventWriter:
 
     async def result(self, response: InferenceResponse) -> bool:
         event: dict[str, Any] = {"type": "result", "response": response.model_dump(mode="json")}
-        return await self._finish("succeeded", event)
+        return await self._finish(JobState.SUCCEEDED, event)
 
     async def error(self, error: GatewayError) -> bool:
-        return await self._finish("failed", {"type": "error", "error": error.to_payload()})
+        return await self._finish(JobState.FAILED, {"type": "error", "error": error.to_payload()})
 
-    async def _finish(self, state: str, event: dict[str, Any]) -> bool:
+    async def _finish(self, state: JobState, event: dict[str, Any]) -> bool:
         """Write the terminal event; while Redis is away, keep trying for ``REPORT_RETRY_S``.
 
         The answer is in hand: losing it to a short outage would cost another provider call.
@@ -114,12 +115,10 @@ class EventWriter:
         pause = REPORT_BACKOFF_S
         while True:
             try:
-                written = await self._store.finish(
-                    self._job_id, mode="worker", state=state, event=event, owner=self._worker_id
-                )
-                if written == 1 and self._on_ended is not None:
+                written = await self._store.finish(self._job_id, self._worker_id, state, event)
+                if written is FinishOutcome.WRITTEN and self._on_ended is not None:
                     self._on_ended()
-                return written == 1
+                return written is FinishOutcome.WRITTEN
             except STORE_ERRORS as exc:
                 if time.monotonic() + pause > give_up_at:
                     raise

@@ -8,15 +8,15 @@ reading the same event stream, sees nothing but the answering model's name in th
 from __future__ import annotations
 
 from config.catalog import Catalog, ModelSpec, ModelStatus
-from gateway_client.job_store import Claim, JobStore
-from tasks.queues import queue_name
+from gateway_core.queues import queue_name
 from workers.control.circuit_breaker import CircuitBreakers
+from workers.job_store import Claim, WorkerJobStore
 from workers.requeue import Requeue
 
 
 class Failover:
     def __init__(
-        self, store: JobStore, catalog: Catalog, breakers: CircuitBreakers, requeue: Requeue
+        self, store: WorkerJobStore, catalog: Catalog, breakers: CircuitBreakers, requeue: Requeue
     ) -> None:
         self._store = store
         self._catalog = catalog

@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from gateway_client.job_store import JobStore
-from tasks.queues import REDIS_UNACKED_INDEX
+from gateway_core.queues import REDIS_UNACKED_INDEX
+from workers.job_store import WorkerJobStore
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class Heartbeat:
     def __init__(
         self,
-        store: JobStore,
+        store: WorkerJobStore,
         broker_redis: Redis | None,
         worker_id: str,
         held_tags: Callable[[], list[str]],

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from config.settings import GatewaySettings
-from gateway_client import keys
+from gateway_core import keys
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from gateway_client.redact import redact
+from gateway_core.redact import redact
 
 current_job: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
     "l04_current_job", default=None

@@ -9,10 +9,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from config.catalog import ModelSpec
-from gateway_client import keys, metrics
-from gateway_client.job_store import Claim
-from gateway_client.request import InferenceRequest
-from gateway_client.response import InferenceResponse
+from gateway_core import keys, metrics
+from gateway_core.request import InferenceRequest
+from gateway_core.response import InferenceResponse
+from workers.job_store import Claim
 
 OUTBOX_TTL_S = 7 * 86_400
 

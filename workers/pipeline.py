@@ -1,6 +1,6 @@
 """One job, start to finish, inside a worker: claim, call the provider, report.
 
-The claim is atomic (see :mod:`gateway_client.job_store`): a job that was cancelled, has expired
+The claim is atomic (see ``workers/lua/job_claim.lua``): a job that was cancelled, has expired
 or already ended is never sent to a provider. The provider call runs under the job's deadline.
 Every outcome, including bugs, ends in exactly one terminal event with an E4xxx code.
 """
@@ -13,11 +13,12 @@ import time
 
 from config.catalog import Catalog, ModelSpec
 from config.settings import GatewaySettings
-from gateway_client import metrics
-from gateway_client.errors import CircuitBreakerError, GatewayError, ProviderError, RoutingError
-from gateway_client.job_store import Claim, JobStore
-from gateway_client.request import InferenceRequest, parse_request
-from gateway_client.response import InferenceResponse
+from gateway_core import metrics
+from gateway_core.errors import CircuitBreakerError, GatewayError, ProviderError, RoutingError
+from gateway_core.job_states import ClaimOutcome
+from gateway_core.request import InferenceRequest, parse_request
+from gateway_core.response import InferenceResponse
+from tasks.outcomes import RunOutcome
 from workers import observe
 from workers.cache.response_cache import Lookup, ResponseCache, cached_chunks
 from workers.control.admission import Admission, Deferred
@@ -25,6 +26,7 @@ from workers.control.circuit_breaker import CircuitBreakers
 from workers.control.latency import LatencyTracker
 from workers.events import EventWriter, JobFenced
 from workers.failover import Failover
+from workers.job_store import Claim, WorkerJobStore
 from workers.log_format import current_job
 from workers.providers import CallContext, ProviderAdapter, ProviderResult, ProviderSet
 from workers.requeue import Requeue
@@ -40,6 +42,16 @@ HEALTH_FAILURES = frozenset({"E4200", "E4202", "E4604"})
 PROVIDER_429_MIN_WAIT_S = 1.0
 
 
+# What a claim that does not run the job makes of this delivery (GONE: no record, see run()).
+NOT_RUN: dict[ClaimOutcome, RunOutcome | None] = {
+    ClaimOutcome.TERMINAL: RunOutcome.ALREADY_ENDED,
+    ClaimOutcome.DEFERRED: RunOutcome.WAITING,
+    ClaimOutcome.EXPIRED: RunOutcome.EXPIRED,
+    ClaimOutcome.LOST: RunOutcome.LOST,
+    ClaimOutcome.GONE: None,
+}
+
+
 class ProviderUnavailable(Exception):
     """The provider failed retryably (after retries) or its breaker is open: try the next model."""
 
@@ -51,7 +63,7 @@ class ProviderUnavailable(Exception):
 class JobPipeline:
     def __init__(
         self,
-        store: JobStore,
+        store: WorkerJobStore,
         providers: ProviderSet,
         catalog: Catalog,
         settings: GatewaySettings,
@@ -78,12 +90,12 @@ class JobPipeline:
         # and whose calls it may stop when they end elsewhere.
         self.claimed: set[str] = set()
 
-    async def run(self, job_id: str) -> str:
-        """Run the job; returns a one-word outcome (for Celery's log line and the tests)."""
+    async def run(self, job_id: str) -> RunOutcome | None:
+        """Run the job; returns its outcome, or None when it has no record (GONE)."""
         claim = await self._claim(job_id)
-        if claim.outcome != "run":
+        if claim.outcome is not ClaimOutcome.RUN:
             log.info("job %s not run: %s %s", job_id, claim.outcome, claim.detail)
-            return claim.outcome
+            return NOT_RUN[claim.outcome]
         self.claimed.add(job_id)
         observe.claimed(claim)
         current_job.set((job_id, _request_id(claim.request_json)))
@@ -92,7 +104,7 @@ class JobPipeline:
         finally:
             self.claimed.discard(job_id)
 
-    async def _run_claimed(self, job_id: str, claim: Claim) -> str:
+    async def _run_claimed(self, job_id: str, claim: Claim) -> RunOutcome:
         writer = EventWriter(
             self._store,
             job_id,
@@ -118,12 +130,12 @@ class JobPipeline:
             return await self._defer(job_id, claim, deferred)
         except JobFenced:
             log.info("job %s ended elsewhere while attempt %d ran", job_id, claim.attempt)
-            return "fenced"
+            return RunOutcome.FENCED
         except GatewayError as error:
             log.info("job %s failed: %s", job_id, error.code)
             observe.failed(claim.provider, claim.model, error.code)
             await writer.error(error)
-            return "failed"
+            return RunOutcome.FAILED
         except Exception as exc:
             # A bug must not leave the caller waiting: report it with a code, log the type only.
             log.exception("job %s: unexpected %s", job_id, type(exc).__name__)
@@ -135,10 +147,10 @@ class JobPipeline:
                     retryable=False,
                 )
             )
-            return "failed"
+            return RunOutcome.FAILED
         content = writer.streamed_text if claim.stream else result.content
         response = _response(job_id, request, spec, claim, result, content, started, cached=False)
-        return await self._answered(request, spec, claim, writer, response, "succeeded")
+        return await self._answered(request, spec, claim, writer, response, RunOutcome.SUCCEEDED)
 
     async def _answered(
         self,
@@ -147,10 +159,10 @@ class JobPipeline:
         claim: Claim,
         writer: EventWriter,
         response: InferenceResponse,
-        outcome: str,
-    ) -> str:
+        outcome: RunOutcome,
+    ) -> RunOutcome:
         if not await writer.result(response):
-            return "fenced"
+            return RunOutcome.FENCED
         await observe.succeeded(
             self._store.redis,
             request,
@@ -169,7 +181,7 @@ class JobPipeline:
         writer: EventWriter,
         lookup: Lookup,
         started: float,
-    ) -> str:
+    ) -> RunOutcome:
         """Answer without calling the provider; a stream gets its chunks like any other."""
         assert lookup.hit is not None
         result = lookup.hit.result
@@ -180,7 +192,7 @@ class JobPipeline:
             writer.job_id, request, spec, claim, result, result.content, started, cached=True
         )
         log.info("job %s answered from the %s cache", writer.job_id, lookup.hit.kind)
-        return await self._answered(request, spec, claim, writer, response, "cached")
+        return await self._answered(request, spec, claim, writer, response, RunOutcome.CACHED)
 
     async def _guarded_call(
         self,
@@ -229,7 +241,7 @@ class JobPipeline:
 
     async def _fail_over(
         self, job_id: str, claim: Claim, writer: EventWriter, error: GatewayError
-    ) -> str:
+    ) -> RunOutcome:
         spec = await self._failover.next_model(claim)
         if spec is None:
             final = error
@@ -242,16 +254,16 @@ class JobPipeline:
             log.info("job %s failed: %s", job_id, final.code)
             observe.failed(claim.provider, claim.model, final.code)
             await writer.error(final)
-            return "failed"
+            return RunOutcome.FAILED
         log.info(
             "job %s: %s on %s, failing over to %s", job_id, error.code, claim.model, spec.model_id
         )
         moved = await self._failover.hand_off(job_id, self._worker_id, claim, spec)
         if moved:
             metrics.FAILOVERS.labels(claim.model, spec.model_id).inc()
-        return "failed-over" if moved else "fenced"
+        return RunOutcome.FAILED_OVER if moved else RunOutcome.FENCED
 
-    async def _defer(self, job_id: str, claim: Claim, deferred: Deferred) -> str:
+    async def _defer(self, job_id: str, claim: Claim, deferred: Deferred) -> RunOutcome:
         """Park the job outside any worker until the limiter's wait is over."""
         metrics.RATE_LIMIT_REJECTIONS.labels(
             metrics.agent_label(deferred.agent_did), "deferred"
@@ -265,16 +277,16 @@ class JobPipeline:
             claim.model,
             deferred.wait_ms,
         )
-        return "deferred" if parked else "fenced"
+        return RunOutcome.DEFERRED if parked else RunOutcome.FENCED
 
     async def _claim(self, job_id: str) -> Claim:
         lease_ms = int(self._settings.lease_ttl * 1000)
         claim = await self._store.claim(job_id, self._worker_id, lease_ms)
-        if claim.outcome != "busy":
+        if claim.outcome is not ClaimOutcome.BUSY:
             return claim
         # Another live worker holds this job (a duplicate delivery): wait until it finishes or
         # its lease lapses, keeping this message so that the job cannot be lost meanwhile.
-        while claim.outcome == "busy":
+        while claim.outcome is ClaimOutcome.BUSY:
             pause = min(self._settings.lease_ttl, max(0.05, int(claim.detail) / 1000))
             await asyncio.sleep(pause)
             claim = await self._store.claim(job_id, self._worker_id, lease_ms)

@@ -14,8 +14,8 @@ import time
 
 from redis.asyncio import Redis
 
-from gateway_client import keys
-from gateway_client.errors import GatewayError
+from gateway_core import keys
+from gateway_core.errors import GatewayError
 from workers.providers import ProviderSet
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ import asyncio
 
 from celery import Celery
 
-from gateway_client.request import Priority
-from gateway_client.wire import make_envelope
+from gateway_core.queues import priority_value, queue_name
+from gateway_core.request import Priority
+from gateway_core.wire import make_envelope
 from tasks.message import build_task_message, publish_job, redis_list_for
-from tasks.queues import priority_value, queue_name
 
 
 class Requeue:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from gateway_client.errors import GatewayError
+from gateway_core.errors import GatewayError
 
 MAX_CALL_ATTEMPTS = 3
 BACKOFF_BASE_S = 0.25

@@ -25,11 +25,11 @@ from typing import Any, TypeVar
 
 from config.catalog import Catalog, cached_catalog
 from config.settings import GatewaySettings, get_settings
-from gateway_client.job_store import JobStore
-from gateway_client.redis_pool import make_redis
-from gateway_client.wire import UnreadableEnvelope, read_envelope
+from gateway_core.queues import is_redis_broker
+from gateway_core.redis_pool import make_redis
+from gateway_core.wire import UnreadableEnvelope, read_envelope
 from tasks.app import create_app
-from tasks.queues import is_redis_broker
+from tasks.outcomes import RunOutcome
 from workers.cache.response_cache import ResponseCache
 from workers.control.admission import Admission
 from workers.control.circuit_breaker import CircuitBreakers
@@ -38,6 +38,7 @@ from workers.dead_letters import set_aside
 from workers.deferred import DeferredMover
 from workers.failover import Failover
 from workers.heartbeat import Heartbeat
+from workers.job_store import WorkerJobStore
 from workers.l01_shipper import L01Shipper
 from workers.pipeline import JobPipeline
 from workers.provider_health import ProviderHealthProbe
@@ -55,7 +56,9 @@ class WorkerRuntime:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._held: dict[str, str] = {}  # delivery tag -> job id
         self._running: dict[str, Future[Any]] = {}  # delivery tag -> the job's run on the loop
-        self._outcomes: dict[str, str] = {}  # delivery tag -> outcome, until its task body asks
+        self._outcomes: dict[
+            str, RunOutcome
+        ] = {}  # delivery tag -> outcome, until its task body asks
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, daemon=True, name="l04-runtime"
@@ -72,11 +75,12 @@ class WorkerRuntime:
             if is_redis_broker(broker)
             else None
         )
-        self.store = JobStore(
+        self.store = WorkerJobStore(
             self.redis,
             result_ttl=settings.result_ttl,
             wait_replicas=settings.redis_wait_replicas,
             wait_timeout_ms=settings.redis_wait_timeout_ms,
+            max_deliveries=settings.max_deliveries,
         )
         self.providers = ProviderSet(settings)
         breakers = CircuitBreakers(
@@ -101,8 +105,7 @@ class WorkerRuntime:
             self.cache,
         )
         self._mover_task = asyncio.create_task(DeferredMover(self.store, requeue).run_forever())
-        served = [p for p in os.environ.get("L04_WORKER_PROVIDERS", "").split(",") if p]
-        probe = ProviderHealthProbe(self.redis, self.providers, served)
+        probe = ProviderHealthProbe(self.redis, self.providers, settings.worker_providers)
         self._probe_task = asyncio.create_task(probe.run_forever())
         self._shipper = L01Shipper(self.redis, settings, self.worker_id)
         self._shipper_task = (
@@ -124,12 +127,12 @@ class WorkerRuntime:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result()
 
-    def start_job(self, envelope: Any, delivery_tag: str | None) -> Future[str]:
+    def start_job(self, envelope: Any, delivery_tag: str | None) -> Future[RunOutcome]:
         """Start a job on the loop; the future holds its one-word outcome."""
         tag = delivery_tag or f"local-{uuid.uuid4().hex}"
         return self._start(envelope, tag)
 
-    def _start(self, envelope: Any, tag: str) -> Future[str]:
+    def _start(self, envelope: Any, tag: str) -> Future[RunOutcome]:
         try:
             job_id = read_envelope(envelope)
         except UnreadableEnvelope as exc:
@@ -142,30 +145,33 @@ class WorkerRuntime:
         future.add_done_callback(lambda done: self._ended(tag, done))
         return future
 
-    async def _run(self, job_id: str, envelope: Any) -> str:
+    async def _run(self, job_id: str, envelope: Any) -> RunOutcome:
         outcome = await self.pipeline.run(job_id)
-        if outcome == "gone":
+        if outcome is None:
             # No record: a message nobody submitted, or a copy that outlived its job's record.
             log.error("message for job %s, which has no record, set aside", job_id)
             return await self._dead_letter(envelope, "no such job: never submitted, or expired")
         return outcome
 
-    async def _dead_letter(self, envelope: Any, reason: Any) -> str:
+    async def _dead_letter(self, envelope: Any, reason: Any) -> RunOutcome:
         await set_aside(self.redis, envelope, str(reason))
-        return "dead-lettered"
+        return RunOutcome.DEAD_LETTERED
 
-    def _ended(self, tag: str, future: Future[str]) -> None:
+    def _ended(self, tag: str, future: Future[RunOutcome]) -> None:
         self._held.pop(tag, None)
         self._running.pop(tag, None)
+        outcome: RunOutcome
         if future.cancelled():
-            outcome = "stopped"
+            outcome = RunOutcome.STOPPED
         elif future.exception() is not None:
-            outcome = f"error: {type(future.exception()).__name__}"
+            # The job could not report (its Redis went away mid-job).
+            log.warning("job not reported: %s", type(future.exception()).__name__)
+            outcome = RunOutcome.UNREPORTED
         else:
             outcome = future.result()
         self._outcomes[tag] = outcome
 
-    def run_job(self, envelope: Any, delivery_tag: str | None) -> str:
+    def run_job(self, envelope: Any, delivery_tag: str | None) -> RunOutcome:
         """The task body's entry: the outcome of a job the pool already ran, or run it now.
 
         With :class:`workers.asyncio_pool.AsyncioPool` the job has ended before the task body
@@ -178,7 +184,7 @@ class WorkerRuntime:
         future = self._start(envelope, tag)
         with contextlib.suppress(CancelledError):
             future.result()
-        return self._outcomes.pop(tag, "stopped")
+        return self._outcomes.pop(tag, RunOutcome.STOPPED)
 
     def _stop_lost(self, job_ids: list[str]) -> None:
         """Stop the provider calls of jobs that were cancelled, expired or taken over."""
@@ -218,7 +224,15 @@ class WorkerRuntime:
 
 
 _runtime: WorkerRuntime | None = None
+_settings: GatewaySettings | None = None
 _runtime_lock = threading.Lock()
+
+
+def use_settings(settings: GatewaySettings) -> None:
+    """The settings this process's runtime starts with (``l04 worker`` passes its providers);
+    without a call, the environment's (``celery -A tasks worker``)."""
+    global _settings
+    _settings = settings
 
 
 def get_runtime() -> WorkerRuntime:
@@ -226,6 +240,11 @@ def get_runtime() -> WorkerRuntime:
     if _runtime is None:
         with _runtime_lock:
             if _runtime is None:
-                settings = get_settings()
+                settings = _settings or get_settings()
                 _runtime = WorkerRuntime(settings, cached_catalog(settings.catalog_path))
     return _runtime
+
+
+def run_job(envelope: Any, delivery_tag: str | None) -> RunOutcome:
+    """The task body's entry (``tasks.worker_classes.JOB_RUNNER``): one delivery of a job."""
+    return get_runtime().run_job(envelope, delivery_tag)

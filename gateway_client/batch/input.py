@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gateway_client.errors import GatewayError
-from gateway_client.request import InferenceRequest, parse_request
+from gateway_core.errors import GatewayError
+from gateway_core.request import InferenceRequest, parse_request
 
 CHAT_URLS = frozenset({"/v1/chat/completions", "/chat/completions"})
 MAX_CUSTOM_ID = 512

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway_client.errors import GatewayError
-from gateway_client.response import InferenceResponse
+from gateway_core.errors import GatewayError
+from gateway_core.response import InferenceResponse
 
 # HTTP statuses an OpenAI-compatible server would have answered an error code with.
 _STATUS = {"E40": 400, "E41": 400, "E42": 502, "E43": 500, "E44": 429, "E45": 400, "E46": 502}

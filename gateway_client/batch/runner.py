@@ -20,18 +20,15 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from gateway_client import keys
 from gateway_client.batch.input import BatchLine, LineError, parse_jsonl
 from gateway_client.batch.output import error_line, error_line_from, result_line, write_files
 from gateway_client.batch.store import ENDED, BatchInfo, BatchStatus, BatchStore
-from gateway_client.errors import GatewayError, ValidationError
-from gateway_client.request import InferenceRequest
-
-if TYPE_CHECKING:
-    from gateway_client.gateway import ModelGateway
-    from gateway_client.handle import JobHandle
+from gateway_client.gateway import ModelGateway
+from gateway_client.handle import JobHandle
+from gateway_core import keys
+from gateway_core.errors import GatewayError, ValidationError
+from gateway_core.request import InferenceRequest
 
 DEFAULT_WINDOW = 256
 DEFAULT_COMPLETION_WINDOW_S = 24 * 3600.0

@@ -16,7 +16,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from gateway_client import keys
+from gateway_core import keys
 
 BATCH_TTL_S = 7 * 86_400
 DRIVER_TTL_S = 10

@@ -10,7 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from gateway_client import keys
+from gateway_core import keys
 
 # KEYS: the entry, the index. ARGV: value, ttl s, max entries.
 _STORE = """

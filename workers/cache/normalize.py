@@ -16,8 +16,8 @@ import hashlib
 import json
 from typing import Any
 
-from gateway_client.messages import Message, MessageRole
-from gateway_client.request import InferenceRequest
+from gateway_core.messages import Message, MessageRole
+from gateway_core.request import InferenceRequest
 
 
 def _digest(value: Any) -> str:

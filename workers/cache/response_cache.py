@@ -21,12 +21,12 @@ from redis.asyncio import Redis
 
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
-from gateway_client import keys, metrics
-from gateway_client.errors import GatewayError
-from gateway_client.messages import ToolCall
-from gateway_client.redis_pool import make_redis
-from gateway_client.request import InferenceRequest
-from gateway_client.response import TokenUsage
+from gateway_core import keys, metrics
+from gateway_core.errors import GatewayError
+from gateway_core.messages import ToolCall
+from gateway_core.redis_pool import make_redis
+from gateway_core.request import InferenceRequest
+from gateway_core.response import TokenUsage
 from workers.cache.exact import ExactCache
 from workers.cache.normalize import exact_key, semantic_query
 from workers.cache.semantic import SemanticCache

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 from redis.asyncio import Redis
 
-from gateway_client import keys
+from gateway_core import keys
 from workers.cache.vector_index import VectorIndex
 
 # KEYS: vec, resp, order, log. ARGV: id, vector bytes, answer, ttl s, max entries.

@@ -16,10 +16,10 @@ from redis.asyncio import Redis
 
 from config.catalog import Catalog, ModelSpec
 from config.settings import GatewaySettings
-from gateway_client import keys, metrics
-from gateway_client.errors import RateLimitError
-from gateway_client.request import InferenceRequest
-from gateway_client.response import TokenUsage
+from gateway_core import keys, metrics
+from gateway_core.errors import RateLimitError
+from gateway_core.request import InferenceRequest
+from gateway_core.response import TokenUsage
 from workers.control.quota import QuotaRefusal, QuotaReservation, Quotas
 from workers.control.rate_limiter import Limit, RateLimiter, Waiter
 

@@ -12,20 +12,13 @@ failures count (a 400 says nothing about the provider's health).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 
 from redis.asyncio import Redis
 
-from gateway_client.keys import breaker as breaker_key
+from gateway_core.breakers import BreakerState, deployment, read_states
+from gateway_core.keys import breaker as breaker_key
 
-
-class BreakerState(IntEnum):
-    """Values as the seed's ``l04_circuit_breaker_state`` gauge has them."""
-
-    CLOSED = 0
-    HALF_OPEN = 1
-    OPEN = 2
-
+__all__ = ["BreakerState", "CircuitBreakers", "Permit", "deployment"]
 
 _PRELUDE = """
 local function now_ms()
@@ -144,8 +137,7 @@ class CircuitBreakers:
         return BreakerState(int(state))
 
     async def state(self, target: str) -> BreakerState:
-        raw = await self._redis.hget(breaker_key(target), "state")
-        return BreakerState(int(raw or 0))
+        return (await read_states(self._redis, [target]))[target]
 
     # A model deployment has a breaker of its own beside its provider's: one failing model opens
     # its own breaker without taking the provider's healthy models down with it, while failures
@@ -160,13 +152,5 @@ class CircuitBreakers:
         await self.record(deployment(provider, model_id), success)
 
     async def is_open(self, provider: str, model_id: str) -> bool:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hget(breaker_key(provider), "state")
-            pipe.hget(breaker_key(deployment(provider, model_id)), "state")
-            states = await pipe.execute()
-        return any(int(s or 0) == BreakerState.OPEN for s in states)
-
-
-def deployment(provider: str, model_id: str) -> str:
-    """The breaker target of one model on one provider."""
-    return f"{provider}:{model_id}"
+        states = await read_states(self._redis, [provider, deployment(provider, model_id)])
+        return BreakerState.OPEN in states.values()

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from redis.asyncio import Redis
 
-from gateway_client import keys
+from gateway_core import keys
 from workers.coalesce import Coalescer
 
 WEIGHT = 0.2  # of each new sample

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from gateway_client import keys
+from gateway_core import keys
 
 MICRO = 1_000_000
 

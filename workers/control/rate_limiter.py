@@ -205,7 +205,7 @@ class Limit:
 class Waiter:
     """Who asks, for the waiting room: the job, its priority band (0 first) and its agent."""
 
-    room: str  # key prefix of the room (see :func:`gateway_client.keys.waiting_room`)
+    room: str  # key prefix of the room (see :func:`gateway_core.keys.waiting_room`)
     job_id: str
     band: int
     agent: str

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from config.settings import GatewaySettings
-from gateway_client.errors import ConfigurationError
+from gateway_core.errors import ConfigurationError
 from workers.providers.base import CallContext, ProviderAdapter, ProviderDelta, ProviderResult
 
 

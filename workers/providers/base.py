@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from config.catalog import ModelSpec
-from gateway_client import tokens
-from gateway_client.errors import ConfigurationError
-from gateway_client.messages import ToolCall
-from gateway_client.request import InferenceRequest
-from gateway_client.response import TokenUsage
+from gateway_core import tokens
+from gateway_core.errors import ConfigurationError
+from gateway_core.messages import ToolCall
+from gateway_core.request import InferenceRequest
+from gateway_core.response import TokenUsage
 
 
 @dataclass(slots=True)

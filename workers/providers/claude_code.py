@@ -24,11 +24,11 @@ from typing import Any
 
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
-from gateway_client.errors import ConfigurationError, ProviderError, ResponseError
-from gateway_client.messages import MessageRole
-from gateway_client.redact import redact
-from gateway_client.request import InferenceRequest
-from gateway_client.response import TokenUsage
+from gateway_core.errors import ConfigurationError, ProviderError, ResponseError
+from gateway_core.messages import MessageRole
+from gateway_core.redact import redact
+from gateway_core.request import InferenceRequest
+from gateway_core.response import TokenUsage
 from workers.providers.base import CallContext, ProviderAdapter, ProviderDelta, ProviderResult
 
 log = logging.getLogger(__name__)

@@ -26,14 +26,14 @@ from typing import Any
 import httpx
 
 from config.settings import GatewaySettings
-from gateway_client.errors import (
+from gateway_core.errors import (
     GatewayError,
     ProviderError,
     RateLimitError,
     ResponseError,
     error_class_for,
 )
-from gateway_client.redact import redact
+from gateway_core.redact import redact
 
 POOL_SHARD_SIZE = 32
 

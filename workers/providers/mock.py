@@ -22,11 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
-from gateway_client import tokens
-from gateway_client.errors import ERROR_CODES, error_class_for, invalid
-from gateway_client.messages import MessageRole
-from gateway_client.request import InferenceRequest
-from gateway_client.response import TokenUsage
+from gateway_core import tokens
+from gateway_core.errors import ERROR_CODES, error_class_for, invalid
+from gateway_core.messages import MessageRole
+from gateway_core.request import InferenceRequest
+from gateway_core.response import TokenUsage
 from workers.providers.base import CallContext, ProviderAdapter, ProviderDelta, ProviderResult
 
 

@@ -12,10 +12,10 @@ from typing import Any
 
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
-from gateway_client.errors import CacheError, ResponseError, ValidationError
-from gateway_client.messages import ImagePart, Message, ToolCall
-from gateway_client.request import InferenceRequest
-from gateway_client.response import TokenUsage
+from gateway_core.errors import CacheError, ResponseError, ValidationError
+from gateway_core.messages import ImagePart, Message, ToolCall
+from gateway_core.request import InferenceRequest
+from gateway_core.response import TokenUsage
 from workers.providers.base import CallContext, ProviderAdapter, ProviderDelta, ProviderResult
 from workers.providers.http import HttpErrorMapper, http_client
 from workers.providers.openai import function_tools

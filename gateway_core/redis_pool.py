@@ -3,7 +3,7 @@
 A burst of thousands of submits (or of a worker's jobs) must queue for a connection, not fail:
 redis-py's plain pool raises once ``max_connections`` are in use, its blocking pool waits.
 
-A ``sentinel://`` URL (see :mod:`gateway_client.redis_url`) gives a client of the master that
+A ``sentinel://`` URL (see :mod:`gateway_core.redis_url`) gives a client of the master that
 redis-py's ``Sentinel.master_for`` names: each new connection asks the Sentinels where the
 master is, and a connection to a demoted master (``READONLY``) is dropped, so after a failover
 the client follows the new master. Its pool is the same blocking pool as for a plain URL.
@@ -27,7 +27,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from gateway_client.redis_url import (
+from gateway_core.redis_url import (
     SentinelOptions,
     check_redis_url,
     check_sentinel_options,

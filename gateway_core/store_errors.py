@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway_client.errors import RateLimitError
+from gateway_core.errors import RateLimitError
 
 STORE_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 RETRY_AFTER_S = 1.0

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 from redis.connection import parse_url
 
-from gateway_client.errors import ConfigurationError
+from gateway_core.errors import ConfigurationError
 
 SENTINEL_SCHEME = "sentinel"
 DEFAULT_SENTINEL_PORT = 26379

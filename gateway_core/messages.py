@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway_client.errors import invalid
+from gateway_core.errors import invalid
 
 
 class MessageRole(StrEnum):

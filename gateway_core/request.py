@@ -19,8 +19,8 @@ from pydantic import (
     model_validator,
 )
 
-from gateway_client.errors import ValidationError
-from gateway_client.messages import Message, MessageRole, ToolDefinition
+from gateway_core.errors import ValidationError
+from gateway_core.messages import Message, MessageRole, ToolDefinition
 
 DEFAULT_TIMEOUT_S = 120.0
 #: The longest a job may live, whether given as ``timeout`` or as ``deadline``.

@@ -6,9 +6,11 @@ On AMQP brokers (RabbitMQ) priorities are native and larger is more urgent, so t
 
 from __future__ import annotations
 
-from config.catalog import PROVIDERS
-from gateway_client.redis_url import broker_kind
-from gateway_client.request import Priority
+from gateway_core.redis_url import broker_kind
+from gateway_core.request import Priority
+
+# The providers the fleet has adapters for: one queue each.
+PROVIDERS = ("openai", "anthropic", "ollama", "claude_code", "mock")
 
 QUEUE_PREFIX = "l04"
 INFER_TASK = "l04.infer"

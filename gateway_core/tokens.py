@@ -15,7 +15,7 @@ import tempfile
 from functools import lru_cache
 from typing import Any
 
-from gateway_client.messages import Message
+from gateway_core.messages import Message
 
 # OpenAI's chat format adds a few tokens per message and three to prime the reply.
 TOKENS_PER_MESSAGE = 3

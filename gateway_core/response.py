@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from gateway_client.messages import ToolCall
+from gateway_core.messages import ToolCall
 
 
 class TokenUsage(BaseModel):

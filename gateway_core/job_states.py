@@ -1,0 +1,97 @@
+"""A job's states and which transition leads where: the one state machine producers and
+workers both read. The transitions themselves are Lua scripts, each atomic on the server's clock:
+the producer's in ``gateway_client/lua/``, the worker's in ``workers/lua/``. ::
+
+    queued ──claim──▶ running ──finish──▶ succeeded | failed
+     ▲ │                 │  ▲
+     │ │                 │  └── claim again after the lease lapsed (worker died): attempt + 1
+     │ │                 ├──defer──▶ deferred (over a rate limit, held by no worker)
+     │ │                 └──hand_off──▶ queued on the next model's queue (failover)
+     │ └─────────────────┴──▶ cancelled (cancel) | expired (deadline passed)
+     │                   └──▶ failed E4206 (claimed more than L04_MAX_DELIVERIES times)
+     └──release (the wait is over)── deferred
+
+Exactly one terminal event (result or error) is ever written: each terminal transition checks
+the state inside its script.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DEFERRED = "deferred"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED}
+)
+
+# Which transition takes a job from which state to which: what the scripts implement and
+# tests/redis/test_job_transitions.py checks, one transition and each of its refusals at a time.
+TRANSITIONS: dict[str, tuple[frozenset[JobState], frozenset[JobState]]] = {
+    "create": (frozenset(), frozenset({JobState.QUEUED})),
+    "claim": (
+        frozenset({JobState.QUEUED, JobState.RUNNING}),
+        frozenset({JobState.RUNNING, JobState.EXPIRED, JobState.FAILED}),
+    ),
+    "finish": (frozenset({JobState.RUNNING}), frozenset({JobState.SUCCEEDED, JobState.FAILED})),
+    "defer": (frozenset({JobState.RUNNING}), frozenset({JobState.DEFERRED})),
+    "release": (frozenset({JobState.DEFERRED}), frozenset({JobState.QUEUED})),
+    "hand_off": (frozenset({JobState.RUNNING}), frozenset({JobState.QUEUED})),
+    "cancel": (
+        frozenset({JobState.QUEUED, JobState.RUNNING, JobState.DEFERRED}),
+        frozenset({JobState.CANCELLED, JobState.FAILED}),
+    ),
+    "expire": (
+        frozenset({JobState.QUEUED, JobState.RUNNING, JobState.DEFERRED}),
+        frozenset({JobState.EXPIRED}),
+    ),
+}
+
+
+class CreateOutcome(StrEnum):
+    """What ``create`` did; an existing job's state is returned as its :class:`JobState`."""
+
+    CREATED = "created"
+    FULL = "full"  # the queue holds L04_QUEUE_MAX_DEPTH messages already
+
+
+class ClaimOutcome(StrEnum):
+    """What a worker learns when it claims a job."""
+
+    RUN = "run"  # the job is this worker's to run now
+    BUSY = "busy"  # another worker holds its lease (a redelivered copy)
+    TERMINAL = "terminal"  # it ended already
+    DEFERRED = "deferred"  # it waits for a rate limit; its release requeues it
+    EXPIRED = "expired"  # its deadline passed: this claim ended it
+    LOST = "lost"  # claimed more than L04_MAX_DELIVERIES times: this claim failed it (E4206)
+    GONE = "gone"  # no record (expired, or never created)
+
+
+class FinishOutcome(StrEnum):
+    """What a terminal transition did."""
+
+    WRITTEN = "written"  # this call wrote the job's one terminal event
+    ENDED = "ended"  # the job had ended already (or is gone): nothing written
+    FENCED = "fenced"  # another worker holds the job's lease
+    NOT_YET = "not_yet"  # expire: the deadline (plus grace) has not passed on the server's clock
+
+
+FINISH_REPLIES = {
+    1: FinishOutcome.WRITTEN,
+    0: FinishOutcome.ENDED,
+    -2: FinishOutcome.FENCED,
+    -3: FinishOutcome.NOT_YET,
+}

@@ -1,0 +1,41 @@
+-- Helpers of the job's scripts (gateway_core/job_states.py draws the state machine).
+-- Needs clock.lua before it.
+local TERMINAL = {succeeded=true, failed=true, cancelled=true, expired=true}
+
+-- Appends an event to the job's stream, then announces it on the job's channel as
+-- "<n>\n<stream id>\n<event json>" and on its producer's inbox (reply_to) with the channel in
+-- front. Returns n, the event's index from 0 (a listener tells a gap from a duplicate by it).
+local function emit(job, events_key, channel, expire_at_ms, event_json)
+  local n = redis.call('XLEN', events_key)
+  local id = redis.call('XADD', events_key, '*', 'n', n, 'e', event_json)
+  if n == 0 and expire_at_ms then redis.call('PEXPIREAT', events_key, expire_at_ms) end
+  local announcement = n .. '\n' .. id .. '\n' .. event_json
+  redis.call('PUBLISH', channel, announcement)
+  local inbox = redis.call('HGET', job, 'reply_to')
+  if inbox then redis.call('PUBLISH', inbox, channel .. '\n' .. announcement) end
+  return n
+end
+
+local function error_event(code, message, retryable)
+  return cjson.encode({type='error', error={code=code, message=message, retryable=retryable}})
+end
+
+-- The error of a job whose deadline passed in `state`.
+local function deadline_event(state, job)
+  if state ~= 'running' and redis.call('HEXISTS', job, 'deferrals') == 1 then
+    return error_event('E4401', 'deadline passed while the job waited for a rate limit', false)
+  elseif state == 'queued' then
+    return error_event('E4404', 'deadline passed before a worker started the job', false)
+  end
+  return error_event('E4205', 'deadline passed while the job was running', false)
+end
+
+-- Writes the job's one terminal event and ends it: state, lease gone, keys kept for ttl seconds.
+local function finish(job, events, lease, channel, state_to, event_json, ttl)
+  local expire_at = redis.call('HGET', job, 'expire_at_ms')
+  emit(job, events, channel, expire_at, event_json)
+  redis.call('HSET', job, 'state', state_to, 'finished_ms', math.floor(now_seconds() * 1000))
+  redis.call('DEL', lease)
+  redis.call('EXPIRE', job, ttl)
+  redis.call('EXPIRE', events, ttl)
+end

@@ -1,0 +1,128 @@
+"""Prometheus metrics: the seed's names and labels, and what an operator of a queue needs.
+
+Workers count what they do (requests, latency, tokens, cost, cache, limits, retries,
+failovers, time in the queue, time to first token); producers count what they submit and get
+back. Fleet state that lives in Redis (breaker states, queue depths) is read at scrape time by
+:class:`gateway_client.metrics.FleetStateCollector`, so every scrape shows the one truth,
+whichever process serves it.
+
+Each process serves its own registry (``l04 worker --metrics-port P``, or
+:func:`gateway_client.metrics.serve_metrics` in a producer); Prometheus sums across processes.
+``l04_gateway`` is the seed's Info metric in the form every mode of prometheus_client can
+export: a gauge of 1 whose labels carry the version and the layer. Label values stay bounded:
+model and provider come from the catalog, and ``agent_did`` keeps its own value for the first
+:data:`MAX_AGENT_LABELS` agents a process sees and ``other`` after that.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from gateway_core import __version__
+
+# LLM calls run long: buckets up to 5 minutes.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)
+MAX_AGENT_LABELS = 200
+
+# -- the seed's metrics ------------------------------------------------------------------------
+INFERENCE_REQUESTS = Counter(
+    "l04_inference_requests_total",
+    "Inference jobs a worker ended, by outcome (success or error)",
+    ["provider", "model", "status"],
+)
+INFERENCE_LATENCY = Histogram(
+    "l04_inference_latency_seconds",
+    "Time from a worker's claim to the job's answer",
+    ["provider", "model"],
+    buckets=LATENCY_BUCKETS,
+)
+CACHE_HITS = Counter("l04_cache_hits_total", "Jobs answered from the cache")
+CACHE_MISSES = Counter("l04_cache_misses_total", "Cache lookups that found nothing")
+RATE_LIMIT_REJECTIONS = Counter(
+    "l04_rate_limit_rejections_total",
+    "Calls over a limit: deferred to wait in the queue, or refused (E4401 / E4402)",
+    ["agent_did", "outcome"],
+)
+# Read from Redis at scrape time (gateway_client.metrics.FleetStateCollector), not counted here.
+CIRCUIT_BREAKER_STATE_NAME = "l04_circuit_breaker_state"
+QUEUE_DEPTH_NAME = "l04_queue_depth"
+ACTIVE_REQUESTS = Gauge(
+    "l04_active_requests",
+    "Provider calls in flight",
+    ["provider"],
+    multiprocess_mode="livesum",
+)
+TOKEN_USAGE = Counter(
+    "l04_token_usage_total", "Tokens used, by direction (input, output)", ["direction", "model"]
+)
+GATEWAY = Gauge(
+    "l04_gateway",
+    "Gateway metadata (the seed's Info)",
+    ["version", "layer"],
+    multiprocess_mode="max",
+)
+
+# -- what an operator of a queue needs ---------------------------------------------------------
+QUEUE_WAIT = Histogram(
+    "l04_queue_wait_seconds",
+    "Time a job waited in its queue before a worker claimed it",
+    ["provider", "priority"],
+    buckets=LATENCY_BUCKETS,
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "l04_time_to_first_token_seconds",
+    "Time from the provider call to the first streamed text",
+    ["provider", "model"],
+    buckets=LATENCY_BUCKETS,
+)
+INFERENCE_ERRORS = Counter(
+    "l04_inference_errors_total", "Jobs that ended in an error, by code", ["provider", "code"]
+)
+RETRIES = Counter("l04_retries_total", "Provider calls retried", ["provider", "code"])
+FAILOVERS = Counter(
+    "l04_failovers_total", "Jobs moved to the next model of their chain", ["from_model", "to_model"]
+)
+COST = Counter("l04_cost_usd_total", "Cost of the answers, from the catalog's prices", ["model"])
+CACHE_ERRORS = Counter("l04_cache_errors_total", "Cache and embedding errors", ["code"])
+JOBS_SUBMITTED = Counter(
+    "l04_jobs_submitted_total", "Jobs a producer queued", ["provider", "priority"]
+)
+SUBMIT_REFUSALS = Counter(
+    "l04_submit_refusals_total", "Submits refused before queueing, by code", ["code"]
+)
+JOB_RESULTS = Counter(
+    "l04_job_results_total", "Results a producer received, by outcome", ["status"]
+)
+JOB_LATENCY = Histogram(
+    "l04_job_latency_seconds",
+    "Time from submit to the answer, as the producer saw it",
+    buckets=LATENCY_BUCKETS,
+)
+
+
+class _AgentLabels:
+    """Keeps ``agent_did`` label values bounded per process."""
+
+    def __init__(self, limit: int = MAX_AGENT_LABELS) -> None:
+        self._seen: set[str] = set()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def __call__(self, agent_did: str) -> str:
+        with self._lock:
+            if agent_did in self._seen:
+                return agent_did
+            if len(self._seen) < self._limit:
+                self._seen.add(agent_did)
+                return agent_did
+        return "other"
+
+
+agent_label = _AgentLabels()
+
+
+def set_gateway_info() -> None:
+    GATEWAY.labels(version=__version__, layer="L04").set(1)

@@ -1,0 +1,45 @@
+-- job_claim: a worker takes a job to run it, under a lease that fences every other worker.
+-- KEYS: job hash, events stream, lease.
+-- ARGV: worker id, lease ms, channel, result ttl seconds, max deliveries (L04_MAX_DELIVERIES).
+-- Returns {'run', attempt, request, provider, model, stream, deadline, created_ms,
+--          events so far, now ms, chain json, priority}, or {outcome, detail}:
+-- Edge cases:
+--   queued                                -> run, attempt 1, started_ms set, lease set
+--   running, its lease lapsed (worker died) -> run, attempt + 1
+--   running, lease held                   -> {'busy', lease ms left}; nothing changes
+--   ended                                 -> {'terminal', state}
+--   deferred (waits for a rate limit)     -> {'deferred', 'deferred'}
+--   deadline passed                       -> {'expired', state}: the deadline error written
+--   the attempt would pass max deliveries -> {'lost', attempts}: E4206 written, state failed
+--   no record                             -> {'gone'}
+-- include: clock
+-- include: job
+local f = redis.call('HMGET', KEYS[1], 'state', 'deadline', 'attempt')
+local state, deadline, attempts = f[1], tonumber(f[2]), tonumber(f[3] or 0)
+if not state then return {'gone'} end
+if TERMINAL[state] then return {'terminal', state} end
+if state == 'deferred' then return {'deferred', state} end
+local now = now_seconds()
+if deadline and now >= deadline then
+  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[3], 'expired', deadline_event(state, KEYS[1]), ARGV[4])
+  return {'expired', state}
+end
+if state == 'running' and redis.call('EXISTS', KEYS[3]) == 1 then
+  return {'busy', tostring(redis.call('PTTL', KEYS[3]))}
+end
+if attempts >= tonumber(ARGV[5]) then
+  -- Every worker that took this job so far lost it (died, or was killed): it stops here.
+  local message = 'the job was started ' .. attempts .. ' times and no worker finished it'
+  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[3], 'failed', error_event('E4206', message, false),
+         ARGV[4])
+  return {'lost', tostring(attempts)}
+end
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+local now_ms = math.floor(now * 1000)
+if attempt == 1 then redis.call('HSET', KEYS[1], 'started_ms', now_ms) end
+redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1])
+local r = redis.call('HMGET', KEYS[1], 'request', 'provider', 'model', 'stream', 'deadline',
+                     'created_ms', 'chain', 'priority')
+return {'run', tostring(attempt), r[1], r[2], r[3], r[4], r[5], r[6],
+        tostring(redis.call('XLEN', KEYS[2])), tostring(now_ms), r[7] or '[]', r[8] or 'normal'}

@@ -1,0 +1,17 @@
+-- job_hand_off: the running worker moves a job to the next model of its chain (failover).
+-- KEYS: job hash, lease, the next model's queue list (the job hash when nothing is pushed).
+-- ARGV: worker id, provider, model, queue, message ('' for none).
+-- Returns 1 when handed off, 0 when this worker no longer owns the job.
+-- Edge cases:
+--   running, lease ours       -> 1: queued with the new provider, model, queue; failovers + 1;
+--                                lease deleted; message pushed
+--   not running               -> 0; nothing changes
+--   lease not ours (or gone)  -> 0
+local f = redis.call('HMGET', KEYS[1], 'state')
+if f[1] ~= 'running' or redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'provider', ARGV[2], 'model', ARGV[3],
+           'queue', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'failovers', 1)
+redis.call('DEL', KEYS[2])
+if ARGV[5] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[5]) end
+return 1
