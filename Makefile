@@ -1,5 +1,5 @@
 # The two commands of the README:  `make demo`  and  `make test`.
-.PHONY: install demo test test-slow lint bench lock clean
+.PHONY: install demo test test-fast test-slow lint bench lock clean
 
 install:
 	./scripts/install.sh
@@ -9,6 +9,11 @@ demo: install
 
 test: install lint
 	.venv/bin/python -m pytest
+
+# The fast tiers (under a minute): tests/unit (no Redis) and tests/redis (a real redis-server,
+# no worker). `make test` runs them and tests/fleet (real workers).
+test-fast: install lint
+	.venv/bin/python -m pytest tests/unit tests/redis
 
 # The slow tier (about 5 minutes): jobs outliving RabbitMQ's consumer_timeout (150 s and 20 s),
 # and a worker through a 30 s Redis outage. CI runs it too.

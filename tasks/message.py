@@ -6,7 +6,7 @@ other, and a repeated job id queues nothing). Celery builds the task message its
 (``app.amqp.as_task_v2``: protocol 2 headers and body); what is added here is the small envelope
 kombu's Redis transport wraps around a message on publish (``Channel.prepare_message`` and
 ``_inplace_augment_message``: base64 body, delivery tag, delivery info, priority), published to
-kombu's anonymous exchange, whose routing key is the queue. ``tests/test_task_message.py``
+kombu's anonymous exchange, whose routing key is the queue. ``tests/redis/test_task_message.py``
 checks it field by field against a message kombu published itself.
 """
 

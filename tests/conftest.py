@@ -1,5 +1,9 @@
 """Fixtures: a private redis-server, worker processes and the mock upstream, all real.
 
+The tests come in three tiers, one folder each, marked by it: ``unit`` (no Redis, seconds),
+``redis`` (scripts and stores against a real redis-server, no worker) and ``fleet`` (real worker
+processes). ``make test-fast`` runs the first two; ``make test`` runs all three.
+
 A test that takes the ``broker_url`` fixture runs twice, as dramatiq's tests do: once with the
 job-state Redis as the broker, once with RabbitMQ (``L04_BROKER_URL=amqp://...``); its
 ``gateway`` and ``start_worker`` then use that broker. Other tests use Redis only.
@@ -18,7 +22,18 @@ from gateway_client import InferenceRequest, Message, MessageRole, ModelGateway
 from l04.rabbitmq_server import RabbitMQNotInstalled
 from l04.redis_server import LocalRedis
 from tests.brokers import SessionRabbitMQ, clear_amqp_queues
-from tests.fleet import MockUpstreamProcess, WorkerProcess
+from tests.processes import MockUpstreamProcess, WorkerProcess
+
+TIERS = ("unit", "redis", "fleet")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test is marked with its tier, the folder it is in (``pytest -m fleet``)."""
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
 
 # Workers in tests hand a dead worker's jobs to another within a few seconds.
 FAST_RECOVERY = {"L04_VISIBILITY_TIMEOUT": "4"}
