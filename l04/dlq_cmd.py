@@ -12,17 +12,7 @@ import json
 import sys
 from typing import Any
 
-from gateway_core import keys
-
-
-def _entries(raw: list[Any]) -> list[dict[str, Any]]:
-    found = []
-    for item in raw:
-        try:
-            found.append(json.loads(item))
-        except ValueError:
-            found.append({"reason": "unreadable record", "envelope": str(item)[:200]})
-    return found
+from gateway_core import dead_letters, keys
 
 
 async def _list(limit: int) -> int:
@@ -30,13 +20,13 @@ async def _list(limit: int) -> int:
 
     gateway = ModelGateway()
     try:
-        raw: Any = await gateway.redis.lrange(keys.DEAD_LETTERS, 0, limit - 1)
+        letters = await dead_letters.read(gateway.redis, limit)
     finally:
         await gateway.close()
-    for index, entry in enumerate(_entries(raw)):
-        envelope = str(entry.get("envelope", ""))
-        print(json.dumps({"index": index, **entry, "envelope": envelope[:500]}))
-    if not raw:
+    for index, letter in enumerate(letters):
+        envelope = str(letter.fields.get("envelope", ""))
+        print(json.dumps({"index": index, **letter.fields, "envelope": envelope[:500]}))
+    if not letters:
         print("the dead-letter list is empty", file=sys.stderr)
     return 0
 
@@ -50,12 +40,11 @@ async def _replay(indexes: list[int] | None) -> int:
     gateway = ModelGateway()
     replayed = failed = 0
     try:
-        raw: Any = await gateway.redis.lrange(keys.DEAD_LETTERS, 0, -1)
-        for index, (item, entry) in enumerate(zip(raw, _entries(raw), strict=True)):
+        for index, letter in enumerate(await dead_letters.read(gateway.redis)):
             if indexes is not None and index not in indexes:
                 continue
             try:
-                envelope = json.loads(entry.get("envelope", ""))
+                envelope = json.loads(letter.fields.get("envelope", ""))
                 if isinstance(envelope, list) and envelope:  # a whole task body: [args, ...]
                     envelope = envelope[0][0] if isinstance(envelope[0], list) else envelope[0]
                 job_id = read_envelope(envelope)
@@ -72,7 +61,7 @@ async def _replay(indexes: list[int] | None) -> int:
             queue = queue_name(fields["provider"])
             priority = priority_value(_priority(fields), gateway.settings.effective_broker_url)
             await asyncio.to_thread(publish_job, gateway._celery, job_id, queue, priority)
-            await gateway.redis.lrem(keys.DEAD_LETTERS, 1, item)
+            await dead_letters.remove(gateway.redis, letter)
             print(f"{index}: job {job_id} sent back to {queue}")
             replayed += 1
     finally:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis
 
-from gateway_client import ModelGateway, StreamChunk
+from gateway_client import GatewayError, ModelGateway, StreamChunk
 from tests.conftest import make_request
 from tests.processes import WorkerProcess
 
@@ -116,6 +116,29 @@ async def test_job_held_by_a_killed_worker_finishes_on_another(
     response = await handle.result(timeout=45)
     assert response.content == EXPECTED
     assert response.attempt == 2
+
+
+@pytest.mark.faults
+async def test_a_job_that_kills_every_worker_that_takes_it_stops_with_E4206(
+    gateway: ModelGateway, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """Each worker that takes the job dies with it; past L04_MAX_DELIVERIES (2 here) starts the
+    next claim fails it, instead of feeding it to worker after worker until its deadline."""
+    env = {"L04_MAX_DELIVERIES": "2"}
+    handle = await gateway.submit(
+        make_request(TEXT, timeout=90, metadata={"mock": {"latency_ms": 60_000}})
+    )
+    for attempt in (1, 2):
+        doomed = start_worker("mock", env=env)
+        while (status := await handle.status()).state != "running" or status.attempt < attempt:
+            await asyncio.sleep(0.05)
+        doomed.kill()
+    start_worker("mock", env=env)
+    with pytest.raises(GatewayError) as caught:
+        await handle.result(timeout=45)
+    assert caught.value.code == "E4206"
+    assert "2 times" in caught.value.message
+    assert (await handle.status()).attempt == 2
 
 
 @pytest.mark.faults

@@ -6,6 +6,7 @@
 --   running, lease ours                     -> 1; finished_by set to this worker
 --   running, lease lapsed and not taken     -> 1 (no other worker answered)
 --   running, lease another worker's         -> -2; nothing written
+--   queued or deferred (handed off, parked) -> -2; nothing written (not this worker's now)
 --   ended by this same worker (a retried call whose first reply was lost) -> 1, nothing written
 --   ended otherwise, or no record           -> 0
 -- include: clock
@@ -17,6 +18,7 @@ if TERMINAL[state] then
   if f[2] == ARGV[1] then return 1 end
   return 0
 end
+if state ~= 'running' then return -2 end
 local holder = redis.call('GET', KEYS[3])
 if holder and holder ~= ARGV[1] then return -2 end
 redis.call('HSET', KEYS[1], 'finished_by', ARGV[1])
