@@ -131,6 +131,18 @@ def test_malformed_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -
     assert "CIRCUIT_BREAKER_FAILURE_THRESHOLD" in caught.value.message
 
 
+def test_worker_providers_and_max_deliveries_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("L04_WORKER_PROVIDERS", " mock, openai ,")
+    monkeypatch.setenv("L04_MAX_DELIVERIES", "3")
+    settings = load_settings()
+    assert (settings.worker_providers, settings.max_deliveries) == (["mock", "openai"], 3)
+    assert load_settings(L04_WORKER_PROVIDERS="").worker_providers == []
+    for variable, value in (("L04_WORKER_PROVIDERS", "mock,nosuch"), ("L04_MAX_DELIVERIES", "0")):
+        with pytest.raises(ConfigurationError) as caught:
+            load_settings(**{variable: value})
+        assert caught.value.code == "E4004" and variable in caught.value.message
+
+
 def test_seed_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {
         "REDIS_URL": "redis://example:6380/2",
