@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from config.catalog import Catalog, ModelSpec, ModelStatus
 from gateway_core import keys
+from gateway_core.breakers import deployment
 from gateway_core.errors import RoutingError
 from gateway_core.request import InferenceRequest, RoutingStrategy
 
@@ -73,7 +74,7 @@ class LLMRouter:
 
     def _down(self, model: ModelSpec) -> bool:
         return model.provider in self.unavailable or (
-            f"{model.provider}:{model.model_id}" in self.unavailable
+            deployment(model.provider, model.model_id) in self.unavailable
         )
 
     def _fitting(
