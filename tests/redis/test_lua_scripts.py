@@ -871,6 +871,22 @@ def test_allow_refused_by_the_second_breaker(redis_client: redis.Redis) -> None:
     assert (allowed, state, clean) == (0, OPEN, 0) and 8_000 <= wait <= 9_000
 
 
+@case("breaker_allow", "first gives a probe, second refuses")
+def test_allow_gives_back_a_probe_no_call_will_use(redis_client: redis.Redis) -> None:
+    """A half-open provider with one probe, and one of its models still open: a call to that
+    model is refused, and must not keep the provider's probe (it would refuse the provider's
+    other models until the hash expired, and then close with no probe having succeeded)."""
+    r = redis_client
+    opened(r, PROVIDER, ago_ms=RECOVERY_MS + 1)
+    opened(r, DEPLOYMENT, ago_ms=1_000)
+    assert allow(r, PROVIDER, DEPLOYMENT)[:2] == [0, OPEN]
+    record = hgetall(r, PROVIDER)
+    assert (record["state"], record["probes"]) == (str(HALF_OPEN), "0")
+    other_model = keys.breaker("openai:gpt-4o-mini")
+    assert allow(r, PROVIDER, other_model)[0] == 1  # the probe is there for it
+    assert hgetall(r, PROVIDER)["probes"] == "1"
+
+
 def report(r: redis.Redis, outcome: str, threshold: int = 3) -> int:
     return int(run(r, "breaker_report", [PROVIDER], [outcome, threshold, 60_000]))
 

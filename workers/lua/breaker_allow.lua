@@ -13,6 +13,7 @@
 --   half-open, every probe taken            -> {0, 1, probe ttl ms, 0}
 --   first breaker refuses                   -> {0, ...}; the next breaker is not asked
 --   first allows, second refuses            -> {0, ...} of the second
+--   first gives a probe, second refuses     -> {0, ...} of the second; the probe given back
 -- include: clock
 local function allow(key, now)
   local f = redis.call('HMGET', key, 'state', 'opened_at', 'probes', 'failures')
@@ -33,10 +34,16 @@ local function allow(key, now)
 end
 local now = now_ms()
 local all_clean = 1
+local given = {}  -- the breakers that gave this call a probe
 local allowed, state, wait, clean
 for i = 1, #KEYS do
   allowed, state, wait, clean = allow(KEYS[i], now)
   if not clean then all_clean = 0 end
-  if allowed == 0 then return {0, state, wait, 0} end
+  if allowed == 0 then
+    -- No call is made: a probe an earlier breaker gave it goes back for the next call.
+    for _, key in ipairs(given) do redis.call('HINCRBY', key, 'probes', -1) end
+    return {0, state, wait, 0}
+  end
+  if state == 1 then table.insert(given, KEYS[i]) end
 end
 return {1, state, wait, all_clean}
