@@ -14,18 +14,26 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-_INCLUDE = re.compile(r"^-- include: ([a-z_]+)[ \t]*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^-- include:(.*)$", re.MULTILINE)
+_SHARED_NAME = re.compile(r"[a-z_]+")
 
 
 @cache
 def script_source(package: str, name: str) -> str:
     """The text of ``<package>/lua/<name>.lua`` with its includes filled in."""
     text = files(package).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
-    return _INCLUDE.sub(lambda match: _shared(match.group(1)), text)
+    where = f"{package}/lua/{name}.lua"
+    return _INCLUDE.sub(lambda match: _shared(match.group(1).strip(), where), text)
 
 
-def _shared(name: str) -> str:
-    return files("gateway_core").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+def _shared(name: str, where: str) -> str:
+    """The shared file ``name``; a name that is not one fails here, not later inside Redis."""
+    path = files("gateway_core").joinpath("lua", f"{name}.lua")
+    if not _SHARED_NAME.fullmatch(name) or not path.is_file():
+        raise FileNotFoundError(
+            f"{where} includes {name!r}: there is no gateway_core/lua/{name}.lua"
+        )
+    return path.read_text(encoding="utf-8")
 
 
 def register(redis: Any, package: str, name: str) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from gateway_core import keys
+from gateway_core.lua import register
 
 BATCH_TTL_S = 7 * 86_400
 DRIVER_TTL_S = 10
@@ -34,26 +35,6 @@ class BatchStatus(StrEnum):
 
 
 ENDED = frozenset({BatchStatus.COMPLETED, BatchStatus.CANCELLED, BatchStatus.EXPIRED})
-
-# KEYS: record, done. ARGV: index, output line, 'completed' | 'failed', ttl.
-_RECORD = """
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-return 1
-"""
-
-# KEYS: record. ARGV: from states (comma separated), to state, timestamp field, now.
-_MOVE = """
-local state = redis.call('HGET', KEYS[1], 'status')
-for s in string.gmatch(ARGV[1], '[^,]+') do
-  if s == state then
-    redis.call('HSET', KEYS[1], 'status', ARGV[2], ARGV[3], ARGV[4])
-    return 1
-  end
-end
-return 0
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +79,8 @@ class BatchInfo:
 class BatchStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._record = redis.register_script(_RECORD)
-        self._move = redis.register_script(_MOVE)
+        self._record = register(redis, "gateway_client", "batch_record")
+        self._move = register(redis, "gateway_client", "batch_move")
 
     async def create(
         self,

@@ -7,3 +7,6 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+local function now_whole_seconds()
+  return tonumber(redis.call('TIME')[1])
+end

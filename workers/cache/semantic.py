@@ -20,32 +20,8 @@ from numpy.typing import NDArray
 from redis.asyncio import Redis
 
 from gateway_core import keys
+from gateway_core.lua import register
 from workers.cache.vector_index import VectorIndex
-
-# KEYS: vec, resp, order, log. ARGV: id, vector bytes, answer, ttl s, max entries.
-_STORE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl, max = tonumber(ARGV[4]), tonumber(ARGV[5])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('ZADD', KEYS[3], now, ARGV[1])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', 2 * max + 100, '*', 'id', ARGV[1], 'at', now)
-local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - ttl * 1000)
-local over = redis.call('ZCARD', KEYS[3]) - #gone - max
-if over > 0 then
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[3], #gone, #gone + over - 1)) do
-    table.insert(gone, id)
-  end
-end
-for _, id in ipairs(gone) do
-  redis.call('HDEL', KEYS[1], id)
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('ZREM', KEYS[3], id)
-end
-for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
-return #gone
-"""
 
 
 @dataclass
@@ -65,7 +41,7 @@ class SemanticCache:
         self.max_entries = max_entries
         self.threshold = threshold
         self._scopes: dict[str, _Scope] = {}
-        self._store = redis.register_script(_STORE)
+        self._store = register(redis, "workers", "semantic_cache_store")
 
     @staticmethod
     def _keys(scope: str) -> list[str]:

@@ -12,36 +12,18 @@ from collections import defaultdict
 from redis.asyncio import Redis
 
 from gateway_core import keys
+from gateway_core.lua import register
 from workers.coalesce import Coalescer
 
 WEIGHT = 0.2  # of each new sample
 KEEP_S = 24 * 3600
 FLUSH_S = 0.5
 
-# KEYS: the latency hash. ARGV: weight, keep seconds, then for each model: its name, how many
-# samples follow, and the samples in ms, oldest first.
-_RECORD = """
-local w = tonumber(ARGV[1])
-local i = 3
-while i <= #ARGV do
-  local model, count = ARGV[i], tonumber(ARGV[i + 1])
-  local value = tonumber(redis.call('HGET', KEYS[1], model))
-  for j = i + 2, i + 1 + count do
-    local sample = tonumber(ARGV[j])
-    if value then value = value * (1 - w) + sample * w else value = sample end
-  end
-  redis.call('HSET', KEYS[1], model, string.format('%.3f', value))
-  i = i + 2 + count
-end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
 
 class LatencyTracker:
     def __init__(self, redis: Redis, flush_s: float = FLUSH_S) -> None:
         self._redis = redis
-        self._record = redis.register_script(_RECORD)
+        self._record = register(redis, "workers", "latency_record")
         self._pending: Coalescer[tuple[str, float]] = Coalescer(self._send, flush_s)
 
     def record(self, model_id: str, latency_ms: float) -> None:

@@ -16,35 +16,9 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from gateway_core import keys
+from gateway_core.lua import register
 
 MICRO = 1_000_000
-
-# KEYS: the quota hash of the period the caller expects. ARGV: that period, period_s, token quota
-# (0: none), cost quota in micro-USD (0: none), tokens, micro-USD. Returns {1, period} when
-# reserved, {0, which ('tokens'|'cost'), used, quota, resets_in_s} when refused, and {-1, period}
-# when the server's clock is in another period than the caller's (ask again with that one).
-_RESERVE = """
-local period_s = tonumber(ARGV[2])
-local now = tonumber(redis.call('TIME')[1])
-local period = math.floor(now / period_s)
-if period ~= tonumber(ARGV[1]) then return {-1, period} end
-local key = KEYS[1]
-local f = redis.call('HMGET', key, 'tokens', 'micro_usd')
-local used_t, used_c = tonumber(f[1] or '0'), tonumber(f[2] or '0')
-local quota_t, quota_c = tonumber(ARGV[3]), tonumber(ARGV[4])
-local want_t, want_c = tonumber(ARGV[5]), tonumber(ARGV[6])
-local resets = (period + 1) * period_s - now
-if quota_t > 0 and used_t + want_t > quota_t then
-  return {0, 'tokens', used_t, quota_t, resets}
-end
-if quota_c > 0 and used_c + want_c > quota_c then
-  return {0, 'cost', used_c, quota_c, resets}
-end
-redis.call('HINCRBY', key, 'tokens', want_t)
-redis.call('HINCRBY', key, 'micro_usd', want_c)
-redis.call('EXPIRE', key, period_s + 3600)
-return {1, period}
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +39,7 @@ class QuotaReservation:
 class Quotas:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._reserve = redis.register_script(_RESERVE)
+        self._reserve = register(redis, "workers", "quota_reserve")
 
     async def reserve(
         self,
