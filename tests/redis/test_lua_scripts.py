@@ -487,6 +487,15 @@ def test_finish_by_a_worker_that_lost_the_job(redis_client: redis.Redis) -> None
     assert hgetall(redis_client, J)["state"] == "running"
 
 
+@case("job_finish", "queued or deferred (handed off, parked)")
+def test_finish_of_a_job_this_worker_handed_off_or_parked(redis_client: redis.Redis) -> None:
+    for state in ("queued", "deferred"):
+        a_job(redis_client, state, attempt=1, worker="w1")
+        assert finish(redis_client) == -2
+        assert not redis_client.exists(EVENTS)
+        assert hgetall(redis_client, J)["state"] == state
+
+
 @case("job_finish", "ended by this same worker (a retried call whose first reply was lost)")
 def test_finish_sent_twice_by_the_same_worker(redis_client: redis.Redis) -> None:
     a_job(redis_client, "running", attempt=1)
