@@ -1188,10 +1188,16 @@ def test_admit_waits_windows_for_the_jobs_ahead(redis_client: redis.Redis) -> No
     for i in range(5):
         waiting(r, f"ahead-{i}", band=0, tag=1)
     refused, now, wait, index, _ = admit(r, [(RPM, 2, 1, True, "r")], room=True)
-    # excess = 2 counted + 5 ahead + 1 - 2 = 6: ceil((6 - 2) / 2 - 1) = 1 window after the
-    # newest bucket left the window.
+    # excess = 2 counted + 5 ahead + 1 - 2 = 6. Once the newest bucket left the window, the
+    # window admits 2 of the 5 ahead, the next 2 more, and the third the last one and this
+    # call: ceil((6 - 2) / 2) = 2 windows after it.
     assert (refused, index) == (0, 1)
-    assert wait == (filled + 1) * BUCKET + WINDOW - now + WINDOW
+    assert wait == (filled + 1) * BUCKET + WINDOW - now + 2 * WINDOW
+    # Nothing counted: 600 tokens ahead and 500 asked of 1,000 fit only in the next window.
+    r.delete(RPM, ORDER, DUE, META)
+    waiting(r, "big", band=0, tag=1, tokens=600)
+    refused, now, wait, index, _ = admit(r, [(TPM, 1_000, 500, True, "t")], room=True)
+    assert (refused, index, wait) == (0, 1, WINDOW)
 
 
 @case("rate_limit_admit", "room, an entry past its due time")

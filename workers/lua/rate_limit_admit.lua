@@ -30,8 +30,9 @@
 --   room, jobs ahead (earlier band or tag) -> their requests and tokens count against the
 --                                           shared limits (not the others)
 --   room, a lower band number waiting    -> ahead of a higher band's job whatever the tags
---   room, more ahead than the window holds -> wait until every bucket left, plus
---                                           window * ceil((excess - counted) / capacity - 1)
+--   room, more ahead than the window holds -> wait until every bucket left, plus one window
+--                                           per capacity of what is still ahead and this call:
+--                                           window * ceil((excess - counted) / capacity)
 --   room, an entry past its due time     -> dropped from the room before the decision
 -- include: clock
 local window, bucket_ms, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -126,7 +127,9 @@ for i = 1, n do
     if not w then
       local last = now
       if #counts[i] > 0 then last = (counts[i][#counts[i]][1] + 1) * bucket_ms + window end
-      w = last - now + window * math.ceil((excess - totals[i]) / cap[i] - 1)
+      -- From `last` the window is empty, and what waits ahead of this call plus the call
+      -- itself, (excess - counted) + capacity, is admitted a capacity per window.
+      w = last - now + window * math.ceil((excess - totals[i]) / cap[i])
     end
     w = math.max(1, w)
     if w > wait then refused, wait = i, w end
