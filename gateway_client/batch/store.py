@@ -164,7 +164,8 @@ class BatchStore:
         return int(result) == 1
 
     async def record(self, batch_id: str, index: int, line: dict[str, Any], ok: bool) -> bool:
-        """Store line ``index``'s answer unless it has one; True if this call stored it."""
+        """Store line ``index``'s answer unless it has one (or the batch is gone); True if this
+        call stored it."""
         result = await self._record(
             keys=[keys.batch(batch_id), keys.batch_done(batch_id)],
             args=[

@@ -1494,6 +1494,7 @@ def test_record_a_line_once(redis_client: redis.Redis) -> None:
     assert hgetall(r, DONE) == {"0": '{"ok":1}', "1": '{"ok":0}'}
     assert hgetall(r, BATCH) == {"status": "in_progress", "completed": "1", "failed": "1"}
     assert 0 < r.ttl(DONE) <= 3_600
+    assert 0 < r.ttl(BATCH) <= 3_600
 
 
 @case("batch_record", "line answered already")
@@ -1504,6 +1505,12 @@ def test_record_a_line_answered_already(redis_client: redis.Redis) -> None:
     assert record_line(r, 0, "second", "failed") == 0
     assert hgetall(r, DONE) == {"0": "first"}
     assert hgetall(r, BATCH) == {"status": "in_progress", "completed": "1", "failed": "0"}
+
+
+@case("batch_record", "no batch record (expired, deleted)")
+def test_record_a_line_of_a_batch_that_is_gone(redis_client: redis.Redis) -> None:
+    assert record_line(redis_client, 0, "late") == 0
+    assert redis_client.keys("*") == []
 
 
 def move(r: redis.Redis, sources: str, to: str) -> int:
