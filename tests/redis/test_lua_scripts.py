@@ -1151,6 +1151,16 @@ def test_admit_takes_a_waiting_job_out_of_the_room(redis_client: redis.Redis) ->
     assert hgetall(r, META) == {"v": "1", "a:a": "1"}  # the tag it kept while it waited
 
 
+@case("rate_limit_admit", "room, admitted while others wait longer")
+def test_admit_keeps_the_rooms_longer_expiry(redis_client: redis.Redis) -> None:
+    r = redis_client
+    waiting(r, "later", band=1, tag=1, tokens=10)
+    r.pexpire(META, 10 * WINDOW)  # as a join with a wait of several windows leaves it
+    assert admit(r, [(RPM, 5, 1, True, "r")], room=True, band=0)[0] == 1
+    assert r.pttl(META) > 9 * WINDOW
+    assert r.hget(META, "k:later") == b"10"
+
+
 @case("rate_limit_admit", "room, jobs ahead (earlier band or tag)")
 def test_admit_counts_the_jobs_ahead_on_shared_limits(redis_client: redis.Redis) -> None:
     r = redis_client

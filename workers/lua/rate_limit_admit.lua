@@ -27,6 +27,8 @@
 --   room, refused, join 0                -> joined 0; not in the room
 --   room, in it, then refused without joining -> taken out of the room
 --   room, in it, then admitted           -> taken out of the room
+--   room, admitted while others wait longer -> the room's meta keeps its longer expiry (their
+--                                           tokens and tags outlive this admission)
 --   room, jobs ahead (earlier band or tag) -> their requests and tokens count against the
 --                                           shared limits (not the others)
 --   room, a lower band number waiting    -> ahead of a higher band's job whatever the tags
@@ -173,6 +175,6 @@ if room then
   local v = tonumber(redis.call('HGET', H, 'v') or '0')
   local last = tonumber(redis.call('HGET', H, 'a:' .. agent) or '0')
   redis.call('HSET', H, 'v', math.max(v, mytag), 'a:' .. agent, math.max(last, mytag))
-  redis.call('PEXPIRE', H, 2 * window + slack)
+  if redis.call('PTTL', H) < 2 * window + slack then redis.call('PEXPIRE', H, 2 * window + slack) end
 end
 return {1, now, current}
