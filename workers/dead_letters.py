@@ -2,8 +2,9 @@
 
 Three places find them: the broker transport (bytes on a queue that are no kombu message at all),
 Celery's consumer (a kombu message whose body is no task), and the runtime (a task whose envelope
-this worker cannot read). All three write the same record through :func:`dead_letter`: the reason,
-the raw value (capped), and what is known of the message. ``l04 dlq list`` shows them.
+this worker cannot read). All three write the same record through :func:`dead_letter`: the code
+(E4503, unreadable job message; E4406 for a readable one whose job has no record), the reason, the
+raw value (capped), and what is known of the message. ``l04 dlq list`` shows them.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ DEAD_LETTER_TTL_S = 7 * 24 * 3600
 MAX_RAW_CHARS = 65_536
 
 
-def dead_letter(reason: str, raw: Any, **known: Any) -> str:
-    """The record kept for one message: why, when, the raw value (capped) and what is known."""
+def dead_letter(reason: str, raw: Any, *, code: str = "E4503", **known: Any) -> str:
+    """The record kept for one message: its code, why, when, the raw value (capped) and what is
+    known. No caller gets the code: no job of record could be failed with it."""
     if isinstance(raw, bytes):
         size = len(raw)
         text = raw[: MAX_RAW_CHARS * 4].decode("utf-8", "replace")
@@ -43,6 +45,7 @@ def dead_letter(reason: str, raw: Any, **known: Any) -> str:
             text = repr(raw)
         size = len(text)
     record = {
+        "code": code,
         "reason": reason,
         **{k: v for k, v in known.items() if v is not None},
         "envelope": text[:MAX_RAW_CHARS],
