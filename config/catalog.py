@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway_core.errors import ConfigurationError
+from gateway_core.errors import InvalidCatalog, ModelDisabled, ModelNotFound
 from gateway_core.queues import PROVIDERS
 
 M = TypeVar("M", bound=BaseModel)
@@ -103,15 +103,11 @@ class Catalog:
         for spec in models:
             for name in (spec.model_id, *spec.aliases):
                 if name in self._names:
-                    raise ConfigurationError(
-                        f"model name {name!r} is used twice in the catalog", code="E4003"
-                    )
+                    raise InvalidCatalog(f"model name {name!r} is used twice in the catalog")
                 self._names[name] = spec.model_id
             self._models[spec.model_id] = spec
         if default_model is not None and default_model not in self._names:
-            raise ConfigurationError(
-                f"default_model {default_model!r} is not in the catalog", code="E4003"
-            )
+            raise InvalidCatalog(f"default_model {default_model!r} is not in the catalog")
         self.default_model = default_model
 
     def __iter__(self) -> Any:
@@ -128,21 +124,15 @@ class Catalog:
         """The model a request names (or the default), or E4001 / E4005."""
         wanted = name or self.default_model
         if wanted is None:
-            raise ConfigurationError(
-                "no model_id given and the catalog has no default_model", code="E4001"
-            )
+            raise ModelNotFound("no model_id given and the catalog has no default_model")
         spec = self.get(wanted)
         if spec is None:
-            raise ConfigurationError(
-                f"model {wanted!r} is not in the catalog",
-                code="E4001",
-                details={"model_id": wanted},
+            raise ModelNotFound(
+                f"model {wanted!r} is not in the catalog", details={"model_id": wanted}
             )
         if spec.status is ModelStatus.DISABLED:
-            raise ConfigurationError(
-                f"model {spec.model_id!r} is disabled",
-                code="E4005",
-                details={"model_id": spec.model_id},
+            raise ModelDisabled(
+                f"model {spec.model_id!r} is disabled", details={"model_id": spec.model_id}
             )
         return spec
 
@@ -164,9 +154,8 @@ def _validated(kind: type[M], entry: Any, source: str, what: str, label: str) ->
             f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}"
             for err in exc.errors(include_url=False, include_input=False)
         ]
-        raise ConfigurationError(
+        raise InvalidCatalog(
             f"{source}: {what} {label}: " + "; ".join(problems),
-            code="E4003",
             details={"source": source, what: label, "errors": problems},
         ) from None
 
@@ -193,13 +182,11 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigurationError(
-                f"{source}: cannot read catalog: {exc.strerror}", code="E4003"
-            ) from None
+            raise InvalidCatalog(f"{source}: cannot read catalog: {exc.strerror}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"{source}: not valid TOML: {exc}", code="E4003") from None
+        raise InvalidCatalog(f"{source}: not valid TOML: {exc}") from None
     return parse_catalog(data, source)
 
 

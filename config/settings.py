@@ -15,7 +15,7 @@ import pydantic
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from gateway_core.errors import ConfigurationError
+from gateway_core.errors import InvalidSetting
 from gateway_core.queues import PROVIDERS
 from gateway_core.redis_url import (
     SentinelOptions,
@@ -252,9 +252,7 @@ def load_settings(**overrides: Any) -> GatewaySettings:
             field = GatewaySettings.model_fields.get(name)
             env = (field.alias if field and field.alias else name).upper()
             problems.append(f"{env}: {message}")
-    raise ConfigurationError(
-        "invalid setting: " + "; ".join(problems), code="E4004", details={"errors": problems}
-    )
+    raise InvalidSetting("invalid setting: " + "; ".join(problems), details={"errors": problems})
 
 
 @lru_cache(maxsize=1)

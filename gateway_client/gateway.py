@@ -26,9 +26,12 @@ from gateway_client.router import LLMRouter, measured_latencies
 from gateway_core import metrics, tokens
 from gateway_core.breakers import BreakerState, catalog_breakers, read_states
 from gateway_core.errors import (
+    BrokerUnavailable,
     GatewayError,
-    RateLimitError,
-    ValidationError,
+    InvalidMessages,
+    InvalidParameters,
+    InvalidRequest,
+    QueueFull,
     unknown_job,
 )
 from gateway_core.job_states import CreateOutcome, JobState
@@ -127,15 +130,11 @@ class ModelGateway:
         if assistant_message is not None:
             messages.append(assistant_message)
         if not messages or not messages[-1].tool_calls:
-            raise ValidationError(
-                "execute_with_tools needs the assistant turn with tool_calls", code="E4501"
-            )
+            raise InvalidMessages("execute_with_tools needs the assistant turn with tool_calls")
         asked = {call.id for call in messages[-1].tool_calls}
         for result in tool_results:
             if result.tool_call_id not in asked:
-                raise ValidationError(
-                    f"tool result for unknown call {result.tool_call_id!r}", code="E4501"
-                )
+                raise InvalidMessages(f"tool result for unknown call {result.tool_call_id!r}")
             messages.append(
                 Message(
                     role=MessageRole.TOOL, content=result.content, tool_call_id=result.tool_call_id
@@ -172,7 +171,7 @@ class ModelGateway:
                 return await self._submit(request, job_id, stream)
         except GatewayError as error:
             metrics.SUBMIT_REFUSALS.labels(error.code).inc()
-            if error.code == "E4403":
+            if isinstance(error, QueueFull):
                 metrics.RATE_LIMIT_REJECTIONS.labels(
                     metrics.agent_label(getattr(request, "agent_did", "unknown")), "refused"
                 ).inc()
@@ -183,16 +182,14 @@ class ModelGateway:
     ) -> JobHandle:
         request = parse_request(request)
         if job_id is not None and not JOB_ID_PATTERN.match(job_id):
-            raise ValidationError(
-                "job_id must be 1-128 characters of A-Z a-z 0-9 . _ : -", code="E4500"
-            )
+            raise InvalidRequest("job_id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
         job_id = job_id or uuid.uuid4().hex
         chain = await self._route(request)
         spec = chain[0]
         now = time.time()
         deadline = request.deadline or now + request.timeout
         if deadline <= now:
-            raise ValidationError("the request's deadline has already passed", code="E4502")
+            raise InvalidParameters("the request's deadline has already passed")
         queue = queue_name(spec.provider)
         priority = priority_value(request.priority, self._broker_url)
         fields = {
@@ -328,18 +325,16 @@ class ModelGateway:
             raise self._queue_full(queue)
 
     @staticmethod
-    def _broker_unreachable(exc: BaseException) -> RateLimitError:
+    def _broker_unreachable(exc: BaseException) -> BrokerUnavailable:
         """The broker could not be reached: retryable, and naming no URL (it holds a password)."""
-        return RateLimitError(
+        return BrokerUnavailable(
             f"could not enqueue the job: broker unreachable ({type(exc).__name__})",
-            code="E4400",
             details={"retry_after": 1.0},
         )
 
-    def _queue_full(self, queue: str) -> RateLimitError:
-        return RateLimitError(
+    def _queue_full(self, queue: str) -> QueueFull:
+        return QueueFull(
             f"queue {queue} is full ({self.settings.queue_max_depth} jobs waiting); retry later",
-            code="E4403",
             details={
                 "queue": queue,
                 "max_depth": self.settings.queue_max_depth,

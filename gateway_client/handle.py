@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from gateway_client.job_store import JobStore
 from gateway_client.listener import FEED_ENDED, EventListener, Subscription
 from gateway_core import metrics
-from gateway_core.errors import GatewayError, error_from_payload, unknown_job
+from gateway_core.errors import JobCancelled, error_from_payload, unknown_job
 from gateway_core.job_records import JobEvent
 from gateway_core.job_states import FinishOutcome
 from gateway_core.response import InferenceResponse, StreamChunk
@@ -134,7 +134,7 @@ class JobHandle:
 
         A queued job never reaches a provider; a running one has its call stopped.
         """
-        error = GatewayError("job cancelled by the caller", code="E4405")
+        error = JobCancelled("job cancelled by the caller")
         with job_store_errors():
             written = await self._store.cancel(
                 self.job_id, {"type": "error", "error": error.to_payload()}

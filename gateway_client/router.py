@@ -23,7 +23,14 @@ from redis.asyncio import Redis
 from config.catalog import Catalog, ModelSpec, ModelStatus
 from gateway_core import keys
 from gateway_core.breakers import deployment
-from gateway_core.errors import RoutingError
+from gateway_core.errors import (
+    AllModelsUnavailable,
+    CapabilityNotSupported,
+    ContextLengthExceeded,
+    NoSuitableModel,
+    ResidencyNotSatisfiable,
+    RoutingError,
+)
 from gateway_core.request import InferenceRequest, RoutingStrategy
 
 MAX_CHAIN = 4
@@ -56,16 +63,13 @@ class LLMRouter:
             candidates = [m for m in self.catalog if m.status is not ModelStatus.DISABLED]
             if options.strategy is RoutingStrategy.PROVIDER_PINNED:
                 if not options.provider:
-                    raise RoutingError(
-                        "provider_pinned routing needs routing.provider", code="E4100"
-                    )
+                    raise NoSuitableModel("provider_pinned routing needs routing.provider")
                 candidates = [m for m in candidates if m.provider == options.provider]
         fitting = self._fitting(candidates, request, prompt_tokens, explicit=bool(request.model_id))
         healthy = [m for m in fitting if not self._down(m)]
         if not healthy:
-            raise RoutingError(
+            raise AllModelsUnavailable(
                 "every model that fits the request is unavailable (circuit open)",
-                code="E4102",
                 details={"models": [m.model_id for m in fitting]},
             )
         if named_model is None:
@@ -90,33 +94,31 @@ class LLMRouter:
             needed.add("tool_use")
         if any(m.has_images for m in request.messages):
             needed.add("vision")
-        checks: list[tuple[str, str, Callable[[ModelSpec], bool]]] = [
+        checks: list[tuple[type[RoutingError], str, Callable[[ModelSpec], bool]]] = [
             (
-                "E4101",
+                CapabilityNotSupported,
                 f"no model offers {', '.join(sorted(needed))}",
                 lambda m: needed <= _capabilities(m),
             ),
             (
-                "E4103",
+                ContextLengthExceeded,
                 f"prompt ({prompt_tokens} tokens) plus max_tokens ({request.max_tokens}) "
                 "exceed every candidate's context window",
                 lambda m: prompt_tokens + request.max_tokens <= m.context_window,
             ),
             (
-                "E4104",
+                ResidencyNotSatisfiable,
                 f"no candidate in region {request.routing.region!r}",
                 lambda m: request.routing.region in (None, m.region),
             ),
         ]
         remaining = candidates
-        for code, message, check in checks:
+        for refusal, message, check in checks:
             passing = [m for m in remaining if check(m)]
             if not passing:
                 if explicit and len(candidates) == 1:
                     message = f"model {candidates[0].model_id}: " + message
-                raise RoutingError(
-                    message, code=code, details={"models": [m.model_id for m in remaining]}
-                )
+                raise refusal(message, details={"models": [m.model_id for m in remaining]})
             remaining = passing
         return remaining
 

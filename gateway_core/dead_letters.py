@@ -20,8 +20,9 @@ DEAD_LETTER_TTL_S = 7 * 24 * 3600
 MAX_RAW_CHARS = 65_536
 
 
-def record(reason: str, raw: Any, **known: Any) -> str:
-    """The record kept for one message: why, when, the raw value (capped) and what is known."""
+def record(reason: str, raw: Any, *, code: str = "E4503", **known: Any) -> str:
+    """The record kept for one message: its code, why, when, the raw value (capped) and what is
+    known. No caller gets the code: no job of record could be failed with it."""
     if isinstance(raw, bytes):
         size = len(raw)
         text = raw[: MAX_RAW_CHARS * 4].decode("utf-8", "replace")
@@ -34,6 +35,7 @@ def record(reason: str, raw: Any, **known: Any) -> str:
             text = repr(raw)
         size = len(text)
     fields = {
+        "code": code,
         "reason": reason,
         **{k: v for k, v in known.items() if v is not None},
         "envelope": text[:MAX_RAW_CHARS],

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway_core.errors import invalid
+from gateway_core.errors import InvalidMessages, invalid
 
 
 class MessageRole(StrEnum):
@@ -82,7 +82,7 @@ class Message(BaseModel):
         try:
             super().__init__(**data)
         except pydantic.ValidationError as exc:
-            raise invalid("message", exc, "E4501") from None
+            raise invalid("message", exc, InvalidMessages) from None
 
     role: MessageRole
     content: str | list[ContentPart] = ""

@@ -9,7 +9,7 @@ password and database are taken from the first part; the master's name is not in
 (``L04_REDIS_SENTINEL_MASTER``, Celery's ``master_name``), nor is a Sentinel's own password
 (``L04_REDIS_SENTINEL_PASSWORD``, kombu's ``sentinel_kwargs``).
 
-A malformed URL is a :class:`ConfigurationError` (E4004) naming the variable. Its text never
+A malformed URL is an :class:`InvalidSetting` (E4004) naming the variable. Its text never
 repeats the URL, which may carry a password.
 """
 
@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 from redis.connection import parse_url
 
-from gateway_core.errors import ConfigurationError
+from gateway_core.errors import InvalidSetting
 
 SENTINEL_SCHEME = "sentinel"
 DEFAULT_SENTINEL_PORT = 26379
@@ -48,10 +48,10 @@ def is_sentinel_url(url: str) -> bool:
     return url.strip().lower().startswith(f"{SENTINEL_SCHEME}://")
 
 
-def _bad(variable: str, why: str) -> ConfigurationError:
+def _bad(variable: str, why: str) -> InvalidSetting:
     message = f"invalid setting: {variable}: {why}"
     details = {"errors": [f"{variable}: {why}"], "why": why}
-    return ConfigurationError(message, code="E4004", details=details)
+    return InvalidSetting(message, details=details)
 
 
 def parse_sentinel_url(url: str, variable: str = "REDIS_URL") -> SentinelTarget:
@@ -90,7 +90,7 @@ def redis_url_problem(url: str) -> str | None:
     if is_sentinel_url(url):
         try:
             parse_sentinel_url(url)
-        except ConfigurationError as exc:
+        except InvalidSetting as exc:
             return str(exc.details["why"])
         return None
     try:

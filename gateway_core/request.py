@@ -19,7 +19,12 @@ from pydantic import (
     model_validator,
 )
 
-from gateway_core.errors import ValidationError
+from gateway_core.errors import (
+    InvalidMessages,
+    InvalidParameters,
+    InvalidRequest,
+    ValidationError,
+)
 from gateway_core.messages import Message, MessageRole, ToolDefinition
 
 DEFAULT_TIMEOUT_S = 120.0
@@ -214,14 +219,9 @@ def validation_error_from(exc: pydantic.ValidationError) -> ValidationError:
         loc = ".".join(str(p) for p in err["loc"]) or "request"
         fields.add(str(err["loc"][0]) if err["loc"] else "request")
         problems.append(f"{loc}: {err['msg']}")
+    kind: type[ValidationError] = InvalidRequest
     if "messages" in fields:
-        code = "E4501"
+        kind = InvalidMessages
     elif fields and fields <= _SAMPLING_FIELDS:
-        code = "E4502"
-    else:
-        code = "E4500"
-    return ValidationError(
-        "invalid request: " + "; ".join(problems),
-        code=code,
-        details={"errors": problems},
-    )
+        kind = InvalidParameters
+    return kind("invalid request: " + "; ".join(problems), details={"errors": problems})

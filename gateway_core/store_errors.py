@@ -13,16 +13,15 @@ from contextlib import contextmanager
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway_core.errors import RateLimitError
+from gateway_core.errors import JobStoreUnavailable
 
 STORE_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 RETRY_AFTER_S = 1.0
 
 
-def store_unavailable(exc: BaseException) -> RateLimitError:
-    return RateLimitError(
+def store_unavailable(exc: BaseException) -> JobStoreUnavailable:
+    return JobStoreUnavailable(
         f"the job store (Redis) is unavailable: {type(exc).__name__}; retry shortly",
-        code="E4407",
         details={"retry_after": RETRY_AFTER_S},
     )
 

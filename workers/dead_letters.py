@@ -3,6 +3,7 @@
 Three places find them: the broker transport (bytes on a queue that are no kombu message at all),
 Celery's consumer (a kombu message whose body is no task), and the runtime (a task whose envelope
 this worker cannot read). All three write the same record (:mod:`gateway_core.dead_letters`): the
+code (E4503, unreadable job message; E4406 for a readable one whose job has no record), the
 reason, the raw value (capped), and what is known of the message. ``l04 dlq list`` shows them.
 The consumer and the transport run in Celery's thread, so they write with a blocking client,
 one per Redis URL for the process (not one per message).

@@ -14,7 +14,16 @@ import time
 from config.catalog import Catalog, ModelSpec
 from config.settings import GatewaySettings
 from gateway_core import metrics
-from gateway_core.errors import CircuitBreakerError, GatewayError, ProviderError, RoutingError
+from gateway_core.errors import (
+    AllModelsUnavailable,
+    CircuitOpen,
+    DeadlineExceeded,
+    GatewayError,
+    ProviderFailed,
+    ProviderTimeout,
+    RateLimited,
+    StreamInterrupted,
+)
 from gateway_core.job_states import ClaimOutcome
 from gateway_core.request import InferenceRequest, parse_request
 from gateway_core.response import InferenceResponse
@@ -35,7 +44,7 @@ from workers.retry import retry_delay
 log = logging.getLogger(__name__)
 
 # Errors that say the provider is unhealthy: they count against its breaker and fail over.
-HEALTH_FAILURES = frozenset({"E4200", "E4202", "E4604"})
+HEALTH_FAILURES = (ProviderFailed, ProviderTimeout, StreamInterrupted)
 
 
 # A provider's 429 without Retry-After parks the job this long before it asks again.
@@ -141,9 +150,8 @@ class JobPipeline:
             log.exception("job %s: unexpected %s", job_id, type(exc).__name__)
             observe.failed(claim.provider, claim.model, "E4200")
             await writer.error(
-                ProviderError(
+                ProviderFailed(
                     f"internal error in the worker ({type(exc).__name__})",
-                    code="E4200",
                     retryable=False,
                 )
             )
@@ -207,9 +215,8 @@ class JobPipeline:
         permit = await self._breakers.allow_call(spec.provider, spec.model_id)
         if not permit.allowed:
             raise ProviderUnavailable(
-                CircuitBreakerError(
+                CircuitOpen(
                     f"circuit open for {spec.provider} ({spec.model_id})",
-                    code="E4701",
                     details={
                         "provider": spec.provider,
                         "model_id": spec.model_id,
@@ -225,11 +232,11 @@ class JobPipeline:
         except TimeoutError:
             if not timeout.expired():
                 raise
-            raise ProviderError(
+            raise DeadlineExceeded(
                 "deadline passed while the job was running", code="E4205", retryable=False
             ) from None
         except GatewayError as error:
-            if error.code in HEALTH_FAILURES:
+            if isinstance(error, HEALTH_FAILURES):
                 await self._breakers.record_call(spec.provider, spec.model_id, success=False)
                 if not writer.emitted:
                     raise ProviderUnavailable(error) from None
@@ -246,9 +253,8 @@ class JobPipeline:
         if spec is None:
             final = error
             if len(claim.chain) > 1:
-                final = RoutingError(
+                final = AllModelsUnavailable(
                     f"every model of the chain is unavailable (last: {error.code})",
-                    code="E4102",
                     details={"chain": list(claim.chain), "last_error": error.code},
                 )
             log.info("job %s failed: %s", job_id, final.code)
@@ -332,7 +338,7 @@ class JobPipeline:
                 error = exc
                 # A stream cut after it delivered chunks is retried like any other call; the
                 # retry's chunks skip what the caller already has (see EventWriter.begin_call).
-                if error.code == "E4401":
+                if isinstance(error, RateLimited):
                     # The provider's own limit (429): wait in the queue, not in a worker slot.
                     wait = max(error.retry_after or 0.0, PROVIDER_429_MIN_WAIT_S)
                     if time.time() + wait < claim.deadline:
@@ -379,7 +385,7 @@ class JobPipeline:
             if delta.usage is not None or delta.finish_reason is not None:
                 final = delta
         if final is None or final.usage is None:
-            raise ProviderError("the stream ended without usage or finish reason", code="E4604")
+            raise StreamInterrupted("the stream ended without usage or finish reason")
         return ProviderResult(
             content=writer.streamed_text,
             usage=final.usage,

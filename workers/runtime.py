@@ -150,11 +150,13 @@ class WorkerRuntime:
         if outcome is None:
             # No record: a message nobody submitted, or a copy that outlived its job's record.
             log.error("message for job %s, which has no record, set aside", job_id)
-            return await self._dead_letter(envelope, "no such job: never submitted, or expired")
+            return await self._dead_letter(
+                envelope, "no such job: never submitted, or expired", code="E4406"
+            )
         return outcome
 
-    async def _dead_letter(self, envelope: Any, reason: Any) -> RunOutcome:
-        await set_aside(self.redis, envelope, str(reason))
+    async def _dead_letter(self, envelope: Any, reason: Any, code: str = "E4503") -> RunOutcome:
+        await set_aside(self.redis, envelope, str(reason), code=code)
         return RunOutcome.DEAD_LETTERED
 
     def _ended(self, tag: str, future: Future[RunOutcome]) -> None:

@@ -27,7 +27,13 @@ from gateway_client.batch.store import ENDED, BatchInfo, BatchStatus, BatchStore
 from gateway_client.gateway import ModelGateway
 from gateway_client.handle import JobHandle
 from gateway_core import keys
-from gateway_core.errors import GatewayError, ValidationError
+from gateway_core.errors import (
+    GatewayError,
+    InvalidParameters,
+    InvalidRequest,
+    JobCancelled,
+    QueueFull,
+)
 from gateway_core.request import InferenceRequest
 
 DEFAULT_WINDOW = 256
@@ -55,7 +61,7 @@ class Progress:
 class BatchRunner:
     def __init__(self, gateway: ModelGateway, *, window: int = DEFAULT_WINDOW) -> None:
         if window < 1:
-            raise ValidationError("window must be at least 1", code="E4502")
+            raise InvalidParameters("window must be at least 1")
         self.gateway = gateway
         self.store = BatchStore(gateway.redis)
         self.window = window
@@ -179,7 +185,7 @@ class BatchRunner:
     async def _info(self, batch_id: str) -> BatchInfo:
         info = await self.store.get(batch_id)
         if info is None:
-            raise ValidationError(f"no batch {batch_id!r}", code="E4500")
+            raise InvalidRequest(f"no batch {batch_id!r}")
         return info
 
     def _read(self, info: BatchInfo) -> list[BatchLine | LineError]:
@@ -194,8 +200,8 @@ class BatchRunner:
                     )
                 )
         except OSError as exc:
-            raise ValidationError(
-                f"cannot read the batch input {info.input_file}: {exc.strerror}", code="E4500"
+            raise InvalidRequest(
+                f"cannot read the batch input {info.input_file}: {exc.strerror}"
             ) from None
 
     async def _drive(self, info: BatchInfo, items: list[BatchLine | LineError]) -> BatchInfo:
@@ -288,7 +294,7 @@ class BatchRunner:
                 line, ok = result_line(batch_id, item.custom_id, response), True
             except GatewayError as error:
                 line, ok = error_line_from(batch_id, item.custom_id, error), False
-                if error.code == "E4405":
+                if isinstance(error, JobCancelled):
                     line = error_line(batch_id, item.custom_id, "E4405", "batch cancelled")
             finally:
                 watcher.cancel()
@@ -302,7 +308,7 @@ class BatchRunner:
             try:
                 return await self.gateway.submit(request, job_id=job_id)
             except GatewayError as error:
-                if error.code != "E4403":
+                if not isinstance(error, QueueFull):
                     raise
                 await asyncio.sleep(error.retry_after or 1.0)
 

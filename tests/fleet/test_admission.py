@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from config.catalog import load_catalog
-from gateway_client import InferenceResponse, ModelGateway, RateLimitError
+from gateway_client import InferenceResponse, JobCancelled, ModelGateway, RateLimitError
 from gateway_client.handle import JobHandle
 from l04.mock_upstream import REPLY
 from tests.conftest import make_request
@@ -239,7 +239,7 @@ async def test_a_cancelled_waiting_job_never_runs(
     assert b"deferred" in states
     waiting = handles[states.index(b"deferred")]
     await waiting.cancel()
-    with pytest.raises(RateLimitError) as cancelled:
+    with pytest.raises(JobCancelled) as cancelled:
         await waiting.result(timeout=10)
     assert cancelled.value.code == "E4405"
     await asyncio.sleep(WINDOW_S + 0.3)  # past the wait: the mover must not revive it

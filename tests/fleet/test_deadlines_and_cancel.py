@@ -8,7 +8,13 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway_client import GatewayError, ModelGateway, ProviderError, RateLimitError
+from gateway_client import (
+    DeadlineExceeded,
+    JobCancelled,
+    ModelGateway,
+    ProviderError,
+    RateLimitError,
+)
 from tests.conftest import make_request
 from tests.processes import MockUpstreamProcess, WorkerProcess
 
@@ -39,9 +45,10 @@ async def test_deadline_passing_in_queue_ends_with_E4404_and_never_reaches_provi
     # No worker serves openai yet: the job can only wait in its queue.
     handle = await gateway.submit(make_request("late", model_id="gpt-4o-mini", timeout=1.0))
     started = time.monotonic()
-    with pytest.raises(RateLimitError) as caught:
+    with pytest.raises(DeadlineExceeded) as caught:
         await handle.result()
-    assert caught.value.code == "E4404"
+    assert caught.value.code == "E4404" and not caught.value.started
+    assert not isinstance(caught.value, RateLimitError)
     assert time.monotonic() - started < 1.0 + gateway.settings.deadline_grace + 1.0
     assert (await handle.status()).state == "expired"
 
@@ -58,9 +65,10 @@ async def test_deadline_passing_while_running_ends_with_E4205_in_time(
     request = make_request("slow", timeout=1.5, metadata={"mock": {"latency_ms": 10_000}})
     handle = await gateway.submit(request)
     started = time.monotonic()
-    with pytest.raises(ProviderError) as caught:
+    with pytest.raises(DeadlineExceeded) as caught:
         await handle.result()
-    assert caught.value.code == "E4205"
+    assert caught.value.code == "E4205" and caught.value.started
+    assert not isinstance(caught.value, ProviderError)
     # The worker reported it at the deadline, not the caller after its grace period.
     assert time.monotonic() - started < 1.5 + 1.0
     assert (await handle.status()).state == "failed"
@@ -76,7 +84,7 @@ async def test_job_whose_worker_never_reports_is_ended_by_the_caller(
     while (await handle.status()).state != "running":
         await asyncio.sleep(0.05)
     worker.kill()  # nobody is left to report the deadline
-    with pytest.raises(GatewayError) as caught:
+    with pytest.raises(DeadlineExceeded) as caught:
         await handle.result(timeout=10)
     assert caught.value.code == "E4205"
 
@@ -89,9 +97,9 @@ async def test_cancelled_queued_job_never_reaches_provider(
     handle = await gateway.submit(make_request("cancel me", model_id="gpt-4o-mini"))
     assert await handle.cancel() is True
     assert await handle.cancel() is False  # already ended
-    with pytest.raises(RateLimitError) as caught:
+    with pytest.raises(JobCancelled) as caught:
         await handle.result()
-    assert caught.value.code == "E4405"
+    assert caught.value.code == "E4405" and not isinstance(caught.value, RateLimitError)
 
     start_worker("openai", env=openai_env(mock_upstream))
     await wait_until_drained(gateway, "l04.openai")
@@ -107,7 +115,7 @@ async def test_cancelling_a_running_job_stops_its_call(
     while (await handle.status()).state != "running":
         await asyncio.sleep(0.05)
     assert await handle.cancel() is True
-    with pytest.raises(RateLimitError):
+    with pytest.raises(JobCancelled):
         await handle.result()
     # The worker stops the call within a heartbeat or two and frees the message.
     await wait_until_drained(gateway, "l04.mock", timeout=10)

@@ -77,6 +77,7 @@ async def test_poison_messages_are_set_aside_and_the_worker_keeps_running(
     listed = l04(redis_url, "dlq", "list", broker_url=broker_url)
     assert listed.returncode == 0
     reasons = [json.loads(line)["reason"] for line in listed.stdout.splitlines()]
+    assert {json.loads(line)["code"] for line in listed.stdout.splitlines()} == {"E4503"}
     assert any("undecodable" in r for r in reasons)
     assert any("unknown task" in r for r in reasons)
     assert any("schema version 99" in r for r in reasons)

@@ -80,18 +80,20 @@ async def test_unreadable_message_is_set_aside_and_the_worker_keeps_going(
 ) -> None:
     worker = start_worker("mock")
     app: Celery = gateway._celery
-    # A message from a future client (schema 99) and one of ours without a job id.
-    for envelope in ({"v": 99, "job_id": "x"}, {"v": 1, "hello": "world"}):
+    # A message from a future client (schema 99), one of ours without a job id, and one for a
+    # job nobody submitted.
+    for envelope in ({"v": 99, "job_id": "x"}, {"v": 1, "hello": "world"}, {"v": 1, "job_id": "g"}):
         message = build_task_message(app, "poison", envelope, "l04.mock", 5)  # type: ignore[arg-type]
         redis_client.lpush(redis_list_for("l04.mock", 5), message)
     for _ in range(100):
-        if redis_client.llen(redis_keys.DEAD_LETTERS) == 2:
+        if redis_client.llen(redis_keys.DEAD_LETTERS) == 3:
             break
         await asyncio.sleep(0.05)
     letters = [json.loads(x) for x in redis_client.lrange(redis_keys.DEAD_LETTERS, 0, -1)]
-    assert sorted(letter["reason"].split(";")[0] for letter in letters) == [
-        "missing or malformed job_id",
-        "schema version 99",
+    assert sorted((letter["reason"].split(";")[0], letter["code"]) for letter in letters) == [
+        ("missing or malformed job_id", "E4503"),
+        ("no such job: never submitted, or expired", "E4406"),
+        ("schema version 99", "E4503"),
     ]
     assert redis_client.ttl(redis_keys.DEAD_LETTERS) > 0
     assert (await gateway.execute(make_request("still alive"))).content.endswith("still alive")

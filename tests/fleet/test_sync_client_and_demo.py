@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from gateway_client import ModelGateway, RateLimitError, SyncModelGateway
+from gateway_client import JobCancelled, ModelGateway, SyncModelGateway
 from l04.redis_server import free_port, redis_answers
 from tests.conftest import make_request
 from tests.processes import ROOT, WorkerProcess
@@ -28,7 +28,7 @@ def test_sync_client_executes_streams_and_cancels(
         assert chunks[-1].is_final
         handle = gateway.submit(make_request("idle", metadata={"mock": {"latency_ms": 20_000}}))
         assert handle.cancel() is True
-        with pytest.raises(RateLimitError):
+        with pytest.raises(JobCancelled):
             handle.result()
         assert handle.status().state == "cancelled"
 

@@ -17,8 +17,11 @@ from gateway_client import (
     InferenceRequest,
     Message,
     MessageRole,
+    ProviderAuthFailed,
     ProviderError,
-    RateLimitError,
+    ProviderFailed,
+    ProviderRejected,
+    RateLimited,
     ResponseError,
     TextPart,
     ToolCall,
@@ -216,11 +219,11 @@ async def test_embeddings(adapter_for: dict[str, ProviderAdapter], provider: str
 @pytest.mark.parametrize(
     ("fault", "error_type", "code", "retryable"),
     [
-        ({"status": 401}, ProviderError, "E4203", False),
-        ({"status": 403}, ProviderError, "E4203", False),
-        ({"status": 400}, ProviderError, "E4201", False),
-        ({"status": 429, "retry_after": 2}, RateLimitError, "E4401", True),
-        ({"status": 500}, ProviderError, "E4200", True),
+        ({"status": 401}, ProviderAuthFailed, "E4203", False),
+        ({"status": 403}, ProviderAuthFailed, "E4203", False),
+        ({"status": 400}, ProviderRejected, "E4201", False),
+        ({"status": 429, "retry_after": 2}, RateLimited, "E4401", True),
+        ({"status": 500}, ProviderFailed, "E4200", True),
     ],
 )
 async def test_http_errors_map_to_codes(

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from config.catalog import Catalog, ModelSpec
 from config.settings import GatewaySettings
 from gateway_core import keys, metrics
-from gateway_core.errors import RateLimitError
+from gateway_core.errors import QuotaExhausted, RateLimited
 from gateway_core.request import InferenceRequest
 from gateway_core.response import TokenUsage
 from workers.control.quota import QuotaRefusal, QuotaReservation, Quotas
@@ -124,18 +124,16 @@ class Admission:
         capacity = limits[name].capacity
         _refused(request.agent_did)
         if decision.never:
-            raise RateLimitError(
+            raise RateLimited(
                 f"the request needs more than the whole {name} limit of {spec.model_id} "
                 f"({estimate} > {capacity}): lower max_tokens",
-                code="E4401",
                 retryable=False,
                 details={"limit": name, "capacity": capacity, "model_id": spec.model_id},
             )
         if not decision.waiting:
             reason = "fail_fast was asked" if request.fail_fast else "the deadline is too near"
-            raise RateLimitError(
+            raise RateLimited(
                 f"over the {name} limit of {spec.model_id} ({capacity}); {reason}",
-                code="E4401",
                 details={
                     "limit": name,
                     "capacity": capacity,
@@ -173,11 +171,10 @@ class Admission:
         if isinstance(reserved, QuotaRefusal):
             _refused(agent)
             unit = "USD" if reserved.which == "cost" else "tokens"
-            raise RateLimitError(
+            raise QuotaExhausted(
                 f"agent {agent}'s {reserved.which} quota is exhausted "
                 f"({reserved.used:g} of {reserved.quota:g} {unit} used, this request needs up "
                 f"to {estimate} tokens); it resets in {reserved.resets_in_s} s",
-                code="E4402",
                 details={
                     "quota": reserved.which,
                     "used": reserved.used,

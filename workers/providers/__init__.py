@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from config.settings import GatewaySettings
-from gateway_core.errors import ConfigurationError
+from gateway_core.errors import ProviderNotConfigured
 from workers.providers.base import CallContext, ProviderAdapter, ProviderDelta, ProviderResult
 
 
@@ -28,9 +28,8 @@ def build_adapter(provider: str, settings: GatewaySettings) -> ProviderAdapter:
         from workers.providers.claude_code import ClaudeCodeAdapter
 
         return ClaudeCodeAdapter(settings)
-    raise ConfigurationError(
+    raise ProviderNotConfigured(
         f"provider {provider!r} is not configured on this worker",
-        code="E4002",
         details={"provider": provider},
     )
 

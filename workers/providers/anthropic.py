@@ -14,7 +14,7 @@ from typing import Any
 
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
-from gateway_core.errors import ResponseError
+from gateway_core.errors import MalformedResponse, StreamInterrupted
 from gateway_core.messages import ImagePart, Message, MessageRole, TextPart, ToolCall
 from gateway_core.request import InferenceRequest
 from gateway_core.response import TokenUsage
@@ -92,9 +92,7 @@ class AnthropicAdapter(ProviderAdapter):
                 elif kind == "error":
                     raise self._errors.from_error_body(event.get("error"), streaming=True)
         if not ended:
-            raise ResponseError(
-                "anthropic stream ended before message_stop", code="E4604", retryable=True
-            )
+            raise StreamInterrupted("anthropic stream ended before message_stop", retryable=True)
         calls = (
             []
             if json_mode
@@ -252,6 +250,4 @@ def parse_message(data: dict[str, Any], json_mode: bool = False) -> ProviderResu
             tool_calls=calls,
         )
     except (KeyError, TypeError) as exc:
-        raise ResponseError(
-            f"anthropic: unexpected message shape ({exc!r})", code="E4600"
-        ) from None
+        raise MalformedResponse(f"anthropic: unexpected message shape ({exc!r})") from None

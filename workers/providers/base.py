@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from config.catalog import ModelSpec
 from gateway_core import tokens
-from gateway_core.errors import ConfigurationError
+from gateway_core.errors import ProviderNotConfigured
 from gateway_core.messages import ToolCall
 from gateway_core.request import InferenceRequest
 from gateway_core.response import TokenUsage
@@ -60,7 +60,7 @@ class ProviderAdapter(ABC):
     ) -> AsyncIterator[ProviderDelta]: ...
 
     async def embed(self, texts: list[str], model: str | None = None) -> list[list[float]]:
-        raise ConfigurationError(f"provider {self.name} has no embeddings", code="E4002")
+        raise ProviderNotConfigured(f"provider {self.name} has no embeddings")
 
     def count_tokens(self, request: InferenceRequest, model: ModelSpec) -> int:
         return tokens.count_messages(request.messages, model.tokenizer)

@@ -24,7 +24,7 @@ from typing import Any
 
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
-from gateway_core.errors import ConfigurationError, ProviderError, ResponseError
+from gateway_core.errors import ProviderFailed, ProviderNotConfigured, StreamInterrupted
 from gateway_core.messages import MessageRole
 from gateway_core.redact import redact
 from gateway_core.request import InferenceRequest
@@ -90,7 +90,7 @@ class ClaudeCodeAdapter(ProviderAdapter):
                 elif kind == "result":
                     yield _final(event)
                     return
-        raise ResponseError("claude exited without a result event", code="E4604", retryable=True)
+        raise StreamInterrupted("claude exited without a result event", retryable=True)
 
     async def _events(self, prompt: str, model: ModelSpec) -> AsyncGenerator[dict[str, Any], None]:
         workdir = tempfile.mkdtemp(prefix="l04-claude-")
@@ -106,10 +106,9 @@ class ClaudeCodeAdapter(ProviderAdapter):
             )
         except FileNotFoundError:
             shutil.rmtree(workdir, ignore_errors=True)
-            raise ConfigurationError(
+            raise ProviderNotConfigured(
                 f"the Claude Code executable {self._executable!r} was not found; install it or "
                 "set L04_CLAUDE_CODE_PATH",
-                code="E4002",
                 details={"provider": self.name},
             ) from None
         try:
@@ -124,9 +123,8 @@ class ClaudeCodeAdapter(ProviderAdapter):
                     async with asyncio.timeout(self._stall_timeout):
                         line = await process.stdout.readline()
                 except TimeoutError:
-                    raise ResponseError(
+                    raise StreamInterrupted(
                         f"claude wrote nothing for {self._stall_timeout:.0f}s",
-                        code="E4604",
                         retryable=True,
                     ) from None
                 if not line:
@@ -141,9 +139,8 @@ class ClaudeCodeAdapter(ProviderAdapter):
             code = await process.wait()
             if code != 0:
                 stderr = (await process.stderr.read()).decode(errors="replace")
-                raise ProviderError(
+                raise ProviderFailed(
                     f"claude exited with status {code}: {redact(stderr.strip())[-300:]}",
-                    code="E4200",
                     details={"provider": self.name, "exit_status": code},
                 )
         finally:
@@ -165,10 +162,9 @@ def _partial_text(event: dict[str, Any]) -> str:
 def _final(event: dict[str, Any]) -> ProviderDelta:
     """The ``result`` event: usage, or the error the CLI reports."""
     if event.get("is_error") or event.get("subtype") != "success":
-        raise ProviderError(
+        raise ProviderFailed(
             f"claude reported {event.get('subtype')}: "
             f"{redact(str(event.get('result') or ''))[:300]}",
-            code="E4200",
         )
     usage = event.get("usage") or {}
     cached = int(usage.get("cache_read_input_tokens") or 0)

@@ -2,13 +2,13 @@
 
 Every HTTP failure becomes a gateway error here, and nowhere else:
 
-    401, 403                       -> E4203 (not retryable)
-    429                            -> E4401 RateLimitError with retry_after from Retry-After
-    400, 404, 409, 413, 422        -> E4201 (the provider refused this request; not retryable)
-    408, 5xx, 529, connect errors  -> E4200 (retryable)
-    timeouts                       -> E4202 (retryable)
-    a body that is not JSON        -> E4600
-    a stream cut or stalled        -> E4604 (retryable)
+    401, 403                       -> ProviderAuthFailed E4203 (not retryable)
+    429                            -> RateLimited E4401 with retry_after from Retry-After
+    400, 404, 409, 413, 422        -> ProviderRejected E4201 (this request; not retryable)
+    408, 5xx, 529, connect errors  -> ProviderFailed E4200 (retryable)
+    timeouts                       -> ProviderTimeout E4202 (retryable)
+    a body that is not JSON        -> MalformedResponse E4600
+    a stream cut or stalled        -> StreamInterrupted E4604 (retryable)
 
 Messages are scrubbed of credentials before they leave.
 """
@@ -28,10 +28,13 @@ import httpx
 from config.settings import GatewaySettings
 from gateway_core.errors import (
     GatewayError,
-    ProviderError,
-    RateLimitError,
-    ResponseError,
-    error_class_for,
+    MalformedResponse,
+    ProviderAuthFailed,
+    ProviderFailed,
+    ProviderRejected,
+    ProviderTimeout,
+    RateLimited,
+    StreamInterrupted,
 )
 from gateway_core.redact import redact
 
@@ -121,41 +124,38 @@ class HttpErrorMapper:
         message = f"{self.provider} returned HTTP {status}: {detail}"
         details: dict[str, Any] = {"provider": self.provider, "status": status}
         if status in (401, 403):
-            return ProviderError(message, code="E4203", details=details)
+            return ProviderAuthFailed(message, details=details)
         if status == 429:
             retry_after = parse_retry_after(headers.get("retry-after"))
             if retry_after is not None:
                 details["retry_after"] = retry_after
             details["source"] = "provider"
-            return RateLimitError(message, code="E4401", details=details)
+            return RateLimited(message, details=details)
         if status == 408 or status >= 500:
             retry_after = parse_retry_after(headers.get("retry-after"))
             if retry_after is not None:
                 details["retry_after"] = retry_after
-            return ProviderError(message, code="E4200", details=details)
-        return ProviderError(message, code="E4201", details=details)
+            return ProviderFailed(message, details=details)
+        return ProviderRejected(message, details=details)
 
     def from_error_body(self, error: Any, streaming: bool = False) -> GatewayError:
         """An error reported inside a 200 response (an SSE ``error`` event)."""
         text = json.dumps(error) if not isinstance(error, str) else error
         kind = error.get("type", "") if isinstance(error, dict) else ""
         if kind in ("overloaded_error", "api_error", "server_error"):
-            code = "E4604" if streaming else "E4200"
-            return error_class_for(code)(
+            failed = StreamInterrupted if streaming else ProviderFailed
+            return failed(
                 f"{self.provider} stream error: {self._clean(text)}",
-                code=code,
                 retryable=True,
                 details={"provider": self.provider, "type": kind},
             )
         if kind == "rate_limit_error":
-            return RateLimitError(
+            return RateLimited(
                 f"{self.provider} rate limited the stream",
-                code="E4401",
                 details={"provider": self.provider, "source": "provider"},
             )
-        return ResponseError(
+        return StreamInterrupted(
             f"{self.provider} stream error: {self._clean(text)}",
-            code="E4604",
             details={"provider": self.provider, "type": kind},
         )
 
@@ -172,9 +172,8 @@ class HttpErrorMapper:
         try:
             return json.loads(text)
         except ValueError:
-            raise ResponseError(
+            raise MalformedResponse(
                 f"{self.provider} sent a body that is not JSON",
-                code="E4600",
                 details={"provider": self.provider},
             ) from None
 
@@ -190,26 +189,27 @@ class HttpErrorMapper:
         except GatewayError:
             raise
         except httpx.TimeoutException as exc:
-            code = "E4604" if streaming and isinstance(exc, httpx.ReadTimeout) else "E4202"
-            what = "stream stalled" if code == "E4604" else "request timed out"
-            raise error_class_for(code)(
-                f"{self.provider}: {what} ({type(exc).__name__})",
-                code=code,
+            if streaming and isinstance(exc, httpx.ReadTimeout):
+                raise StreamInterrupted(
+                    f"{self.provider}: stream stalled ({type(exc).__name__})",
+                    retryable=True,
+                    details=details,
+                ) from None
+            raise ProviderTimeout(
+                f"{self.provider}: request timed out ({type(exc).__name__})",
                 retryable=True,
                 details=details,
             ) from None
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            code = "E4604" if streaming else "E4200"
-            raise error_class_for(code)(
+            broke = StreamInterrupted if streaming else ProviderFailed
+            raise broke(
                 f"{self.provider}: connection broke ({type(exc).__name__})",
-                code=code,
                 retryable=True,
                 details=details,
             ) from None
         except httpx.TransportError as exc:
-            raise ProviderError(
+            raise ProviderFailed(
                 f"{self.provider}: cannot reach the provider ({type(exc).__name__})",
-                code="E4200",
                 details=details,
             ) from None
 
@@ -257,4 +257,4 @@ async def iter_sse_data(
         if payload == done_marker:
             return
     if done_marker is not None:
-        raise ResponseError("stream ended before its end marker", code="E4604", retryable=True)
+        raise StreamInterrupted("stream ended before its end marker", retryable=True)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
 from gateway_core import tokens
-from gateway_core.errors import ERROR_CODES, error_class_for, invalid
+from gateway_core.errors import ERROR_CODES, GatewayError, InvalidParameters, invalid
 from gateway_core.messages import MessageRole
 from gateway_core.request import InferenceRequest
 from gateway_core.response import TokenUsage
@@ -58,7 +58,7 @@ class MockAdapter(ProviderAdapter):
         try:
             return MockOptions.model_validate(options)
         except pydantic.ValidationError as exc:
-            raise invalid("mock options", exc, "E4502", under="metadata.mock") from None
+            raise invalid("mock options", exc, InvalidParameters, under="metadata.mock") from None
 
     def _maybe_fail(self, options: MockOptions, ctx: CallContext) -> None:
         code = options.fail
@@ -69,7 +69,8 @@ class MockAdapter(ProviderAdapter):
         if ctx.attempt > options.fail_attempts:
             return
         code = str(code) if str(code) in ERROR_CODES else "E4200"
-        raise error_class_for(code)(f"mock provider injected failure {code}", code=code)
+        # The code's own class, from the table (GatewayError(code=...) builds it).
+        raise GatewayError(f"mock provider injected failure {code}", code=code)
 
     def _answer(self, request: InferenceRequest, model: ModelSpec) -> tuple[str, str, TokenUsage]:
         options = self._options(request)

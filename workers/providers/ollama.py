@@ -12,7 +12,12 @@ from typing import Any
 
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
-from gateway_core.errors import CacheError, ResponseError, ValidationError
+from gateway_core.errors import (
+    EmbeddingFailed,
+    InvalidMessages,
+    MalformedResponse,
+    StreamInterrupted,
+)
 from gateway_core.messages import ImagePart, Message, ToolCall
 from gateway_core.request import InferenceRequest
 from gateway_core.response import TokenUsage
@@ -64,7 +69,7 @@ class OllamaAdapter(ProviderAdapter):
                     final = chunk
                     break
         if final is None:
-            raise ResponseError("ollama stream ended before done", code="E4604", retryable=True)
+            raise StreamInterrupted("ollama stream ended before done", retryable=True)
         result = parse_final(final, {"content": "", "tool_calls": calls})
         yield ProviderDelta(
             finish_reason=result.finish_reason, usage=result.usage, tool_calls=result.tool_calls
@@ -79,12 +84,11 @@ class OllamaAdapter(ProviderAdapter):
             data = self._errors.json(response)
         vectors = data.get("embeddings")
         if not isinstance(vectors, list) or len(vectors) != len(texts):
-            raise CacheError("ollama returned no embeddings", code="E4301")
+            raise EmbeddingFailed("ollama returned no embeddings")
         if any(len(v) != self._dimensions for v in vectors):
-            raise CacheError(
+            raise EmbeddingFailed(
                 f"ollama embeddings have {len(vectors[0])} dimensions, "
                 f"OLLAMA_EMBEDDING_DIMENSIONS says {self._dimensions}",
-                code="E4301",
             )
         return [[float(x) for x in v] for v in vectors]
 
@@ -104,9 +108,7 @@ def build_message(message: Message) -> dict[str, Any]:
     if not isinstance(message.content, str):
         images = [p for p in message.content if isinstance(p, ImagePart)]
         if any(p.url for p in images):
-            raise ValidationError(
-                "ollama takes images inline only (base64 data, not a url)", code="E4501"
-            )
+            raise InvalidMessages("ollama takes images inline only (base64 data, not a url)")
         if images:
             out["images"] = [p.data for p in images]
     if message.tool_calls:
@@ -162,4 +164,4 @@ def parse_final(data: dict[str, Any], message: dict[str, Any]) -> ProviderResult
             tool_calls=calls,
         )
     except (KeyError, TypeError) as exc:
-        raise ResponseError(f"ollama: unexpected response shape ({exc!r})", code="E4600") from None
+        raise MalformedResponse(f"ollama: unexpected response shape ({exc!r})") from None

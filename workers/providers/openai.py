@@ -11,7 +11,7 @@ from typing import Any
 
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
-from gateway_core.errors import CacheError, ResponseError
+from gateway_core.errors import EmbeddingFailed, MalformedResponse
 from gateway_core.messages import ImagePart, Message, TextPart, ToolCall, ToolDefinition
 from gateway_core.request import InferenceRequest
 from gateway_core.response import TokenUsage
@@ -77,9 +77,7 @@ class OpenAIAdapter(ProviderAdapter):
             rows = sorted(data["data"], key=lambda row: row["index"])
             return [[float(x) for x in row["embedding"]] for row in rows]
         except (KeyError, TypeError) as exc:
-            raise CacheError(
-                f"openai: unexpected embeddings shape ({exc!r})", code="E4301"
-            ) from None
+            raise EmbeddingFailed(f"openai: unexpected embeddings shape ({exc!r})") from None
 
     async def health(self) -> dict[str, Any]:
         async with self._errors.boundary():
@@ -193,9 +191,7 @@ def parse_completion(data: dict[str, Any]) -> ProviderResult:
             tool_calls=calls,
         )
     except (KeyError, IndexError, TypeError) as exc:
-        raise ResponseError(
-            f"openai: unexpected completion shape ({exc!r})", code="E4600"
-        ) from None
+        raise MalformedResponse(f"openai: unexpected completion shape ({exc!r})") from None
 
 
 class ToolCallAccumulator:
