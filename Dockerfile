@@ -1,6 +1,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY gateway_core gateway_core
 COPY gateway_client gateway_client
 COPY tasks tasks
 COPY workers workers
