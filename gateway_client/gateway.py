@@ -48,7 +48,7 @@ from gateway_core.request import InferenceRequest, RoutingStrategy, parse_reques
 from gateway_core.response import InferenceResponse, StreamChunk
 from gateway_core.store_errors import job_store_errors
 from gateway_core.wire import JOB_ID_PATTERN, make_envelope
-from tasks.app import create_app
+from tasks.app_config import create_app
 from tasks.message import build_task_message, publish_job, redis_list_for
 from tasks.queue_depth import read_depths
 

@@ -29,7 +29,6 @@ from gateway_core.queues import (
     is_redis_broker,
     queue_name,
 )
-from tasks import worker_classes
 
 
 def celery_config(settings: GatewaySettings) -> dict[str, Any]:
@@ -48,9 +47,6 @@ def celery_config(settings: GatewaySettings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
-        # The worker's own classes (see tasks/worker_classes.py).
-        "worker_pool": worker_classes.POOL,
-        "worker_consumer": worker_classes.CONSUMER,
         "task_default_queue": queue_name("mock"),
         "task_queues": [
             Queue(name, routing_key=name, queue_arguments={"x-max-priority": 9})
@@ -69,10 +65,6 @@ def celery_config(settings: GatewaySettings) -> dict[str, Any]:
         "worker_redirect_stdouts": False,
     }
     scheme = broker.split("://", 1)[0].lower()
-    if scheme in ("redis", "rediss"):
-        config["broker_transport"] = worker_classes.REDIS_TRANSPORT
-    elif scheme == "sentinel":
-        config["broker_transport"] = worker_classes.SENTINEL_TRANSPORT
     if is_redis_broker(broker):
         restore_every = max(1, int(settings.visibility_timeout // 6))
         config["broker_transport_options"] = {

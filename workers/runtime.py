@@ -28,7 +28,7 @@ from config.settings import GatewaySettings, get_settings
 from gateway_core.queues import is_redis_broker
 from gateway_core.redis_pool import make_redis
 from gateway_core.wire import UnreadableEnvelope, read_envelope
-from tasks.app import create_app
+from tasks.app_config import create_app
 from tasks.outcomes import RunOutcome
 from workers.cache.response_cache import ResponseCache
 from workers.control.admission import Admission

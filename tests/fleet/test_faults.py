@@ -22,7 +22,7 @@ from gateway_client import ModelGateway
 from gateway_core.queues import is_redis_broker
 from gateway_core.wire import make_envelope
 from l04.redis_server import LocalRedis
-from tasks.app import create_app
+from tasks.app_config import create_app
 from tasks.message import build_task_message
 from tests.brokers import drop_queued, push_raw
 from tests.conftest import FAST_RECOVERY, make_request

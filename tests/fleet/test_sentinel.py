@@ -30,7 +30,8 @@ from gateway_core.redis_pool import make_redis, make_sync_redis
 from gateway_core.redis_url import SentinelOptions, parse_sentinel_url
 from gateway_core.response import InferenceResponse
 from l04.redis_server import LocalSentinels
-from tasks.app import celery_config, create_app
+from tasks.app_config import celery_config, create_app
+from tasks.worker_classes import worker_config
 from tests.conftest import FAST_RECOVERY, make_request
 from tests.processes import ROOT, MockUpstreamProcess, WorkerProcess
 
@@ -58,7 +59,8 @@ def test_settings_accept_sentinel_urls_and_give_celery_its_transport_options() -
     )
     assert is_redis_broker(settings.effective_broker_url)
     config = celery_config(settings)
-    assert config["broker_transport"] == "workers.broker_transport:SentinelTransport"
+    worker = worker_config(settings.effective_broker_url)
+    assert worker["broker_transport"] == "workers.broker_transport:SentinelTransport"
     options = config["broker_transport_options"]
     assert options["master_name"] == MASTER
     assert options["sentinel_kwargs"]["password"] == "sentinel-pw"

@@ -10,7 +10,7 @@ import redis
 from config.settings import load_settings
 from gateway_core.queues import INFER_TASK
 from gateway_core.wire import make_envelope
-from tasks.app import create_app
+from tasks.app_config import create_app
 from tasks.message import build_task_message, redis_list_for
 
 
