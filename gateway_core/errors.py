@@ -397,11 +397,21 @@ def _class_for(cls: type[GatewayError], code: str | None) -> type[GatewayError]:
     spec = ERROR_CODES.get(code)
     if spec is None:
         raise ValueError(f"unknown gateway error code {code!r}")
+    if cls is GatewayError and code == "E4000":
+        return GatewayError  # a bare GatewayError stays one, as it always was
     if issubclass(spec.error_class, cls):
         return spec.error_class
     if issubclass(cls, spec.error_class):  # a caller's own subclass of the condition
         return cls
+    own = _project_base(cls)
+    if own is not cls and issubclass(spec.error_class, own):
+        return cls  # a caller's own subclass of a category, with a code of that category
     raise ValueError(f"{code} does not belong to {cls.__name__}")
+
+
+def _project_base(cls: type[GatewayError]) -> type[GatewayError]:
+    """The nearest of the gateway's own classes ``cls`` is or derives from."""
+    return next(base for base in cls.__mro__ if base.__module__ == __name__)
 
 
 def invalid(

@@ -224,11 +224,11 @@ def test_a_category_with_a_code_builds_the_condition() -> None:
     # Without a code: the category's default, as the class of that code.
     assert type(RateLimitError("slow down")) is RateLimited
     assert type(ProviderError()) is ProviderFailed
-    assert type(GatewayError("?")) is ConfigurationError and GatewayError("?").code == "E4000"
+    assert type(GatewayError("?")) is GatewayError and GatewayError("?").code == "E4000"
 
 
 def test_each_condition_class_defaults_to_its_code() -> None:
-    for category in (GatewayError, *CATEGORIES):
+    for category in CATEGORIES:  # (a bare GatewayError: test_a_bare_gateway_error_stays_one)
         if category.default_code is not None:
             error = category()
             assert error.code == category.default_code
@@ -358,3 +358,21 @@ def test_every_code_is_raised_or_written_somewhere_or_reserved() -> None:
     # The codes written only by Lua scripts are there.
     assert any(p.endswith("job_claim.lua") for p in found["E4206"])
     assert any(p.endswith(".lua") for p in found["E4404"])
+
+
+def test_a_callers_own_subclass_of_a_category_builds_with_its_codes() -> None:
+    class Throttled(RateLimitError):
+        pass
+
+    plain = Throttled("slow down")
+    assert type(plain) is Throttled and plain.code == "E4401"
+    full = Throttled("queue", code="E4403")
+    assert type(full) is Throttled and full.code == "E4403"
+    with pytest.raises(ValueError):
+        Throttled("no", code="E4405")  # a job outcome is no rate limit
+
+
+def test_a_bare_gateway_error_stays_one() -> None:
+    error = GatewayError("something")
+    assert type(error) is GatewayError and error.code == "E4000"
+    assert not isinstance(error, ConfigurationError)
