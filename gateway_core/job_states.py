@@ -46,7 +46,12 @@ TRANSITIONS: dict[str, tuple[frozenset[JobState], frozenset[JobState]]] = {
         frozenset({JobState.QUEUED, JobState.RUNNING}),
         frozenset({JobState.RUNNING, JobState.EXPIRED, JobState.FAILED}),
     ),
-    "finish": (frozenset({JobState.RUNNING}), frozenset({JobState.SUCCEEDED, JobState.FAILED})),
+    # A worker's answer is taken from a job queued or deferred with no lease too: a Redis
+    # failover that lost its claim leaves the job so (workers/lua/job_finish.lua).
+    "finish": (
+        frozenset({JobState.RUNNING, JobState.QUEUED, JobState.DEFERRED}),
+        frozenset({JobState.SUCCEEDED, JobState.FAILED}),
+    ),
     "defer": (frozenset({JobState.RUNNING}), frozenset({JobState.DEFERRED})),
     "release": (frozenset({JobState.DEFERRED}), frozenset({JobState.QUEUED})),
     "hand_off": (frozenset({JobState.RUNNING}), frozenset({JobState.QUEUED})),

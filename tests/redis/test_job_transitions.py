@@ -258,6 +258,11 @@ async def test_deferrals_and_failovers_do_not_count_as_deliveries(stores: Stores
         assert await stores.worker.release_due() == [("j", "mock", "normal")]
     claim = await stores.worker.claim("j", "worker-a", LEASE_MS)
     assert (claim.outcome, claim.attempt) == (ClaimOutcome.RUN, 1)
+    for model in ("a", "b", "c"):  # nor do hand-offs to the next model
+        assert await stores.worker.hand_off("j", "worker-a", "mock", model, "l04.mock")
+        claim = await stores.worker.claim("j", "worker-a", LEASE_MS)
+        assert claim.outcome is ClaimOutcome.RUN
+    assert claim.attempt == 4
 
 
 # -- append and finish -----------------------------------------------------------------------
@@ -302,15 +307,25 @@ async def test_finish_is_refused_to_a_worker_that_lost_the_job(stores: Stores) -
     assert await stores.events("j") == []
 
 
-async def test_finish_after_a_hand_off_is_refused(stores: Stores) -> None:
-    """A job handed to the next model is queued with no lease: the worker that handed it off
-    may not end it (the state machine has no queued -> succeeded)."""
+async def test_an_answer_is_taken_while_no_other_worker_holds_the_job(stores: Stores) -> None:
+    """A Redis failover can lose a claim: the promoted replica has the job queued with no lease,
+    while its worker goes on and answers. The answer is the job's; only another holder fences
+    it."""
     await stores.create("j")
     await stores.worker.claim("j", "worker-a", LEASE_MS)
-    assert await stores.worker.hand_off("j", "worker-a", "openai", "gpt-4o", "l04.openai")
-    late = await stores.worker.finish("j", "worker-a", JobState.FAILED, RESULT)
-    assert late is FinishOutcome.FENCED
-    assert await stores.state("j") == JobState.QUEUED and await stores.events("j") == []
+    await stores.redis.hset(keys.job("j"), mapping={"state": "queued", "attempt": 0})
+    await stores.redis.delete(keys.job_lease("j"))  # as the replica never saw the claim
+    answered = await stores.worker.finish("j", "worker-a", JobState.SUCCEEDED, RESULT)
+    assert answered is FinishOutcome.WRITTEN
+    assert await stores.state("j") == JobState.SUCCEEDED
+    assert [e["type"] for e in await stores.events("j")] == ["result"]
+    await stores.create("k")
+    await stores.worker.claim("k", "worker-a", LEASE_MS)
+    await stores.worker.hand_off("k", "worker-a", "mock", "mock", "l04.mock")
+    await stores.worker.claim("k", "worker-b", LEASE_MS)
+    assert await stores.worker.finish("k", "worker-a", JobState.FAILED, RESULT) is (
+        FinishOutcome.FENCED
+    )
 
 
 # -- defer, release, hand off ----------------------------------------------------------------

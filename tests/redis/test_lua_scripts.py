@@ -405,6 +405,17 @@ def test_claim_a_job_claimed_max_deliveries_times(redis_client: redis.Redis) -> 
     ended(r, "failed")
 
 
+@case("job_claim", "failed over before (attempts - failovers under max)")
+def test_claim_a_job_that_failed_over(redis_client: redis.Redis) -> None:
+    r = redis_client
+    a_job(r, "queued", attempt=3, failovers=2)  # two hand-offs, one lost start
+    assert claim(r, max_deliveries=3)[:2] == ["run", "4"]
+    r.delete(LEASE)
+    assert claim(r, max_deliveries=3)[:2] == ["run", "5"]
+    r.delete(LEASE)
+    assert claim(r, max_deliveries=3) == ["lost", "3"]
+
+
 @case("job_claim", "no record")
 def test_claim_a_job_with_no_record(redis_client: redis.Redis) -> None:
     assert claim(redis_client) == ["gone"]
@@ -487,13 +498,14 @@ def test_finish_by_a_worker_that_lost_the_job(redis_client: redis.Redis) -> None
     assert hgetall(redis_client, J)["state"] == "running"
 
 
-@case("job_finish", "queued or deferred (handed off, parked)")
-def test_finish_of_a_job_this_worker_handed_off_or_parked(redis_client: redis.Redis) -> None:
+@case("job_finish", "queued or deferred, no lease (its claim lost in a failover)")
+def test_finish_of_a_job_whose_claim_was_lost(redis_client: redis.Redis) -> None:
     for state in ("queued", "deferred"):
-        a_job(redis_client, state, attempt=1, worker="w1")
-        assert finish(redis_client) == -2
-        assert not redis_client.exists(EVENTS)
-        assert hgetall(redis_client, J)["state"] == state
+        redis_client.delete(J, EVENTS)
+        a_job(redis_client, state, attempt=0)
+        assert finish(redis_client) == 1
+        assert [e["type"] for e in events(redis_client)] == ["result"]
+        ended(redis_client, "succeeded")
 
 
 @case("job_finish", "ended by this same worker (a retried call whose first reply was lost)")

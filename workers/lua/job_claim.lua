@@ -11,11 +11,15 @@
 --   deferred (waits for a rate limit)     -> {'deferred', 'deferred'}
 --   deadline passed                       -> {'expired', state}: the deadline error written
 --   the attempt would pass max deliveries -> {'lost', attempts}: E4206 written, state failed
+--   failed over before (attempts - failovers under max) -> run: hand-offs are no lost starts
 --   no record                             -> {'gone'}
 -- include: clock
 -- include: job
-local f = redis.call('HMGET', KEYS[1], 'state', 'deadline', 'attempt')
-local state, deadline, attempts = f[1], tonumber(f[2]), tonumber(f[3] or 0)
+local f = redis.call('HMGET', KEYS[1], 'state', 'deadline', 'attempt', 'failovers')
+local state, deadline = f[1], tonumber(f[2])
+-- Starts that ended in no answer and no hand-off: each worker that took the job died with it.
+-- (A deferral gives its attempt back; a hand-off to the next model counts in failovers.)
+local attempts = tonumber(f[3] or 0) - tonumber(f[4] or 0)
 if not state then return {'gone'} end
 if TERMINAL[state] then return {'terminal', state} end
 if state == 'deferred' then return {'deferred', state} end

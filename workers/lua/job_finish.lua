@@ -1,4 +1,8 @@
--- job_finish: the running worker reports its result or error, fenced by the lease.
+-- job_finish: a worker reports its job's result or error, fenced by the lease: the answer is
+-- taken unless the job ended or another worker holds it. A job that is not running here any
+-- more (queued or deferred, no lease) still takes it: after a Redis failover that lost the
+-- claim, the promoted replica has the job queued, and the answer in hand is the job's answer
+-- (refusing it would leave the job to wait out its deadline, its message acknowledged).
 -- KEYS: job hash, events stream, lease. ARGV: worker id, channel, new state, event json, ttl.
 -- Returns 1 when this call wrote the terminal event, 0 if the job had ended (or is gone),
 -- -2 if another worker holds its lease.
@@ -6,7 +10,7 @@
 --   running, lease ours                     -> 1; finished_by set to this worker
 --   running, lease lapsed and not taken     -> 1 (no other worker answered)
 --   running, lease another worker's         -> -2; nothing written
---   queued or deferred (handed off, parked) -> -2; nothing written (not this worker's now)
+--   queued or deferred, no lease (its claim lost in a failover) -> 1: the answer is the job's
 --   ended by this same worker (a retried call whose first reply was lost) -> 1, nothing written
 --   ended otherwise, or no record           -> 0
 -- include: clock
@@ -18,7 +22,6 @@ if TERMINAL[state] then
   if f[2] == ARGV[1] then return 1 end
   return 0
 end
-if state ~= 'running' then return -2 end
 local holder = redis.call('GET', KEYS[3])
 if holder and holder ~= ARGV[1] then return -2 end
 redis.call('HSET', KEYS[1], 'finished_by', ARGV[1])
