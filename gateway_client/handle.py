@@ -20,7 +20,7 @@ from gateway_client.listener import FEED_ENDED, EventListener, Subscription
 from gateway_core import metrics
 from gateway_core.errors import JobCancelled, error_from_payload, unknown_job
 from gateway_core.job_records import JobEvent
-from gateway_core.job_states import FinishOutcome
+from gateway_core.job_states import FinishOutcome, JobState
 from gateway_core.response import InferenceResponse, StreamChunk
 from gateway_core.store_errors import job_store_errors
 
@@ -29,7 +29,7 @@ class JobStatus(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     job_id: str
-    state: str  # queued | running | succeeded | failed | cancelled | expired
+    state: JobState  # a StrEnum: compares equal to "queued", "running", ...
     attempt: int = 0
     provider: str = ""
     model_id: str = ""
@@ -116,7 +116,7 @@ class JobHandle:
             raise unknown_job(self.job_id)
         return JobStatus(
             job_id=self.job_id,
-            state=info.get("state", "unknown"),
+            state=JobState(info["state"]),
             attempt=int(info.get("attempt") or 0),
             provider=info.get("provider", ""),
             model_id=info.get("model", ""),

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from gateway_core import keys
 from gateway_core.job_records import JobRecords, compact_json, finish_outcome, text
 from gateway_core.job_states import CreateOutcome, FinishOutcome, JobState
-from gateway_core.lua import register
+from gateway_core.lua_scripts import register
 
 
 class JobStore(JobRecords):

@@ -13,10 +13,11 @@ tell a gap from a duplicate.
 
 Redis replicates asynchronously: a master that fails right after a script can take the script's
 writes with it, and the replica promoted in its place never saw the job, its claim or its end.
-With ``wait_replicas`` > 0 the job's transitions (create, claim, finish, hand-off, defer, release)
-are each followed by ``WAIT wait_replicas wait_timeout_ms`` on the same connection (a pipeline:
-WAIT may not run inside a script), so the call returns only once that many replicas have the
-write, or the timeout passed (then a warning is logged and the call returns all the same).
+With ``wait_replicas`` > 0 the job's transitions (create, cancel, expire, claim, finish,
+hand-off, defer, release) are each followed by ``WAIT wait_replicas wait_timeout_ms`` on the
+same connection (a pipeline: WAIT may not run inside a script), so the call returns only once
+that many replicas have the write, or the timeout passed (then a warning is logged and the
+call returns all the same).
 """
 
 from __future__ import annotations

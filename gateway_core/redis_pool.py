@@ -7,8 +7,8 @@ A ``sentinel://`` URL (see :mod:`gateway_core.redis_url`) gives a client of the 
 redis-py's ``Sentinel.master_for`` names: each new connection asks the Sentinels where the
 master is, and a connection to a demoted master (``READONLY``) is dropped, so after a failover
 the client follows the new master. Its pool is the same blocking pool as for a plain URL.
-Lua scripts (:func:`gateway_core.lua.register`) need nothing more: redis-py's ``Script`` loads a
-script again when the new master answers ``NOSCRIPT``.
+Lua scripts (:func:`gateway_core.lua_scripts.register`) need nothing more: redis-py's
+``Script`` loads a script again when the new master answers ``NOSCRIPT``.
 
 :func:`make_redis` builds an asyncio client, :func:`make_sync_redis` a blocking one.
 """

@@ -19,8 +19,10 @@ from celery import Celery
 from kombu import Connection
 
 from gateway_core.queues import redis_priority_lists
+from gateway_core.request import Priority
 
-PRIORITY_NAMES = ("high", "normal", "low")
+# The priorities in the order of redis_priority_lists: most urgent first.
+PRIORITY_NAMES = tuple(priority.value for priority in Priority)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from gateway_core import keys
 from gateway_core.job_records import JobRecords, compact_json, finish_outcome, text
 from gateway_core.job_states import ClaimOutcome, FinishOutcome, JobState
-from gateway_core.lua import register
+from gateway_core.lua_scripts import register
 
 # Claims of one job past which it fails with E4206 (L04_MAX_DELIVERIES).
 DEFAULT_MAX_DELIVERIES = 10

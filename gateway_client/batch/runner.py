@@ -34,6 +34,7 @@ from gateway_core.errors import (
     JobCancelled,
     QueueFull,
 )
+from gateway_core.job_states import JobState
 from gateway_core.request import InferenceRequest
 
 DEFAULT_WINDOW = 256
@@ -322,7 +323,7 @@ class BatchRunner:
         """On cancel or expiry, a job still queued is cancelled; a running one finishes."""
         await stopping.wait()
         with contextlib.suppress(GatewayError):
-            if (await handle.status()).state in ("queued", "deferred"):
+            if (await handle.status()).state in (JobState.QUEUED, JobState.DEFERRED):
                 await handle.cancel()
 
     async def _end_unrun(self, batch_id: str, item: BatchLine, info: BatchInfo) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from gateway_core import keys
-from gateway_core.lua import register
+from gateway_core.lua_scripts import register
 
 BATCH_TTL_S = 7 * 86_400
 DRIVER_TTL_S = 10

@@ -6,7 +6,8 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from workers.control.circuit_breaker import BreakerState, CircuitBreakers
+from gateway_core.breakers import BreakerState
+from workers.control.circuit_breaker import CircuitBreakers
 
 
 async def test_opens_for_everyone_half_opens_with_one_probe_and_closes(redis_url: str) -> None:

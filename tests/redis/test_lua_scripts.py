@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from gateway_core import keys
-from gateway_core.lua import register, script_source
+from gateway_core.lua_scripts import register, script_source
 from tests.processes import ROOT
 
 SHARED_PACKAGE = "gateway_core"
@@ -85,7 +85,7 @@ def case(script: str, situation: str) -> Callable[[Callable[..., Any]], Callable
 
 
 def run(r: redis.Redis, name: str, keys_: list[str], args: list[Any]) -> Any:
-    """Runs the script as the code does: through gateway_core.lua.register (EVALSHA)."""
+    """Runs the script as the code does: through gateway_core.lua_scripts.register (EVALSHA)."""
     return register(r, SCRIPTS[name], name)(keys=keys_, args=args)
 
 

@@ -52,7 +52,7 @@ def test_the_image_holds_every_module_script_and_catalog(tmp_path: Path) -> None
         archive.extractall(site)
     script = (
         "import l04.cli, tasks.celery, workers.runtime, gateway_client\n"
-        "from gateway_core.lua import script_source\n"
+        "from gateway_core.lua_scripts import script_source\n"
         "assert 'now_seconds' in script_source('workers', 'job_claim')\n"
         "import gateway_core; print(gateway_core.__file__)\n"
     )

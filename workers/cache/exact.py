@@ -11,7 +11,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from gateway_core import keys
-from gateway_core.lua import register
+from gateway_core.lua_scripts import register
 
 
 class ExactCache:

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from redis.asyncio import Redis
 
 from gateway_core import keys
-from gateway_core.lua import register
+from gateway_core.lua_scripts import register
 from workers.cache.vector_index import VectorIndex
 
 

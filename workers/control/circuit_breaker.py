@@ -18,9 +18,7 @@ from redis.asyncio import Redis
 
 from gateway_core.breakers import BreakerState, deployment, read_states
 from gateway_core.keys import breaker as breaker_key
-from gateway_core.lua import register
-
-__all__ = ["BreakerState", "CircuitBreakers", "Permit", "deployment"]
+from gateway_core.lua_scripts import register
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from collections import defaultdict
 from redis.asyncio import Redis
 
 from gateway_core import keys
-from gateway_core.lua import register
+from gateway_core.lua_scripts import register
 from workers.coalesce import Coalescer
 
 WEIGHT = 0.2  # of each new sample

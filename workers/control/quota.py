@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from gateway_core import keys
-from gateway_core.lua import register
+from gateway_core.lua_scripts import register
 
 MICRO = 1_000_000
 

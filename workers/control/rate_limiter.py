@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from gateway_core.lua import register
+from gateway_core.lua_scripts import register
 
 
 @dataclass(frozen=True, slots=True)
