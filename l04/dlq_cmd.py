@@ -12,7 +12,9 @@ import json
 import sys
 from typing import Any
 
-from gateway_core import dead_letters, keys
+from gateway_core import dead_letters
+from gateway_core.job_records import JobRecords
+from gateway_core.job_states import JobState
 
 
 async def _list(limit: int) -> int:
@@ -38,6 +40,7 @@ async def _replay(indexes: list[int] | None) -> int:
     from tasks.message import publish_job
 
     gateway = ModelGateway()
+    records = JobRecords(gateway.redis)
     replayed = failed = 0
     try:
         for index, letter in enumerate(await dead_letters.read(gateway.redis)):
@@ -52,9 +55,8 @@ async def _replay(indexes: list[int] | None) -> int:
                 print(f"{index}: not replayable ({type(exc).__name__}: {exc})")
                 failed += 1
                 continue
-            info: Any = await gateway.redis.hgetall(keys.job(job_id))
-            fields = {k.decode(): v.decode() for k, v in info.items()}
-            if fields.get("state") != "queued":
+            fields = await records.status(job_id)
+            if fields.get("state") != JobState.QUEUED:
                 print(f"{index}: job {job_id} is {fields.get('state', 'unknown')}: not replayed")
                 failed += 1
                 continue
