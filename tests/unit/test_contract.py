@@ -267,14 +267,20 @@ def test_any_package_imports_first(first: str) -> None:
 def test_a_bad_url_is_E4004_naming_it_in_every_entry_point(variable: str, value: str) -> None:
     env = {**os.environ, variable: value}
     env.pop("L04_REDIS_SENTINEL_MASTER", None)
-    for command in (["health"], ["dlq", "list"], ["batch", "list"], ["worker"]):
-        result = subprocess.run(
+    commands = (["health"], ["dlq", "list"], ["batch", "list"], ["worker"])
+    started = [  # at once: each is a Python start-up, the most of this test's time
+        subprocess.Popen(
             [sys.executable, "-m", "l04", *command],
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=60,
         )
+        for command in commands
+    ]
+    for command, process in zip(commands, started, strict=True):
+        stdout, stderr = process.communicate(timeout=60)
+        result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith("l04: [E4004] invalid setting:"), (command, last)
