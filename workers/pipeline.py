@@ -104,8 +104,7 @@ class JobPipeline:
         claim = await self._claim(job_id)
         if claim.outcome is ClaimOutcome.LOST:
             # No worker came back from this job: it may be what kills them.
-            log.warning("job %s failed with E4206: started %s times, never finished", job_id,
-                        claim.detail)  # fmt: skip
+            log.warning("job %s failed with E4206: started %s times", job_id, claim.detail)
             return NOT_RUN[claim.outcome]
         if claim.outcome is not ClaimOutcome.RUN:
             log.info("job %s not run: %s %s", job_id, claim.outcome, claim.detail)
