@@ -22,12 +22,6 @@ from tests.brokers import queued
 from tests.conftest import make_request
 from tests.processes import WorkerProcess
 
-MOCK_LISTS = ["l04.mock", "l04.mock\x06\x165", "l04.mock\x06\x169"]
-
-
-def queued_in_redis(client: redis.Redis) -> int:
-    return sum(int(client.llen(name)) for name in MOCK_LISTS)
-
 
 async def test_submit_result_status_and_stream(
     broker_url: str, gateway: ModelGateway, start_worker: Callable[..., WorkerProcess]

@@ -1,4 +1,4 @@
-"""What submit promises: bad input never enqueued, one job per id, a bounded queue."""
+"""Submit refuses bad input before anything is enqueued (a real redis-server, no worker)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,12 @@ from gateway_client import (
     RoutingError,
     ValidationError,
 )
+from gateway_core.queues import redis_priority_lists
 from tests.conftest import make_request
-
-MOCK_LISTS = ["l04.mock", "l04.mock\x06\x165", "l04.mock\x06\x169"]
 
 
 def queued_in_redis(client: redis.Redis) -> int:
-    return sum(int(client.llen(name)) for name in MOCK_LISTS)
+    return sum(int(client.llen(name)) for name in redis_priority_lists("l04.mock"))
 
 
 @pytest.mark.parametrize(

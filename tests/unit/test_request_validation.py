@@ -1,11 +1,10 @@
-"""What submit promises: bad input never enqueued, one job per id, a bounded queue."""
+"""A request checks itself as it is built: bad messages, fields and deadlines are typed errors."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
-import redis
 
 from gateway_client import (
     InferenceRequest,
@@ -13,12 +12,6 @@ from gateway_client import (
     MessageRole,
     ValidationError,
 )
-
-MOCK_LISTS = ["l04.mock", "l04.mock\x06\x165", "l04.mock\x06\x169"]
-
-
-def queued_in_redis(client: redis.Redis) -> int:
-    return sum(int(client.llen(name)) for name in MOCK_LISTS)
 
 
 async def test_seed_constructor_validates() -> None:
