@@ -510,7 +510,22 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def main(quick: bool, task_events: bool, memory_jobs: int) -> None:
+SECTIONS = (
+    "round-trip",
+    "throughput",
+    "capacity",
+    "long-calls",
+    "streaming",
+    "limiter",
+    "batch",
+    "batch-limit",
+    "memory",
+)
+
+
+async def main(
+    quick: bool, task_events: bool, memory_jobs: int, only: frozenset[str] = frozenset(SECTIONS)
+) -> None:
     scale = 0.25 if quick else 1.0
     setup = Setup(task_events)
     server = LocalRedis().start()
@@ -560,18 +575,27 @@ async def main(quick: bool, task_events: bool, memory_jobs: int) -> None:
             processes.append(start(name, [sys.executable, *argv], env, ready))
         worker_pid = processes[1].pid
         gateway = ModelGateway(redis_url=server.url)
-        lines += await round_trip(gateway, upstream, int(400 * scale), setup)
-        lines += await throughput(gateway, int(2000 * scale), setup)
-        lines += await capacity(gateway, upstream, int(2000 * scale), setup)
-        lines += await long_calls(gateway, upstream, int(2000 * scale), worker_pid, setup)
-        lines += await streaming(gateway, upstream, int(200 * scale), setup)
-        lines += await limiter(server.url, 5 * scale, setup)
-        lines += await batch_vs_interactive(
-            gateway, Path(tempfile.mkdtemp()), int(5000 * scale), setup
-        )
-        # Whole windows of the limit, also in --quick: the kept rate is measured over them.
-        lines += await batch_at_limit(Path(tempfile.mkdtemp()), server.url, 1500, setup)
-        lines += await memory_growth(gateway, memory_jobs, worker_pid, setup)
+        if "round-trip" in only:
+            lines += await round_trip(gateway, upstream, int(400 * scale), setup)
+        if "throughput" in only:
+            lines += await throughput(gateway, int(2000 * scale), setup)
+        if "capacity" in only:
+            lines += await capacity(gateway, upstream, int(2000 * scale), setup)
+        if "long-calls" in only:
+            lines += await long_calls(gateway, upstream, int(2000 * scale), worker_pid, setup)
+        if "streaming" in only:
+            lines += await streaming(gateway, upstream, int(200 * scale), setup)
+        if "limiter" in only:
+            lines += await limiter(server.url, 5 * scale, setup)
+        if "batch" in only:
+            lines += await batch_vs_interactive(
+                gateway, Path(tempfile.mkdtemp()), int(5000 * scale), setup
+            )
+        if "batch-limit" in only:
+            # Whole windows of the limit, also in --quick: the kept rate is measured over them.
+            lines += await batch_at_limit(Path(tempfile.mkdtemp()), server.url, 1500, setup)
+        if "memory" in only:
+            lines += await memory_growth(gateway, memory_jobs, worker_pid, setup)
     finally:
         if gateway is not None:
             await gateway.close()
@@ -597,5 +621,13 @@ if __name__ == "__main__":
         default=20_000,
         help="jobs run after the warm-up to measure memory growth (BENCHMARKS.md: 100000)",
     )
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"a comma-separated list of sections to run (default all: {','.join(SECTIONS)})",
+    )
     options = parser.parse_args()
-    asyncio.run(main(options.quick, options.task_events, options.memory_jobs))
+    chosen = frozenset(name.strip() for name in options.only.split(",") if name.strip())
+    if not chosen <= set(SECTIONS):
+        parser.error(f"unknown section(s): {', '.join(sorted(chosen - set(SECTIONS)))}")
+    asyncio.run(main(options.quick, options.task_events, options.memory_jobs, chosen))

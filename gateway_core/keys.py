@@ -38,6 +38,17 @@ def client_inbox(client_id: str) -> str:
     return f"{PREFIX}:inbox:{{{client_id}}}"
 
 
+def queue_bell(queue_list: str) -> str:
+    """List: one token per message pushed onto ``queue_list`` (capped, see
+    ``gateway_core.queues.QUEUE_BELL_CAP``); idle workers wait on it with BRPOP. The Lua scripts
+    that push messages ring it through ``gateway_core/lua/bell.lua``, which spells it the same."""
+    return f"{PREFIX}:bell:{queue_list}"
+
+
+INTAKE_POISON = f"{PREFIX}:intake:poison"
+"""List: values a worker's intake found on a queue that are no kombu message, held on the broker
+until the worker has set them aside in ``l04:dlq`` (see ``workers/lua/intake_take.lua``)."""
+
 DEAD_LETTERS = f"{PREFIX}:dlq"
 """List: job messages a worker could not read, set aside for ``l04 dlq``."""
 

@@ -22,6 +22,9 @@ DELIVERY_KEY = "l04_delivery"
 REDIS_PRIORITY_STEPS = (0, 5, 9)
 REDIS_PRIORITY_SEP = "\x06\x16"
 REDIS_UNACKED_INDEX = "unacked_index"
+REDIS_UNACKED = "unacked"
+#: The most tokens a queue list's bell keeps (``gateway_core/lua/bell.lua`` trims to it).
+QUEUE_BELL_CAP = 64
 
 _REDIS_PRIORITY = {Priority.HIGH: 0, Priority.NORMAL: 5, Priority.LOW: 9}
 _AMQP_PRIORITY = {Priority.HIGH: 9, Priority.NORMAL: 5, Priority.LOW: 0}

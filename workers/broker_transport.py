@@ -1,47 +1,68 @@
-"""kombu's Redis transport with three changes: values on a queue are checked before kombu reads
-them, a channel still reaches Redis after kombu detached it from its connection, and one client
-object serves a channel instead of one per command.
+"""kombu's Redis transport with the fleet's intake, and four smaller changes.
 
-* **Anything on a queue is safe.** kombu parses each popped value with ``json.loads`` and a few
-  look-ups inside Celery's event loop; bytes that are no kombu message (``not json``, ``[1,2,3]``,
-  ``{}``, bad base64...) stopped the worker or dropped its connection, and the value was lost.
-  Each BRPOP/RPOP reply is checked first (:func:`workers.poison.screen`); one that fails goes to
-  the dead-letter list with the reason and the raw value, and kombu sees an empty reply.
+* **The intake** (:mod:`workers.intake`): messages move from the queue lists into the
+  unacknowledged set in one Lua script, up to the worker's free slots per round trip, so no
+  message is ever held only in the worker's memory; an idle worker waits on the lists' bells.
+  The script is sent where kombu sent its ``BRPOP`` (``_brpop_start``) and its reply read where
+  kombu read the ``BRPOP`` reply (``_brpop_read``), so kombu's poller, its reconnects, pauses and
+  health checks are unchanged. ``QoS.append`` writes nothing for a message the script recorded.
+* **Acknowledgements in batches** (:mod:`workers.ack_batch`): ``QoS.ack`` queues the tag; one
+  thread writes what is waiting with one pipeline. (Task events are batched by Celery itself: with
+  an event loop, its dispatcher buffers the ``task`` group and publishes ``task.multi`` once per
+  loop tick.)
+* **Anything on a queue is safe.** A value that is no kombu message stopped the worker or dropped
+  its connection, and was lost. The take script moves it to ``l04:intake:poison`` instead, and the
+  worker sets it aside in ``l04:dlq`` (:func:`workers.poison.screen` checks what the script does
+  not), then removes it from there.
 * **A Redis restart no longer stops a busy worker.** When the broker connection is lost, Celery
   5.7 first ``collect()``s the connection, which detaches the transport from it
   (``transport.client = None``), then ``close()``s it, closing the default channel a second time.
   If the first close stopped half way (Redis refused the connection), the second one restores the
   unacknowledged messages, builds a new pool and reads the host from the detached transport:
   ``AttributeError: 'NoneType' object has no attribute 'hostname'``, which Celery treats as
-  unrecoverable. An idle worker has nothing to restore, which is why only busy ones died. The
-  transport here keeps the connection it served (:class:`RemembersItsConnection`).
+  unrecoverable. The transport here keeps the connection it served
+  (:class:`RemembersItsConnection`).
 * **One client per channel.** kombu's ``Channel`` builds a new ``redis.Redis`` around its pool for
-  every unacked-index update, acknowledgement and task-event publish; building one fills a table
-  of some hundred response callbacks (about 5% of a worker's wall time at low load, on Celery's
-  consumer thread). The client made for the current pool is reused.
+  every command it sends outside the poller; building one fills a table of some hundred response
+  callbacks (about 5% of a worker's wall time at low load). The client made for the current pool
+  is reused.
 
-Used for ``redis://`` and ``rediss://`` brokers (``tasks/app.py``).
+Used for ``redis://``, ``rediss://`` and ``sentinel://`` brokers (``tasks/worker_classes.py``).
+A stock kombu worker can consume the same queues beside one on this transport: the lists, the
+``unacked`` hash and ``unacked_index`` are kombu's own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
+import time
+from queue import Empty
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from redis.exceptions import NoScriptError
 
 from config.settings import get_settings
+from gateway_core import keys
+from gateway_core.queues import QUEUE_BELL_CAP
+from workers.ack_batch import AckBatch
 from workers.dead_letters import set_aside_sync, set_aside_with
+from workers.intake import TAKE_MAX, TAKE_SHA, TAKE_SOURCE, bells, parse_take, take_args
 from workers.poison import PoisonMessage, screen
 
 log = logging.getLogger(__name__)
 
-_SCREENED = frozenset({"BRPOP", "RPOP"})
+_SCREENED = frozenset({"RPOP"})
 
 
 class ScreeningChannelMixin:
-    """A BRPOP or RPOP reply that is no kombu message is set aside and reads as empty."""
+    """An RPOP reply kombu reads itself (``basic_get``, not the worker's path) that is no kombu
+    message is set aside and reads as empty. The intake's replies are screened where they are
+    read (:meth:`Channel._deliver_taken`)."""
 
     def _get_client(self) -> Any:
         base = super()._get_client()  # type: ignore[misc]
@@ -56,35 +77,36 @@ class ScreeningChannelMixin:
             def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
                 reply = super().parse_response(connection, command_name, **options)
                 if reply and command_name in _SCREENED:
-                    return channel._screened(command_name, reply)
+                    return channel._screened(reply)
                 return reply
 
         return ScreeningRedis
 
-    def _screened(self, command: str, reply: Any) -> Any:
-        queue, raw = reply if command == "BRPOP" else (None, reply)
+    def _screened(self, raw: Any) -> Any:
         try:
             screen(raw)
         except PoisonMessage as poison:
-            queue_name = queue.decode("utf-8", "replace") if isinstance(queue, bytes) else queue
-            reason = f"not a kombu message: {poison}"
-            kept = set_aside_sync(get_settings().redis_url, raw, reason, queue=queue_name)
-            if not kept:
-                # The job-state Redis is away; the broker's just answered this pop.
-                kept = set_aside_with(self._create_client(), raw, reason, queue=queue_name)  # type: ignore[attr-defined]
-            if kept:
-                log.error("a value on %s set aside: %s", queue_name or "a queue", poison)
-            else:
-                digest = hashlib.sha256(raw if isinstance(raw, bytes) else str(raw).encode())
-                log.error(
-                    "a value on %s (%s, %d bytes, sha256 %s) could not be set aside: lost",
-                    queue_name or "a queue",
-                    poison,
-                    len(raw),
-                    digest.hexdigest(),
-                )
+            self._set_aside(raw, f"not a kombu message: {poison}", None)
             return None
-        return reply
+        return raw
+
+    def _set_aside(self, raw: Any, reason: str, queue: str | None) -> bool:
+        kept = set_aside_sync(get_settings().redis_url, raw, reason, queue=queue)
+        if not kept:
+            # The job-state Redis is away; the broker has just answered.
+            kept = set_aside_with(self._create_client(), raw, reason, queue=queue)  # type: ignore[attr-defined]
+        if kept:
+            log.error("a value on %s set aside: %s", queue or "a queue", reason)
+        else:
+            digest = hashlib.sha256(raw if isinstance(raw, bytes) else str(raw).encode())
+            log.error(
+                "a value on %s (%s, %d bytes, sha256 %s) could not be set aside",
+                queue or "a queue",
+                reason,
+                len(raw),
+                digest.hexdigest(),
+            )
+        return kept
 
 
 class RemembersItsConnection:
@@ -109,8 +131,42 @@ class RemembersItsConnection:
             self._last_client = value
 
 
+class IntakeQoS(kombu_redis.QoS):
+    """kombu's QoS, for messages the take script has already recorded, acknowledged in batches."""
+
+    channel: Channel
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        if self.channel.taken_by_script(delivery_tag):
+            virtual.QoS.append(self, message, delivery_tag)
+        else:
+            super().append(message, delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        self.channel.acks.add(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if requeue:
+            self.restore_by_tag(delivery_tag, leftmost=True)
+            virtual.QoS.ack(self, delivery_tag)
+        else:
+            self.ack(delivery_tag)
+
+
 class Channel(ScreeningChannelMixin, kombu_redis.Channel):
+    QoS = IntakeQoS
     _sync_client: Any = None
+    _acks: AckBatch | None = None
+    #: What the next intake command is: a take (True), or a wait on the bells (False).
+    _take_next = True
+    _take_limit = 0
+    _waiting_on_bells = False
+    _poison_checked = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._recorded: set[str] = set()
+        super().__init__(*args, **kwargs)
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
@@ -119,6 +175,160 @@ class Channel(ScreeningChannelMixin, kombu_redis.Channel):
         if client is None or client.connection_pool is not self.pool:
             client = self._sync_client = super()._create_client()
         return client
+
+    @property
+    def acks(self) -> AckBatch:
+        if self._acks is None:
+            self._acks = AckBatch(self.conn_or_acquire, self.unacked_key, self.unacked_index_key)
+        return self._acks
+
+    def taken_by_script(self, delivery_tag: str) -> bool:
+        if delivery_tag in self._recorded:
+            self._recorded.discard(delivery_tag)
+            return True
+        return False
+
+    # -- the intake: sent where kombu sent BRPOP, read where kombu read its reply ----------------
+
+    def _intake_lists(self) -> list[tuple[str, str]]:
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        steps = self.priority_steps
+        return [(self._q_for_pri(queue, step), queue) for step in steps for queue in queues]
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        lists = self._intake_lists()
+        if not lists:
+            return
+        if not self._poison_checked:
+            self._poison_checked = True
+            self._set_aside_held_poison()
+        connection = self.client.connection
+        if self._take_next:
+            free = self.qos.can_consume_max_estimate()
+            self._take_limit = min(TAKE_MAX, free) if free else TAKE_MAX
+            args = take_args(lists, self._take_limit, time.time())
+            self._waiting_on_bells = False
+            connection.send_command("EVALSHA", TAKE_SHA, *args)
+        else:
+            wait = self.brpop_timeout if timeout is None else timeout
+            self._waiting_on_bells = True
+            connection.send_command("BRPOP", *bells([key for key, _ in lists]), wait or 0)
+        self._in_poll = connection
+        self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]
+
+    def _brpop_read(self, **options: Any) -> bool:
+        command = "BRPOP" if self._waiting_on_bells else "EVALSHA"
+        try:
+            try:
+                reply = self.client.parse_response(self.client.connection, command, **options)
+            except NoScriptError:
+                with self.conn_or_acquire() as client:
+                    client.script_load(TAKE_SOURCE)
+                raise Empty() from None
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if self._waiting_on_bells:
+                self._take_next = True  # a bell, or the wait timed out: look at the lists
+                raise Empty()
+            return self._deliver_taken(reply)
+        finally:
+            self._in_poll = None  # type: ignore[assignment]
+            self._waiting_on_bells = False
+            self._flush_brpop_reauth()
+
+    def _deliver_taken(self, reply: Any) -> bool:
+        taken = parse_take(reply)
+        for raw in taken.poison:
+            self._set_aside_poison(raw)
+        # A full batch may have left more behind; a short one emptied the lists: wait on bells.
+        self._take_next = len(taken.taken) >= self._take_limit or bool(taken.poison)
+        delivered = False
+        failure: Exception | None = None
+        for item in taken.taken:
+            try:
+                payload = screen(item.raw)
+            except PoisonMessage as poison:
+                self._set_aside_recorded(item.raw, str(poison), item.queue)
+                continue
+            self._recorded.add(payload["properties"]["delivery_tag"])
+            try:
+                self.connection._deliver(payload, item.queue)
+            except Exception as exc:
+                # As kombu would for its one message, but only once the rest of the batch is
+                # delivered: they are recorded as unacknowledged already and must not wait
+                # for the visibility timeout because of another message.
+                failure = failure or exc
+            delivered = True
+        if failure is not None:
+            raise failure
+        if not delivered:
+            raise Empty()
+        return True
+
+    def _poll_error(self, type: str, **options: Any) -> None:
+        if type == "BRPOP":  # the intake's command: its reply must be read as what it is
+            with contextlib.suppress(Empty):
+                self._brpop_read(**options)
+            return
+        super()._poll_error(type, **options)
+
+    def _set_aside_poison(self, raw: bytes) -> None:
+        try:
+            screen(raw)
+            reason = "not a kombu message: no delivery tag or delivery info"
+        except PoisonMessage as poison:
+            reason = f"not a kombu message: {poison}"
+        if self._set_aside(raw, reason, None):
+            with self.conn_or_acquire() as client:
+                client.lrem(keys.INTAKE_POISON, 1, raw)
+
+    def _set_aside_held_poison(self) -> None:
+        """Values a worker moved to the poison list but died before setting aside."""
+        with self.conn_or_acquire() as client:
+            held = client.lrange(keys.INTAKE_POISON, 0, 999)
+        for raw in held:
+            self._set_aside_poison(raw)
+
+    def _set_aside_recorded(self, raw: bytes, reason: str, queue: str) -> None:
+        """A value the script took as a message that the full screen refuses (not UTF-8, a body
+        that is not base64...): set aside, then out of the unacknowledged set."""
+        if not self._set_aside(raw, f"not a kombu message: {reason}", queue):
+            return  # left unacknowledged: restored, and screened again, later
+        try:
+            tag = screen_tag(raw)
+        except ValueError:
+            return
+        self.acks.add(tag)
+
+    def _do_restore_message(
+        self, payload: Any, exchange: Any, routing_key: Any, pipe: Any, leftmost: bool = False
+    ) -> None:
+        """kombu's restore, and the restored message's bell rung so an idle worker takes it."""
+        super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
+        try:
+            priority = self._get_message_priority(payload, reverse=False)
+            for queue in self._lookup(exchange, routing_key):
+                bell = keys.queue_bell(self._q_for_pri(queue, priority))
+                pipe.lpush(bell, 1)
+                pipe.ltrim(bell, 0, QUEUE_BELL_CAP - 1)
+        except self.connection_errors:
+            raise
+        except Exception:  # the message is restored; without a bell it is taken within 1 s
+            log.warning("restored message: bell not rung", exc_info=True)
+
+    def close(self) -> None:
+        if self._acks is not None:
+            self._acks.close()
+        super().close()
+
+
+def screen_tag(raw: bytes) -> str:
+    """The delivery tag of a value the take script recorded (it checked the tag is there)."""
+    tag = json.loads(raw.decode("utf-8", "replace"))["properties"]["delivery_tag"]
+    if not isinstance(tag, str):
+        raise ValueError("no delivery tag")
+    return tag
 
 
 class Transport(RemembersItsConnection, kombu_redis.Transport):

@@ -8,7 +8,9 @@
 --   a job with this id exists         -> its state; nothing written, nothing pushed
 --   the queue's lists hold max depth  -> 'full'; nothing written
 --   no message ('')                   -> 'created', nothing pushed (another broker publishes)
+--   message pushed                    -> its list's bell rung (l04:bell:<list>)
 -- include: clock
+-- include: bell
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then return state end
 local depth = 0
@@ -17,5 +19,8 @@ if depth >= tonumber(ARGV[2]) then return 'full' end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempt', 0,
            'created_ms', math.floor(now_seconds() * 1000), unpack(ARGV, 4))
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
-if ARGV[3] ~= '' then redis.call('LPUSH', KEYS[#KEYS], ARGV[3]) end
+if ARGV[3] ~= '' then
+  redis.call('LPUSH', KEYS[#KEYS], ARGV[3])
+  ring_bell(KEYS[#KEYS])
+end
 return 'created'

@@ -26,7 +26,9 @@ import redis
 
 from gateway_core import keys
 from gateway_core.lua_scripts import register, script_source
+from gateway_core.queues import QUEUE_BELL_CAP, REDIS_UNACKED, REDIS_UNACKED_INDEX
 from tests.processes import ROOT
+from workers.intake import TAKE_SHA, TAKE_SOURCE, take_args
 
 SHARED_PACKAGE = "gateway_core"
 SCRIPT_PACKAGES = ("gateway_client", "workers")
@@ -1562,3 +1564,165 @@ def test_move_a_batch_in_another_status(redis_client: redis.Redis) -> None:
 def test_move_a_batch_with_no_record(redis_client: redis.Redis) -> None:
     assert move(redis_client, "validating,in_progress", "cancelled") == 0
     assert redis_client.keys("*") == []
+
+
+# --- bells: every script that pushes a message rings its list's bell ----------------------------
+
+
+def bell_tokens(r: redis.Redis, queue_list: str) -> int:
+    return int(r.llen(keys.queue_bell(queue_list)))
+
+
+@case("job_create", "message pushed")
+def test_create_rings_the_bell_of_the_list_it_pushed_onto(redis_client: redis.Redis) -> None:
+    r = redis_client
+    assert create(r) == "created"
+    assert bell_tokens(r, Q_NORMAL) == 1 and bell_tokens(r, Q_HIGH) == 0
+    for _ in range(QUEUE_BELL_CAP + 5):  # a bell keeps at most QUEUE_BELL_CAP tokens
+        r.delete(J)
+        create(r, depth=1000)
+    assert bell_tokens(r, Q_NORMAL) == QUEUE_BELL_CAP
+    r.flushall()
+    assert create(r, message="") == "created" and r.keys(keys.queue_bell("*")) == []
+
+
+@case("job_hand_off", "message pushed")
+def test_hand_off_rings_the_bell_of_the_next_queue(redis_client: redis.Redis) -> None:
+    a_job(redis_client, "running", attempt=1)
+    redis_client.set(LEASE, "w1")
+    assert hand_off(redis_client) == 1
+    assert bell_tokens(redis_client, QUEUE) == 1
+
+
+@case("job_release", "stored message pushed back")
+def test_release_rings_the_bell_of_the_list_it_pushed_onto(redis_client: redis.Redis) -> None:
+    a_deferred_job(redis_client, "d1", -1)
+    a_deferred_job(redis_client, "d2", -1, message="")
+    assert release(redis_client)[::3] == ["d1", "d2"]
+    assert bell_tokens(redis_client, "queue-list") == 1  # d2 is published by the caller
+
+
+# --- intake_take: a worker's atomic, batched take --------------------------------------------
+
+INTAKE_HIGH, INTAKE_LOW = "l04.mock", "l04.mock\x06\x169"
+
+
+def kombu_message(tag: str, queue: str = "l04.mock", **properties: Any) -> str:
+    info = {"exchange": "", "routing_key": queue}
+    return json.dumps(
+        {
+            "body": "e30=",
+            "headers": {"id": tag},
+            "properties": {"delivery_tag": tag, "delivery_info": info, **properties},
+        }
+    )
+
+
+def take(r: redis.Redis, limit: int = 10, at: float = 1700000000.25) -> list[str]:
+    lists = [(INTAKE_HIGH, "l04.mock"), (INTAKE_LOW, "l04.mock")]
+    args = take_args(lists, limit, at)
+    if not r.script_exists(TAKE_SHA)[0]:
+        assert r.script_load(TAKE_SOURCE) == TAKE_SHA  # the sha the transport sends
+    return [item.decode("utf-8", "replace") for item in r.evalsha(TAKE_SHA, *args)]
+
+
+def unacked_tags(r: redis.Redis) -> dict[str, float]:
+    return {s(tag): score for tag, score in r.zrange(REDIS_UNACKED_INDEX, 0, -1, withscores=True)}
+
+
+@case("intake_take", "empty lists")
+def test_take_from_empty_lists(redis_client: redis.Redis) -> None:
+    assert take(redis_client) == []
+    assert redis_client.keys("*") == []
+
+
+@case("intake_take", "more messages than N")
+def test_take_at_most_n_oldest_first(redis_client: redis.Redis) -> None:
+    r = redis_client
+    for i in range(5):
+        r.lpush(INTAKE_HIGH, kombu_message(f"t{i}"))  # kombu pushes left, takes right
+    taken = take(r, limit=3)
+    assert [json.loads(m)["properties"]["delivery_tag"] for m in taken[1::2]] == ["t0", "t1", "t2"]
+    assert taken[::2] == ["l04.mock"] * 3
+    assert unacked_tags(r) == {"t0": 1700000000.25, "t1": 1700000000.25, "t2": 1700000000.25}
+    entry = json.loads(r.hget(REDIS_UNACKED, "t1"))  # kombu's own entry: [message, ex, rk]
+    assert entry == [json.loads(kombu_message("t1")), "", "l04.mock"]
+    assert r.llen(INTAKE_HIGH) == 2
+    assert [json.loads(m)["properties"]["delivery_tag"] for m in take(r)[1::2]] == ["t3", "t4"]
+
+
+@case("intake_take", "a higher and a lower priority list")
+def test_take_higher_priority_first(redis_client: redis.Redis) -> None:
+    r = redis_client
+    r.lpush(INTAKE_LOW, kombu_message("low1"), kombu_message("low2"))
+    r.lpush(INTAKE_HIGH, kombu_message("high1"))
+    tags = [json.loads(m)["properties"]["delivery_tag"] for m in take(r, limit=2)[1::2]]
+    assert tags == ["high1", "low1"]
+    assert r.llen(INTAKE_LOW) == 1
+
+
+@case("intake_take", "N = 0")
+def test_take_nothing_when_no_slot_is_free(redis_client: redis.Redis) -> None:
+    redis_client.lpush(INTAKE_HIGH, kombu_message("t1"), "not json")
+    assert take(redis_client, limit=0) == []
+    assert redis_client.llen(INTAKE_HIGH) == 2 and not redis_client.exists(REDIS_UNACKED)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("not json", id="not-json"),
+        pytest.param("[1, 2]", id="json-array"),
+        pytest.param(b"\xff\xfe", id="binary"),
+    ],
+)
+@case("intake_take", "a value that is not JSON")
+def test_take_moves_a_value_that_is_not_json_to_the_poison_list(
+    redis_client: redis.Redis, value: Any
+) -> None:
+    r = redis_client
+    r.lpush(INTAKE_HIGH, kombu_message("before"), value, kombu_message("after"))
+    taken = take(r)
+    assert taken[::2] == ["l04.mock", "", "l04.mock"]  # in list order, the value where it was
+    raw = r.lrange(keys.INTAKE_POISON, 0, -1)
+    assert raw == [value.encode() if isinstance(value, str) else value]
+    assert set(unacked_tags(r)) == {"before", "after"} and r.llen(INTAKE_HIGH) == 0
+
+
+@case("intake_take", "JSON without properties.delivery_tag")
+def test_take_moves_a_message_without_a_tag_to_the_poison_list(redis_client: redis.Redis) -> None:
+    r = redis_client
+    for value in ("{}", '{"properties": []}', kombu_message(""), '{"properties": {"x": 1}}'):
+        r.lpush(INTAKE_HIGH, value)
+    assert take(r)[::2] == ["", "", "", ""]
+    assert r.llen(keys.INTAKE_POISON) == 4 and not r.exists(REDIS_UNACKED, REDIS_UNACKED_INDEX)
+
+
+@case("intake_take", "delivery_info without exchange / routing_key")
+def test_take_moves_a_message_without_routing_to_the_poison_list(redis_client: redis.Redis) -> None:
+    r = redis_client
+    no_exchange = json.loads(kombu_message("t1"))
+    del no_exchange["properties"]["delivery_info"]["exchange"]
+    numeric_key = json.loads(kombu_message("t2"))
+    numeric_key["properties"]["delivery_info"]["routing_key"] = 5
+    r.lpush(INTAKE_HIGH, json.dumps(no_exchange), json.dumps(numeric_key))
+    assert take(r)[::2] == ["", ""]
+    assert r.llen(keys.INTAKE_POISON) == 2 and not r.exists(REDIS_UNACKED)
+
+
+@case("intake_take", "a value over the size limit")
+def test_take_moves_an_oversized_value_to_the_poison_list(redis_client: redis.Redis) -> None:
+    r = redis_client
+    big = kombu_message("big", padding="x" * (1 << 20))
+    r.lpush(INTAKE_HIGH, big)
+    assert take(r)[::2] == [""]
+    assert r.lrange(keys.INTAKE_POISON, 0, -1) == [big.encode()]
+
+
+@case("intake_take", "more than 100 poison values")
+def test_take_moves_at_most_100_poison_values_per_call(redis_client: redis.Redis) -> None:
+    r = redis_client
+    r.lpush(INTAKE_HIGH, *[f"junk {i}" for i in range(150)])
+    assert len(take(r)) == 200  # 100 pairs
+    assert r.llen(keys.INTAKE_POISON) == 100 and r.llen(INTAKE_HIGH) == 50
+    assert len(take(r)) == 100

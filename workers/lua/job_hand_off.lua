@@ -7,11 +7,16 @@
 --                                lease deleted; message pushed
 --   not running               -> 0; nothing changes
 --   lease not ours (or gone)  -> 0
+--   message pushed            -> its list's bell rung (l04:bell:<list>)
+-- include: bell
 local f = redis.call('HMGET', KEYS[1], 'state')
 if f[1] ~= 'running' or redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'provider', ARGV[2], 'model', ARGV[3],
            'queue', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'failovers', 1)
 redis.call('DEL', KEYS[2])
-if ARGV[5] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[5]) end
+if ARGV[5] ~= '' then
+  redis.call('LPUSH', KEYS[3], ARGV[5])
+  ring_bell(KEYS[3])
+end
 return 1

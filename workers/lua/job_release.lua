@@ -9,7 +9,9 @@
 --   due, no longer deferred (cancelled, expired, gone) -> dropped from the set, not returned
 --   not due yet                 -> left in the set
 --   more due than the limit     -> the first `limit`; the rest wait for the next call
+--   stored message pushed back  -> its list's bell rung (l04:bell:<list>)
 -- include: clock
+-- include: bell
 local now = math.floor(now_seconds() * 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local moved = {}
@@ -21,6 +23,7 @@ for _, id in ipairs(due) do
     redis.call('HSET', job, 'state', 'queued')
     if f[2] and f[2] ~= '' then
       redis.call('LPUSH', f[3], f[2])
+      ring_bell(f[3])
       redis.call('HDEL', job, 'requeue')
     end
     table.insert(moved, id)
