@@ -56,13 +56,13 @@ from workers.poison import PoisonMessage, screen
 
 log = logging.getLogger(__name__)
 
-_SCREENED = frozenset({"RPOP"})
+_SCREENED = frozenset({"BRPOP", "RPOP"})
 
 
 class ScreeningChannelMixin:
-    """An RPOP reply kombu reads itself (``basic_get``, not the worker's path) that is no kombu
-    message is set aside and reads as empty. The intake's replies are screened where they are
-    read (:meth:`Channel._deliver_taken`)."""
+    """A BRPOP or RPOP reply kombu reads itself (``basic_get``; a no-ack consumer's BRPOP) that
+    is no kombu message is set aside and reads as empty. The intake's replies are screened where
+    they are read (:meth:`Channel._deliver_taken`)."""
 
     def _get_client(self) -> Any:
         base = super()._get_client()  # type: ignore[misc]
@@ -76,19 +76,23 @@ class ScreeningChannelMixin:
         class ScreeningRedis(base):  # type: ignore[misc,valid-type]
             def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
                 reply = super().parse_response(connection, command_name, **options)
-                if reply and command_name in _SCREENED:
-                    return channel._screened(reply)
+                if reply and command_name in _SCREENED and not channel._waiting_on_bells:
+                    return channel._screened(command_name, reply)
                 return reply
 
         return ScreeningRedis
 
-    def _screened(self, raw: Any) -> Any:
+    _waiting_on_bells = False
+
+    def _screened(self, command: str, reply: Any) -> Any:
+        queue, raw = reply if command == "BRPOP" else (None, reply)
         try:
             screen(raw)
         except PoisonMessage as poison:
-            self._set_aside(raw, f"not a kombu message: {poison}", None)
+            name = queue.decode("utf-8", "replace") if isinstance(queue, bytes) else queue
+            self._set_aside(raw, f"not a kombu message: {poison}", name)
             return None
-        return raw
+        return reply
 
     def _set_aside(self, raw: Any, reason: str, queue: str | None) -> bool:
         kept = set_aside_sync(get_settings().redis_url, raw, reason, queue=queue)
@@ -161,11 +165,13 @@ class Channel(ScreeningChannelMixin, kombu_redis.Channel):
     #: What the next intake command is: a take (True), or a wait on the bells (False).
     _take_next = True
     _take_limit = 0
-    _waiting_on_bells = False
     _poison_checked = False
+    #: A no-ack consumer's round: kombu's own BRPOP (see :meth:`_brpop_start`).
+    _stock_round = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._recorded: set[str] = set()
+        self._no_ack_queues: dict[str, str] = {}  # consumer tag -> queue
         super().__init__(*args, **kwargs)
 
     def _create_client(self, asynchronous: bool = False) -> Any:
@@ -195,7 +201,26 @@ class Channel(ScreeningChannelMixin, kombu_redis.Channel):
         steps = self.priority_steps
         return [(self._q_for_pri(queue, step), queue) for step in steps for queue in queues]
 
+    def basic_consume(
+        self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any
+    ) -> Any:
+        if no_ack:
+            self._no_ack_queues[consumer_tag] = queue
+        return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
+
+    def basic_cancel(self, consumer_tag: str) -> Any:
+        self._no_ack_queues.pop(consumer_tag, None)
+        return super().basic_cancel(consumer_tag)
+
     def _brpop_start(self, timeout: float | None = None) -> None:
+        if self._no_ack_queues:
+            # A no-ack consumer (the reply queue of `celery inspect`, of a control command) takes
+            # nothing it must acknowledge: recording its messages as unacknowledged would leave
+            # them to be restored, later, onto a queue nobody reads. kombu's BRPOP, as it was.
+            self._stock_round = True
+            super()._brpop_start(timeout)
+            return
+        self._stock_round = False
         lists = self._intake_lists()
         if not lists:
             return
@@ -205,7 +230,7 @@ class Channel(ScreeningChannelMixin, kombu_redis.Channel):
         connection = self.client.connection
         if self._take_next:
             free = self.qos.can_consume_max_estimate()
-            self._take_limit = min(TAKE_MAX, free) if free else TAKE_MAX
+            self._take_limit = TAKE_MAX if free is None else min(TAKE_MAX, free)
             args = take_args(lists, self._take_limit, time.time())
             self._waiting_on_bells = False
             connection.send_command("EVALSHA", TAKE_SHA, *args)
@@ -217,6 +242,8 @@ class Channel(ScreeningChannelMixin, kombu_redis.Channel):
         self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]
 
     def _brpop_read(self, **options: Any) -> bool:
+        if self._stock_round:
+            return bool(super()._brpop_read(**options))
         command = "BRPOP" if self._waiting_on_bells else "EVALSHA"
         try:
             try:
