@@ -18,13 +18,15 @@ started with ``--processes 1`` and a Celery node name of its own (``--name`` wit
 
 A process that exits unasked is started again after a pause: 0.5 s, doubled at each failure in a
 row up to 30 s, and 0.5 s again once a process had run for 60 s. A process that dies before it
-is ready (Celery's ``worker_ready``) has failed to start; when one process fails to start five
-times in a row, the supervisor gives up: it stops the others (they drain) and exits 1 with
-``l04 worker: stopped with status 1: <reason>``, so that whatever runs it (systemd, Docker) sees
-a failed service instead of a loop. A process that dies after it was ready (killed, out of
-memory, an unrecoverable error) is always started again, its pause growing as above: the one
-that died may have been taken down by one job, which the fleet's own ``L04_MAX_DELIVERIES``
-stops, and the supervisor must not take the host's other processes down with it.
+is ready (Celery's ``worker_ready``), or within 10 s of it, has failed to start: a setup that
+cannot work (a broken install, a broker that refuses the worker's commands). When one process
+fails to start five times in a row, the supervisor gives up: it stops the others (they drain)
+and exits 1 with ``l04 worker: stopped with status 1: <reason>``, so that whatever runs it
+(systemd, Docker) sees a failed service instead of a loop. A process that dies later (killed,
+out of memory) is always started again, its pause growing as above: it may have been taken down
+by one job, which comes back only after the visibility timeout and which the fleet's own
+``L04_MAX_DELIVERIES`` stops, and the supervisor must not take the host's other processes down
+with it.
 
 The processes run in process groups of their own, so that a Ctrl+C at a terminal reaches the
 supervisor only (a SIGINT to a Celery worker exits 1, and a second one is a cold shutdown), and
@@ -53,7 +55,8 @@ from typing import Any, Literal
 RESTART_DELAY_S = 0.5  # the first pause before a process that exited is started again
 MAX_RESTART_DELAY_S = 30.0
 STABLE_AFTER_S = 60.0  # a process that ran this long is started again after the first pause
-MAX_START_FAILURES = 5  # one process dying before it is ready this often in a row: give up
+START_GRACE_S = 10.0  # a process that dies this soon after it was ready failed to start too
+MAX_START_FAILURES = 5  # one process failing to start this often in a row: give up
 POLL_S = 0.2  # how often exits are looked for (signals and readiness wake the loop at once)
 
 
@@ -164,8 +167,8 @@ class _Slot:
     index: int
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
-    ready: bool = False
-    start_failures: int = 0  # deaths before ready, in a row
+    ready_at: float | None = None  # when it said it was ready
+    start_failures: int = 0  # failed starts in a row
     delay: float = 0.0  # the last pause before a start
     restart_at: float | None = None
 
@@ -251,7 +254,7 @@ class Supervisor:
 
     def _start(self, slot: _Slot) -> None:
         slot.restart_at = None
-        slot.ready = False
+        slot.ready_at = None
         slot.started = time.monotonic()
         argv = self._command(slot.index, self._ready_w)
         try:
@@ -282,10 +285,9 @@ class Supervisor:
             slot = next((s for s in self._slots if s.process and s.process.pid == pid), None)
             if slot is None:
                 continue
-            slot.ready = True
-            slot.start_failures = 0
+            slot.ready_at = time.monotonic()
             say(f"process {slot.index} of {self._count} ready (pid {pid})")
-            if all(s.ready for s in self._slots):
+            if all(s.ready_at is not None for s in self._slots):
                 say(f"all {self._count} processes ready")
 
     def _reap(self) -> None:
@@ -307,10 +309,16 @@ class Supervisor:
     def _failed(self, slot: _Slot, pid: int | None, why: str) -> None:
         """A process exited unasked (or could not be started): start it again, or give up."""
         who = f"process {slot.index} of {self._count}" + (f" (pid {pid})" if pid else "")
-        lived = time.monotonic() - slot.started
-        if not slot.ready:
+        now = time.monotonic()
+        lived = now - slot.started
+        if slot.ready_at is not None and now - slot.ready_at >= START_GRACE_S:
+            slot.start_failures = 0  # it had started: whatever killed it, it comes back
+        else:
             slot.start_failures += 1
-            why += " before it was ready"
+            if slot.ready_at is None:
+                why += " before it was ready"
+            else:
+                why += f" {now - slot.ready_at:.1f} s after it was ready"
             if slot.start_failures >= MAX_START_FAILURES:
                 say(f"{who} {why}")
                 self._failure = (
