@@ -73,7 +73,13 @@ async def one_round(
             used = {who: cpu_seconds(pid) - before[who] for who, pid in watched.items()}
     finally:
         stop_process(worker, 30)
-    return {"processes": processes, "rate": jobs / elapsed, "elapsed": elapsed, "cpu": used}
+    return {
+        "processes": processes,
+        "jobs": jobs,
+        "rate": jobs / elapsed,
+        "elapsed": elapsed,
+        "cpu": used,
+    }
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -82,7 +88,13 @@ def describe(result: dict[str, Any]) -> str:
         f"{who} {used:.2f} s ({used / elapsed:.0%})" for who, used in result["cpu"].items()
     )
     label = "1 process" if result["processes"] == 1 else f"{result['processes']} processes"
-    return f"  {label:<12} {result['rate']:7.0f} jobs/s in {elapsed:5.2f} s; CPU: {cpu}"
+    fleet = sum(
+        used for who, used in result["cpu"].items() if who not in ("redis-server", "client")
+    )
+    return (
+        f"  {label:<12} {result['rate']:7.0f} jobs/s in {elapsed:5.2f} s; worker CPU "
+        f"{fleet / result['jobs'] * 1000:.2f} ms a job; CPU: {cpu}"
+    )
 
 
 async def main(jobs: int, rounds: int, processes: int) -> None:
@@ -105,6 +117,7 @@ async def main(jobs: int, rounds: int, processes: int) -> None:
         "(% of the wall time)",
     ]
     ratios = []
+    lines.append("   load average before: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     try:
         for i in range(rounds):
             one = await one_round(server, 1, jobs, f"r{i}a", env)
@@ -114,10 +127,11 @@ async def main(jobs: int, rounds: int, processes: int) -> None:
             print("\n".join(lines[-3:]), flush=True)
     finally:
         server.stop()
+    lines.append("   load average after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     lines.append(
         f"  --processes {processes} / 1 process: " + ", ".join(f"{ratio:.2f}" for ratio in ratios)
     )
-    print(lines[-1])
+    print("\n".join(lines[-2:]))
     (LOGS / "benchmarks-processes.txt").write_text("\n".join(lines) + "\n")
 
 
