@@ -29,6 +29,7 @@ lint:
 bench: install
 	.venv/bin/python -m benchmarks.run
 	.venv/bin/python -m benchmarks.cache_lookup
+	.venv/bin/python -m benchmarks.processes
 
 # After a green run on newer versions: record them as the tested set (constraints.txt).
 lock:

@@ -122,6 +122,9 @@ class GatewaySettings(BaseSettings):
 
     # Prometheus: the port a worker serves /metrics on (``l04 worker --metrics-port`` wins).
     metrics_port: int | None = Field(default=None, ge=0, le=65535, alias="L04_METRICS_PORT")
+    # Worker processes ``l04 worker`` runs under one supervisor: a number, or "auto" for the
+    # cores the host gives it (``l04 worker --processes`` wins).
+    worker_processes: int | Literal["auto"] = Field(default=1, alias="L04_WORKER_PROCESSES")
 
     # Queues and jobs
     catalog_path: str | None = Field(default=None, alias="L04_CATALOG")
@@ -163,6 +166,11 @@ class GatewaySettings(BaseSettings):
                 f"unknown provider(s) {', '.join(unknown)}; choose from {', '.join(PROVIDERS)}"
             )
         return value
+
+    @field_validator("worker_processes", mode="before")
+    @classmethod
+    def _worker_processes(cls, value: Any) -> int | Literal["auto"]:
+        return parse_worker_processes(value)
 
     @field_validator("broker_url")
     @classmethod
@@ -231,6 +239,17 @@ class GatewaySettings(BaseSettings):
     @property
     def heartbeat_interval(self) -> float:
         return max(0.25, self.lease_ttl / 3)
+
+
+def parse_worker_processes(value: object) -> int | Literal["auto"]:
+    """A count of worker processes as ``--processes`` and ``L04_WORKER_PROCESSES`` take it: a
+    positive whole number, or ``auto`` (one per core); anything else is a ``ValueError``."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ValueError(f"must be a positive whole number or 'auto', not {str(value)!r}")
+    return int(text)
 
 
 def load_settings(**overrides: Any) -> GatewaySettings:

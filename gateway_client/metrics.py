@@ -1,17 +1,20 @@
 """Serving a process's metrics, with the fleet's state read from Redis at each scrape.
 
 The metrics themselves are defined in :mod:`gateway_core.metrics` (workers and producers count
-into the same names); this module adds what only a serving process needs.
+into the same names); this module adds what only a serving process needs: one process's registry
+(:func:`serve_metrics`), or the sum of several processes of one host that count into files
+(:func:`serve_multiprocess_metrics`, for ``l04 worker --processes N``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from gateway_core.breakers import read_states_sync
@@ -98,3 +101,38 @@ def serve_metrics(
     bound = int(server.server_address[1])
     _served[bound] = server
     return bound
+
+
+def serve_multiprocess_metrics(
+    port: int,
+    directory: str,
+    *,
+    redis_url: str,
+    broker_url: str | None = None,
+    providers: list[str] | None = None,
+    sentinel: SentinelOptions | None = None,
+    addr: str = "0.0.0.0",  # noqa: S104 - scraped from other hosts
+) -> tuple[int, Callable[[], None]]:
+    """Serve, on ``port``, the metrics of the processes that count into ``directory``
+    (prometheus_client's multiprocess mode: each started with ``PROMETHEUS_MULTIPROC_DIR`` set to
+    it), and the fleet's breaker states and queue depths read from Redis, once.
+
+    Counters and histograms are summed across the processes, the dead ones included (their files
+    stay, so a sum never goes back); ``l04_active_requests`` is summed over the live ones (the
+    caller removes a dead process's live gauges with
+    :func:`prometheus_client.multiprocess.mark_process_dead`). Returns the port and a function
+    that stops serving.
+    """
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    registry.register(
+        FleetStateCollector(redis_url, broker_url or redis_url, providers or [], sentinel)
+    )
+    server, thread = start_http_server(port, addr=addr, registry=registry)
+
+    def close() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return int(server.server_address[1]), close

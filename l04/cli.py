@@ -8,16 +8,43 @@ import json
 import logging
 import sys
 
+from config.settings import parse_worker_processes
 from gateway_core.errors import GatewayError
 from l04.batch_cmd import add_batch_commands
 from l04.dlq_cmd import add_dlq_commands
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from config.settings import get_settings
+    from l04.supervisor import resolve_processes, run_supervisor
     from l04.worker import run_worker
 
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
-    return run_worker(providers, args.concurrency, args.loglevel, args.name, args.metrics_port)
+    wanted = args.processes if args.processes is not None else get_settings().worker_processes
+    processes = resolve_processes(wanted)
+    if processes > 1 and args.supervisor is None:
+        return run_supervisor(
+            processes, providers, args.concurrency, args.loglevel, args.name, args.metrics_port
+        )
+    return run_worker(
+        providers, args.concurrency, args.loglevel, args.name, args.metrics_port, args.supervisor
+    )
+
+
+def _processes(value: str) -> int | str:
+    try:
+        return parse_worker_processes(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _supervisor(value: str) -> tuple[int, int]:
+    from l04.supervisor import parse_supervisor
+
+    try:
+        return parse_supervisor(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("PID:FD") from None
 
 
 def _cmd_mock_provider(args: argparse.Namespace) -> int:
@@ -76,7 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency",
         type=int,
         default=500,
-        help="provider calls in flight in this process (default 500)",
+        help="provider calls in flight in each process (default 500)",
+    )
+    worker.add_argument(
+        "--processes",
+        type=_processes,
+        default=None,
+        metavar="N|auto",
+        help="worker processes on this host, under one supervisor; auto: one per core "
+        "(default 1, or L04_WORKER_PROCESSES)",
     )
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument("--name", default=None, help="Celery node name (default: l04-...@host)")
@@ -84,8 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port",
         type=int,
         default=None,
-        help="serve Prometheus metrics on this port (also L04_METRICS_PORT)",
+        help="serve Prometheus metrics on this port (also L04_METRICS_PORT); with --processes, "
+        "one endpoint for all of them",
     )
+    # Given by the supervisor to the processes it starts: its pid and the pipe for "ready".
+    worker.add_argument("--supervisor", type=_supervisor, default=None, help=argparse.SUPPRESS)
     worker.set_defaults(func=_cmd_worker)
 
     mock = sub.add_parser("mock-provider", help="serve the providers' wire formats locally")

@@ -14,14 +14,18 @@ from gateway_core.queues import PROVIDERS, queue_name
 DEFAULT_CONCURRENCY = 500
 
 
-def worker_argv(
-    providers: list[str], concurrency: int, loglevel: str = "INFO", name: str | None = None
-) -> list[str]:
+def check_providers(providers: list[str]) -> None:
     unknown = [p for p in providers if p not in PROVIDERS]
     if unknown:
         raise SystemExit(
             f"unknown provider(s): {', '.join(unknown)}; choose from {', '.join(PROVIDERS)}"
         )
+
+
+def worker_argv(
+    providers: list[str], concurrency: int, loglevel: str = "INFO", name: str | None = None
+) -> list[str]:
+    check_providers(providers)
     queues = ",".join(queue_name(p) for p in providers)
     node = name or f"l04-{'-'.join(providers)}-{os.getpid()}@{socket.gethostname()}"
     return [
@@ -78,12 +82,23 @@ def run_worker(
     loglevel: str = "INFO",
     name: str | None = None,
     metrics_port: int | None = None,
+    supervisor: tuple[int, int] | None = None,
 ) -> int:
-    """Run the worker until it stops; its exit status (non-zero when it stopped on an error)."""
+    """Run the worker until it stops; its exit status (non-zero when it stopped on an error).
+
+    ``supervisor``: the pid of the ``l04 worker --processes N`` that started this process and the
+    pipe to tell it when this one is ready; it serves the metrics this process counts.
+    """
     from config.settings import get_settings
     from tasks.celery import app
     from workers.runtime import use_settings
 
+    if supervisor is not None:
+        from gateway_core.metrics import set_gateway_info
+        from l04.supervisor import become_supervised
+
+        become_supervised(*supervisor)
+        set_gateway_info()
     # The worker's runtime probes these providers' health (see workers/provider_health.py).
     settings = get_settings().model_copy(update={"worker_providers": providers})
     use_settings(settings)
@@ -93,7 +108,7 @@ def run_worker(
     # (round trip about 0.7 ms lower at low load, throughput up to 10% higher; BENCHMARKS.md).
     sys.setswitchinterval(0.0005)
     port = metrics_port if metrics_port is not None else settings.metrics_port
-    if port is not None:
+    if port is not None and supervisor is None:
         from gateway_client.metrics import serve_metrics
 
         bound = serve_metrics(

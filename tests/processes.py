@@ -27,6 +27,7 @@ class WorkerProcess:
         concurrency: int = 50,
         env: dict[str, str] | None = None,
         name: str | None = None,
+        processes: int = 1,
     ) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
         self.name = name or f"w{free_port()}"
@@ -43,6 +44,10 @@ class WorkerProcess:
             "--name",
             f"{self.name}@test",
         ]
+        # Several: a supervisor, whose processes are ready when it says all of them are.
+        self.ready_line = " ready." if processes == 1 else f"all {processes} processes ready"
+        if processes > 1:
+            self.command += ["--processes", str(processes)]
         self.env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -56,7 +61,7 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited early:\n{self.log()}")
-            if " ready." in self.log():
+            if self.ready_line in self.log():
                 return self
             time.sleep(0.05)
         raise TimeoutError(f"worker not ready in {timeout}s:\n{self.log()}")

@@ -69,6 +69,7 @@ def test_docker_compose_config_is_valid() -> None:
     assert redis_command[redis_command.index("--maxmemory-policy") + 1] == "noeviction"
     assert redis_command[redis_command.index("--requirepass") + 1] == PASSWORD
     assert services["flower"]["environment"]["L04_FLOWER_BASIC_AUTH"] == ":".join(FLOWER_AUTH)
+    assert {services[name]["environment"]["L04_WORKER_PROCESSES"] for name in workers} == {"1"}
     scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
     assert set(jobs["l04-workers"]["dns_sd_configs"][0]["names"]) == workers
@@ -149,10 +150,12 @@ async def test_every_service_command_runs_as_written(started: Started, tmp_path:
     mock_url = f"http://127.0.0.1:{mock_port}"
     env = {"REDIS_URL": url, "OPENAI_BASE_URL": f"{mock_url}/v1", "OPENAI_API_KEY": "sk-compose"}
     metrics_ports = {}
+    # The openai service as with L04_WORKER_PROCESSES=2: a supervisor, one port for both.
+    processes = {"worker-mock": "1", "worker-openai": "2"}
     for name in ("worker-mock", "worker-openai"):
         metrics_ports[name] = free_port()
         command = with_port(services[name]["command"], "--metrics-port", metrics_ports[name])
-        started.run(name, [*l04, *command], env)
+        started.run(name, [*l04, *command], {**env, "L04_WORKER_PROCESSES": processes[name]})
     flower_port = free_port()
     started.run(
         "flower",
@@ -165,7 +168,7 @@ async def test_every_service_command_runs_as_written(started: Started, tmp_path:
     gateway = ModelGateway(redis_url=url)
     try:
         deadline = time.monotonic() + 30
-        while len((await gateway.health_check())["workers"]["l04.openai"]) < 1:
+        while len((await gateway.health_check())["workers"]["l04.openai"]) < 2:
             assert time.monotonic() < deadline
             time.sleep(0.3)
         mock_answer = await gateway.execute(make_request("compose mock"))
