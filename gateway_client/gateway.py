@@ -78,6 +78,7 @@ class ModelGateway:
         self._redis = make_redis(settings.redis_url, sentinel=settings.sentinel)
         self._store = JobStore(
             self._redis,
+            index_queued=is_redis_broker(settings.effective_broker_url),
             result_ttl=settings.result_ttl,
             wait_replicas=settings.redis_wait_replicas,
             wait_timeout_ms=settings.redis_wait_timeout_ms,

@@ -19,8 +19,11 @@ from gateway_core.lua_scripts import register
 class JobStore(JobRecords):
     """The producer's side of the job store, bound to one Redis client."""
 
-    def __init__(self, redis: Redis, **options: Any) -> None:
+    def __init__(self, redis: Redis, *, index_queued: bool = False, **options: Any) -> None:
+        """``index_queued``: record created jobs in the index of queued jobs that the orphan
+        sweeper reads (``keys.QUEUED_JOBS``): for a Redis broker, where the sweeper runs."""
         super().__init__(redis, **options)
+        self.index_queued = index_queued
         self._create = register(redis, "gateway_client", "job_create")
         self._cancel = register(redis, "gateway_client", "job_cancel")
         self._expire = register(redis, "gateway_client", "job_expire")
@@ -47,8 +50,8 @@ class JobStore(JobRecords):
         result = text(
             await self._transition(
                 self._create,
-                [keys.job(job_id), *queue_lists, push_to or keys.job(job_id)],
-                [expire_at_ms, max_depth, message, *flat],
+                [keys.job(job_id), *queue_lists, push_to or keys.job(job_id), keys.QUEUED_JOBS],
+                [expire_at_ms, max_depth, message, job_id if self.index_queued else "", *flat],
             )
         )
         try:

@@ -9,7 +9,8 @@ the producer's in ``gateway_client/lua/``, the worker's in ``workers/lua/``. ::
      │ │                 └──hand_off──▶ queued on the next model's queue (failover)
      │ └─────────────────┴──▶ cancelled (cancel) | expired (deadline passed)
      │                   └──▶ failed E4206 (claimed more than L04_MAX_DELIVERIES times)
-     └──release (the wait is over)── deferred
+     ├──release (the wait is over)── deferred
+     └──requeue_orphan: its message lost, put back once (lost again: failed E4206)
 
 Exactly one terminal event (result or error) is ever written: each terminal transition checks
 the state inside its script.
@@ -63,6 +64,11 @@ TRANSITIONS: dict[str, tuple[frozenset[JobState], frozenset[JobState]]] = {
         frozenset({JobState.QUEUED, JobState.RUNNING, JobState.DEFERRED}),
         frozenset({JobState.EXPIRED}),
     ),
+    # The orphan sweeper's (workers/orphans.py): a queued job whose message the broker lost.
+    "requeue_orphan": (
+        frozenset({JobState.QUEUED}),
+        frozenset({JobState.QUEUED, JobState.FAILED}),
+    ),
 }
 
 
@@ -92,6 +98,15 @@ class FinishOutcome(StrEnum):
     ENDED = "ended"  # the job had ended already (or is gone): nothing written
     FENCED = "fenced"  # another worker holds the job's lease
     NOT_YET = "not_yet"  # expire: the deadline (plus grace) has not passed on the server's clock
+
+
+class OrphanOutcome(StrEnum):
+    """What the orphan sweeper did with a queued job whose message two sweeps found nowhere."""
+
+    REQUEUED = "requeued"  # put back on its queue (the first time its message was lost)
+    FAILED = "failed"  # lost again, or no message can be built for it: E4206 written
+    SKIPPED = "skipped"  # no longer queued, or queued anew meanwhile: nothing to do
+    FENCED = "fenced"  # another sweeper holds the sweeper's lease: nothing done
 
 
 FINISH_REPLIES = {

@@ -83,6 +83,25 @@ def waiting_room(provider: str, model: str) -> str:
 DEFERRED = f"{PREFIX}:deferred"
 """Sorted set: deferred job ids by the server time (ms) they go back onto their queue."""
 
+QUEUED_JOBS = f"{PREFIX}:jobs:queued"
+"""Sorted set: the ids of jobs queued on a Redis broker, by the server time (ms) each became
+queued (create, release, hand-off, the orphan sweeper's requeue); a claim takes a job out, and
+the orphan sweeper prunes jobs that ended while queued. It expires with the longest-lived record
+in it."""
+
+ORPHAN_SWEEPER = f"{PREFIX}:orphans:lease"
+"""String with a TTL: the token of the worker sweeping for orphaned jobs; while it lives no
+other sweep starts (it lasts one sweep period)."""
+
+ORPHAN_SUSPECTS = f"{PREFIX}:orphans:suspects"
+"""Set with a TTL: the queued jobs whose message the last orphan sweep found nowhere."""
+
+
+def orphan_sweep(token: str) -> str:
+    """Key prefix of one orphan sweep's scratch keys (``:unseen``, ``:suspects``), each with a
+    TTL; deleted when the sweep ends."""
+    return f"{PREFIX}:orphans:{{{token}}}"
+
 
 def quota(agent: str, period: int) -> str:
     """Hash: an agent's spend (tokens, micro-USD) in one quota period."""

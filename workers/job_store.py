@@ -1,4 +1,5 @@
-"""The worker's transitions of a job: claim, append, finish, renew, defer, release, hand off.
+"""The worker's transitions of a job: claim, append, finish, renew, defer, release, hand off,
+and the orphan sweeper's requeue.
 
 Each is one script in ``workers/lua/``; the state machine is drawn in
 :mod:`gateway_core.job_states`. A worker holds a job only under its lease: every transition but
@@ -16,7 +17,7 @@ from redis.asyncio import Redis
 
 from gateway_core import keys
 from gateway_core.job_records import JobRecords, compact_json, finish_outcome, text
-from gateway_core.job_states import ClaimOutcome, FinishOutcome, JobState
+from gateway_core.job_states import ClaimOutcome, FinishOutcome, JobState, OrphanOutcome
 from gateway_core.lua_scripts import register
 
 # Claims of one job past which it fails with E4206 (L04_MAX_DELIVERIES).
@@ -46,10 +47,18 @@ class WorkerJobStore(JobRecords):
     """The worker's side of the job store, bound to one Redis client."""
 
     def __init__(
-        self, redis: Redis, *, max_deliveries: int = DEFAULT_MAX_DELIVERIES, **options: Any
+        self,
+        redis: Redis,
+        *,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        index_queued: bool = False,
+        **options: Any,
     ) -> None:
+        """``index_queued``: record the jobs put back on a queue (release, hand-off) in the index
+        of queued jobs that the orphan sweeper reads: for a Redis broker, where it runs."""
         super().__init__(redis, **options)
         self.max_deliveries = max_deliveries
+        self.index_queued = index_queued
         self._claim = register(redis, "workers", "job_claim")
         self._append = register(redis, "workers", "job_append")
         self._finish = register(redis, "workers", "job_finish")
@@ -57,17 +66,20 @@ class WorkerJobStore(JobRecords):
         self._defer = register(redis, "workers", "job_defer")
         self._release = register(redis, "workers", "job_release")
         self._hand_off = register(redis, "workers", "job_hand_off")
+        self._orphan_check = register(redis, "workers", "orphan_check")
+        self._orphan_requeue = register(redis, "workers", "orphan_requeue")
 
     async def claim(self, job_id: str, worker_id: str, lease_ms: int) -> Claim:
         raw = await self._transition(
             self._claim,
-            self.job_keys(job_id),
+            [*self.job_keys(job_id), keys.QUEUED_JOBS],
             [
                 worker_id,
                 lease_ms,
                 keys.job_channel(job_id),
                 self.result_ttl,
                 self.max_deliveries,
+                job_id,
             ],
         )
         parts = [text(p) for p in raw]
@@ -123,8 +135,13 @@ class WorkerJobStore(JobRecords):
         """Move a running job to another model's queue (failover); False if no longer ours."""
         result = await self._transition(
             self._hand_off,
-            [keys.job(job_id), keys.job_lease(job_id), push_to or keys.job(job_id)],
-            [owner, provider, model, queue, message],
+            [
+                keys.job(job_id),
+                keys.job_lease(job_id),
+                push_to or keys.job(job_id),
+                keys.QUEUED_JOBS,
+            ],
+            [owner, provider, model, queue, message, job_id if self.index_queued else ""],
         )
         return int(result) == 1
 
@@ -144,7 +161,9 @@ class WorkerJobStore(JobRecords):
         flat = [
             text(v)
             for v in await self._transition(
-                self._release, [keys.DEFERRED], [limit, f"{keys.PREFIX}:job:"]
+                self._release,
+                [keys.DEFERRED, keys.QUEUED_JOBS],
+                [limit, f"{keys.PREFIX}:job:", "1" if self.index_queued else ""],
             )
         ]
         return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
@@ -158,3 +177,71 @@ class WorkerJobStore(JobRecords):
             job_keys += [keys.job(job_id), keys.job_lease(job_id)]
         lost = await self._renew(keys=job_keys, args=[worker_id, lease_ms])
         return [job_ids[int(index)] for index in lost]
+
+    async def check_orphans(
+        self,
+        token: str,
+        missing: list[str],
+        *,
+        min_age_ms: int,
+        suspects_ttl_ms: int,
+        last: bool,
+    ) -> list[tuple[str, str, str]] | None:
+        """Judge jobs whose message one sweep found nowhere (``orphan_check.lua``): (job id,
+        provider, priority) of each missed by the last sweep too; None when another sweeper
+        holds the lease. ``last`` on the sweep's final call: its suspects replace the last's."""
+        reply = [
+            text(v)
+            for v in await self._orphan_check(
+                keys=[
+                    keys.QUEUED_JOBS,
+                    keys.ORPHAN_SUSPECTS,
+                    f"{keys.orphan_sweep(token)}:suspects",
+                    keys.ORPHAN_SWEEPER,
+                ],
+                args=[
+                    token,
+                    suspects_ttl_ms,
+                    "1" if last else "",
+                    f"{keys.PREFIX}:job:",
+                    min_age_ms,
+                    *missing,
+                ],
+            )
+        ]
+        if reply[0] != "ok":
+            return None
+        flat = reply[1:]
+        return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
+
+    async def requeue_orphan(
+        self,
+        job_id: str,
+        token: str,
+        *,
+        min_age_ms: int,
+        requeues_allowed: int = 1,
+        message: str = "",
+        push_to: str = "",
+    ) -> OrphanOutcome:
+        """Put a queued job whose message was lost back on its queue, or fail it with E4206 if
+        it was put back ``requeues_allowed`` times already (``orphan_requeue.lua``)."""
+        result = await self._transition(
+            self._orphan_requeue,
+            [
+                *self.job_keys(job_id),
+                keys.QUEUED_JOBS,
+                keys.ORPHAN_SWEEPER,
+                push_to or keys.job(job_id),
+            ],
+            [
+                job_id,
+                token,
+                keys.job_channel(job_id),
+                self.result_ttl,
+                message,
+                requeues_allowed,
+                min_age_ms,
+            ],
+        )
+        return OrphanOutcome(text(result))

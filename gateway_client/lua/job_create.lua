@@ -1,7 +1,9 @@
 -- job_create: a producer creates a job once, and queues its message with it.
 -- KEYS: job hash, then the queue's priority lists (to count its depth), then the list to push
---       the message onto (the job hash again when there is no message to push).
--- ARGV: expire_at_ms, max queue depth, message ('' for none), then field, value pairs.
+--       the message onto (the job hash again when there is no message to push), then the index
+--       of queued jobs.
+-- ARGV: expire_at_ms, max queue depth, message ('' for none), the job id to index ('' for none:
+--       a broker that is not Redis), then field, value pairs.
 -- Returns 'created', 'full', or the state of the job that already has this id.
 -- Edge cases:
 --   new job, room in the queue        -> 'created', state queued, attempt 0, message pushed
@@ -9,18 +11,23 @@
 --   the queue's lists hold max depth  -> 'full'; nothing written
 --   no message ('')                   -> 'created', nothing pushed (another broker publishes)
 --   message pushed                    -> its list's bell rung (l04:bell:<list>)
+--   a job id to index                 -> 'created', in the index at the server's time; the
+--                                        index's expiry raised to the record's, never lowered
+--   no job id to index ('')           -> 'created', not in the index
 -- include: clock
 -- include: bell
+-- include: job
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then return state end
 local depth = 0
-for i = 2, #KEYS - 1 do depth = depth + redis.call('LLEN', KEYS[i]) end
+for i = 2, #KEYS - 2 do depth = depth + redis.call('LLEN', KEYS[i]) end
 if depth >= tonumber(ARGV[2]) then return 'full' end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempt', 0,
-           'created_ms', math.floor(now_seconds() * 1000), unpack(ARGV, 4))
+           'created_ms', math.floor(now_seconds() * 1000), unpack(ARGV, 5))
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 if ARGV[3] ~= '' then
-  redis.call('LPUSH', KEYS[#KEYS], ARGV[3])
-  ring_bell(KEYS[#KEYS])
+  redis.call('LPUSH', KEYS[#KEYS - 1], ARGV[3])
+  ring_bell(KEYS[#KEYS - 1])
 end
+index_queued(KEYS[#KEYS], ARGV[4], KEYS[1])
 return 'created'

@@ -39,3 +39,14 @@ local function finish(job, events, lease, channel, state_to, event_json, ttl)
   redis.call('EXPIRE', job, ttl)
   redis.call('EXPIRE', events, ttl)
 end
+
+-- Records the job in the index of queued jobs (the orphan sweeper's: workers/orphans.py) with the
+-- server time it became queued; nothing when job_id is '' (a broker that is not Redis keeps no
+-- index). The index's expiry is raised to the record's, so it never outlives the longest-lived
+-- record in it and never drops one that is still there.
+local function index_queued(index, job_id, job)
+  if job_id == '' then return end
+  redis.call('ZADD', index, now_ms(), job_id)
+  local left = redis.call('PTTL', job)
+  if left > redis.call('PTTL', index) then redis.call('PEXPIRE', index, left) end
+end

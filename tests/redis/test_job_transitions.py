@@ -24,6 +24,7 @@ from gateway_core.job_states import (
     CreateOutcome,
     FinishOutcome,
     JobState,
+    OrphanOutcome,
 )
 from gateway_core.redis_pool import make_redis
 from workers.job_store import WorkerJobStore
@@ -137,6 +138,12 @@ async def _expire(s: Stores, job_id: str) -> bool:
     return await s.producer.expire(job_id) is FinishOutcome.WRITTEN
 
 
+async def _requeue_orphan(s: Stores, job_id: str) -> bool:
+    await s.redis.zadd(keys.QUEUED_JOBS, {job_id: 0})  # indexed long ago, whatever its state
+    outcome = await s.worker.requeue_orphan(job_id, "sweeper", min_age_ms=1_000)
+    return outcome in (OrphanOutcome.REQUEUED, OrphanOutcome.FAILED)
+
+
 ATTEMPTS: dict[str, Attempt] = {
     "claim": _claim,
     "finish": _finish,
@@ -145,6 +152,7 @@ ATTEMPTS: dict[str, Attempt] = {
     "hand_off": _hand_off,
     "cancel": _cancel,
     "expire": _expire,
+    "requeue_orphan": _requeue_orphan,
 }
 
 

@@ -24,9 +24,13 @@ from typing import Any
 import pytest
 import redis
 
+from config.settings import load_settings
 from gateway_core import keys
 from gateway_core.lua_scripts import register, script_source
 from gateway_core.queues import QUEUE_BELL_CAP, REDIS_UNACKED, REDIS_UNACKED_INDEX
+from gateway_core.wire import make_envelope
+from tasks.app_config import create_app
+from tasks.message import build_task_message
 from tests.processes import ROOT
 from workers.intake import TAKE_SHA, TAKE_SOURCE, take_args
 
@@ -98,6 +102,10 @@ def s(value: Any) -> Any:
     if isinstance(value, list):
         return [s(v) for v in value]
     return value
+
+
+def members(r: redis.Redis, key: str) -> set[str]:
+    return {s(m) for m in r.smembers(key)}
 
 
 def hgetall(r: redis.Redis, key: str) -> dict[str, str]:
@@ -318,8 +326,12 @@ def test_append_after_the_lease_lapsed(redis_client: redis.Redis) -> None:
     assert not redis_client.exists(EVENTS)
 
 
+QUEUED = keys.QUEUED_JOBS
+
+
 def claim(r: redis.Redis, worker: str = "w1", max_deliveries: int = 10) -> list[str]:
-    return s(run(r, "job_claim", JOB_KEYS, [worker, 5_000, CHANNEL, TTL, max_deliveries]))
+    args = [worker, 5_000, CHANNEL, TTL, max_deliveries, JOB]
+    return s(run(r, "job_claim", [*JOB_KEYS, QUEUED], args))
 
 
 @case("job_claim", "queued")
@@ -422,6 +434,21 @@ def test_claim_a_job_that_failed_over(redis_client: redis.Redis) -> None:
 def test_claim_a_job_with_no_record(redis_client: redis.Redis) -> None:
     assert claim(redis_client) == ["gone"]
     assert redis_client.keys("*") == []
+
+
+@case("job_claim", "in the index of queued jobs")
+def test_claim_takes_the_job_out_of_the_queued_index(redis_client: redis.Redis) -> None:
+    r = redis_client
+    for state, outcome in (("queued", "run"), ("succeeded", "terminal")):
+        r.delete(J, LEASE)
+        a_job(r, state)
+        r.zadd(QUEUED, {JOB: 1, "other": 2})
+        assert claim(r)[0] == outcome
+        assert s(r.zrange(QUEUED, 0, -1)) == ["other"]
+    r.delete(J)
+    r.zadd(QUEUED, {JOB: 1})
+    assert claim(r) == ["gone"]  # its record expired: out of the index too
+    assert s(r.zrange(QUEUED, 0, -1)) == ["other"]
 
 
 DEFERRED_SET = keys.DEFERRED
@@ -534,10 +561,10 @@ def test_finish_a_job_that_ended_elsewhere_or_has_no_record(redis_client: redis.
 QUEUE = "l04:queue:next"
 
 
-def hand_off(r: redis.Redis, worker: str = "w1", message: str = "msg") -> int:
+def hand_off(r: redis.Redis, worker: str = "w1", message: str = "msg", index: str = JOB) -> int:
     push_to = QUEUE if message else J
-    args = [worker, "other", "other-1", "next", message]
-    return int(run(r, "job_hand_off", [J, LEASE, push_to], args))
+    args = [worker, "other", "other-1", "next", message, index]
+    return int(run(r, "job_hand_off", [J, LEASE, push_to, QUEUED], args))
 
 
 @case("job_hand_off", "running, lease ours")
@@ -551,10 +578,20 @@ def test_hand_off_a_running_job(redis_client: redis.Redis) -> None:
     assert (record["queue"], record["failovers"]) == ("next", "1")
     assert not r.exists(LEASE)
     assert s(r.lrange(QUEUE, 0, -1)) == ["msg"]
+    assert abs(int(r.zscore(QUEUED, JOB) or 0) - server_ms(r)) < 5_000  # queued since now
     r.hset(J, "state", "running")
     r.set(LEASE, "w1")
     assert hand_off(r, message="") == 1  # another broker publishes: nothing pushed
     assert hgetall(r, J)["failovers"] == "2" and r.llen(QUEUE) == 1 and r.type(J) == b"hash"
+
+
+@case("job_hand_off", "no job id to index ('')")
+def test_hand_off_with_no_queued_index(redis_client: redis.Redis) -> None:
+    a_job(redis_client, "running", attempt=1)
+    redis_client.set(LEASE, "w1")
+    assert hand_off(redis_client, index="") == 1
+    assert hgetall(redis_client, J)["state"] == "queued"
+    assert not redis_client.exists(QUEUED)
 
 
 @case("job_hand_off", "not running")
@@ -576,8 +613,9 @@ def test_hand_off_by_a_worker_without_the_lease(redis_client: redis.Redis) -> No
     assert hgetall(redis_client, J) == before and not redis_client.exists(QUEUE)
 
 
-def release(r: redis.Redis, limit: int = 100) -> list[str]:
-    return s(run(r, "job_release", [DEFERRED_SET], [limit, f"{keys.PREFIX}:job:"]))
+def release(r: redis.Redis, limit: int = 100, index: str = "1") -> list[str]:
+    args = [limit, f"{keys.PREFIX}:job:", index]
+    return s(run(r, "job_release", [DEFERRED_SET, QUEUED], args))
 
 
 def a_deferred_job(r: redis.Redis, job_id: str, due_in_ms: int, message: str = "msg") -> None:
@@ -594,6 +632,15 @@ def test_release_a_due_job(redis_client: redis.Redis) -> None:
     assert record["state"] == "queued" and "requeue" not in record
     assert s(r.lrange("queue-list", 0, -1)) == ["msg"]
     assert not r.exists(DEFERRED_SET)
+    assert abs(int(r.zscore(QUEUED, "d1") or 0) - server_ms(r)) < 5_000
+
+
+@case("job_release", "due, not to be indexed ('')")
+def test_release_with_no_queued_index(redis_client: redis.Redis) -> None:
+    a_deferred_job(redis_client, "d1", -1)
+    assert release(redis_client, index="") == ["d1", "mock", "high"]
+    assert hgetall(redis_client, keys.job("d1"))["state"] == "queued"
+    assert not redis_client.exists(QUEUED)
 
 
 @case("job_release", "due, no stored message")
@@ -718,13 +765,19 @@ def test_cancel_a_job_with_no_record(redis_client: redis.Redis) -> None:
 Q_HIGH, Q_NORMAL = "l04:q:high", "l04:q:normal"
 
 
-def create(r: redis.Redis, message: str = "msg", depth: int = 3, **fields: str) -> str:
-    expire_at = server_ms(r) + 60_000
+def create(
+    r: redis.Redis,
+    message: str = "msg",
+    depth: int = 3,
+    index: str = JOB,
+    expire_in_ms: int = 60_000,
+    **fields: str,
+) -> str:
+    expire_at = server_ms(r) + expire_in_ms
     push_to = Q_NORMAL if message else J
     flat = [x for pair in {"provider": "mock", **fields}.items() for x in pair]
-    return str(
-        s(run(r, "job_create", [J, Q_HIGH, Q_NORMAL, push_to], [expire_at, depth, message, *flat]))
-    )
+    keys_ = [J, Q_HIGH, Q_NORMAL, push_to, QUEUED]
+    return str(s(run(r, "job_create", keys_, [expire_at, depth, message, index, *flat])))
 
 
 @case("job_create", "new job, room in the queue")
@@ -738,6 +791,7 @@ def test_create_a_new_job(redis_client: redis.Redis) -> None:
     assert before <= int(record["created_ms"]) <= server_ms(r)
     assert 0 < r.pttl(J) <= 60_000
     assert s(r.lrange(Q_NORMAL, 0, -1)) == ["msg"]
+    assert r.zscore(QUEUED, JOB) is not None
 
 
 @case("job_create", "a job with this id exists")
@@ -754,6 +808,7 @@ def test_create_when_the_queue_is_full(redis_client: redis.Redis) -> None:
     redis_client.lpush(Q_NORMAL, "c")
     assert create(redis_client, depth=3) == "full"
     assert not redis_client.exists(J) and redis_client.llen(Q_NORMAL) == 1
+    assert not redis_client.exists(QUEUED)
 
 
 @case("job_create", "no message ('')")
@@ -761,6 +816,33 @@ def test_create_with_no_message_to_push(redis_client: redis.Redis) -> None:
     assert create(redis_client, message="") == "created"
     assert redis_client.type(J) == b"hash"
     assert not redis_client.exists(Q_HIGH, Q_NORMAL)
+
+
+@case("job_create", "a job id to index")
+def test_create_records_the_job_in_the_queued_index(redis_client: redis.Redis) -> None:
+    r = redis_client
+    before = server_ms(r)
+    assert create(r, expire_in_ms=60_000) == "created"
+    assert before <= int(r.zscore(QUEUED, JOB) or 0) <= server_ms(r)
+    assert 50_000 < r.pttl(QUEUED) <= 60_000  # as long as the record it holds
+
+    def another(job_id: str, expire_in_ms: int) -> None:
+        keys_ = [keys.job(job_id), Q_HIGH, Q_NORMAL, Q_NORMAL, QUEUED]
+        args = [server_ms(r) + expire_in_ms, 10, "m", job_id, "provider", "mock"]
+        assert s(run(r, "job_create", keys_, args)) == "created"
+
+    another("shorter", 10_000)  # never lowered: the first record is still there
+    assert 50_000 < r.pttl(QUEUED) <= 60_000
+    another("longer", 120_000)  # raised to the longest-lived record's
+    assert 110_000 < r.pttl(QUEUED) <= 120_000
+    assert set(s(r.zrange(QUEUED, 0, -1))) == {JOB, "shorter", "longer"}
+
+
+@case("job_create", "no job id to index ('')")
+def test_create_with_no_queued_index(redis_client: redis.Redis) -> None:
+    assert create(redis_client, index="") == "created"
+    assert hgetall(redis_client, J)["state"] == "queued"
+    assert not redis_client.exists(QUEUED)
 
 
 def expire(r: redis.Redis, grace: float = 0.0) -> int:
@@ -821,6 +903,289 @@ def test_expire_an_ended_job_or_none(redis_client: redis.Redis) -> None:
     a_job(redis_client, "succeeded", deadline=repr(time.time() - 1))
     assert expire(redis_client) == 0
     assert hgetall(redis_client, J)["state"] == "succeeded" and not redis_client.exists(EVENTS)
+
+
+# --- the orphan sweeper's scripts ---------------------------------------------------------------
+
+UNSEEN = "l04:orphans:{t1}:unseen"
+LIST = "l04.mock\x06\x165"
+
+
+def task_message(job_id: str) -> str:
+    """The message submit pushes for ``job_id`` (tasks/message.py), as kombu would publish it."""
+    app = create_app(load_settings(REDIS_URL="redis://localhost:1/0"))
+    return build_task_message(app, job_id, make_envelope(job_id), "l04.mock", 5)
+
+
+def scan(r: redis.Redis, kind: str, where: str, count: int, key: str = LIST) -> list[Any]:
+    nxt, read, left = run(r, "orphan_scan", [UNSEEN, key], [kind, where, count])
+    return [s(nxt), read, left]
+
+
+@case("orphan_scan", "a list's message of a job not seen yet")
+def test_scan_strikes_off_a_job_whose_message_is_on_the_list(redis_client: redis.Redis) -> None:
+    r = redis_client
+    r.sadd(UNSEEN, "a", "b", "c")
+    r.lpush(LIST, task_message("a"), task_message("c"))
+    assert scan(r, "list", "0", 10) == ["", 2, 1]
+    assert members(r, UNSEEN) == {"b"}
+    # Compact JSON, and a message kombu restored (it adds the redelivered flags), read the same.
+    restored = json.loads(task_message("b"))
+    restored["headers"]["redelivered"] = True
+    restored["properties"]["delivery_info"]["redelivered"] = True
+    r.rpush(LIST, json.dumps(restored, separators=(",", ":")))
+    assert scan(r, "list", "0", 10) == ["", 3, 0]
+
+
+@case("orphan_scan", "a value of another job, or no message")
+def test_scan_leaves_jobs_whose_message_it_does_not_find(redis_client: redis.Redis) -> None:
+    r = redis_client
+    r.sadd(UNSEEN, "a", "job-1")
+    preview = json.loads(task_message("x"))
+    # A prompt preview that quotes an "id" names no job: the header's id comes first.
+    preview["headers"]["argsrepr"] = '[{"id": "a"}]'
+    garbage = ["\xff not json", '{"headers": {}}', "[]", json.dumps(preview)]
+    r.rpush(LIST, task_message("other"), *garbage, '{"id": ""}')
+    assert scan(r, "list", "0", 100) == ["", 6, 2]
+    assert members(r, UNSEEN) == {"a", "job-1"}
+
+
+@case("orphan_scan", "the list read to its end (fewer than asked, or none)")
+def test_scan_reads_a_list_chunk_by_chunk(redis_client: redis.Redis) -> None:
+    r = redis_client
+    ids = [f"j{i}" for i in range(5)]
+    r.sadd(UNSEEN, *ids, "lost")
+    r.lpush(LIST, *(task_message(i) for i in ids))
+    assert scan(r, "list", "0", 2) == ["2", 2, 4]
+    assert scan(r, "list", "2", 2) == ["4", 2, 2]
+    assert scan(r, "list", "4", 2) == ["", 1, 1]
+    assert scan(r, "list", "0", 2, key="no-such-list") == ["", 0, 1]
+    assert members(r, UNSEEN) == {"lost"}
+
+
+@case("orphan_scan", "the unacked hash (values [message, exchange, routing key])")
+def test_scan_finds_messages_kombu_delivered_and_holds_unacknowledged(
+    redis_client: redis.Redis,
+) -> None:
+    r = redis_client
+    ids = [f"j{i}" for i in range(300)]  # a hash large enough for HSCAN to take turns
+    r.sadd(UNSEEN, *ids, "lost")
+    for i in ids:
+        value = json.dumps([json.loads(task_message(i)), "", "l04.mock"])
+        r.hset("unacked", str(uuid.uuid4()), value)
+    where, reads, left = "0", 0, 301
+    while True:
+        where, read, left = scan(r, "hash", where, 100, key="unacked")
+        reads += read
+        if where == "":
+            break
+    assert reads == 300 and left == 1
+    assert members(r, UNSEEN) == {"lost"}
+
+
+SUSPECTS, NEXT_SUSPECTS = keys.ORPHAN_SUSPECTS, "l04:orphans:{t1}:suspects"
+
+
+def check(
+    r: redis.Redis, ids: list[str], last: bool = True, token: str = "t1", min_age: int = 10_000
+) -> list[str]:
+    keys_ = [QUEUED, SUSPECTS, NEXT_SUSPECTS, keys.ORPHAN_SWEEPER]
+    args = [token, 60_000, "1" if last else "", f"{keys.PREFIX}:job:", min_age, *ids]
+    return s(run(r, "orphan_check", keys_, args))
+
+
+def queued_since(r: redis.Redis, job_id: str, ago_ms: int, **fields: Any) -> None:
+    a_job(r, "queued", job_id, priority="high", **fields)
+    r.zadd(QUEUED, {job_id: server_ms(r) - ago_ms})
+
+
+@case("orphan_check", "queued long enough, the last sweep's suspect too")
+def test_check_returns_a_job_two_sweeps_missed(redis_client: redis.Redis) -> None:
+    r = redis_client
+    queued_since(r, "j1", 60_000)
+    queued_since(r, "j2", 60_000, provider="openai")
+    r.sadd(SUSPECTS, "j1", "j2")
+    assert check(r, ["j1", "j2"]) == ["ok", "j1", "mock", "high", "j2", "openai", "high"]
+    assert not r.exists(SUSPECTS)  # acted on: no one's suspect any more
+    assert r.zcard(QUEUED) == 2  # still queued until they are acted on
+
+
+@case("orphan_check", "queued long enough, missed for the first time")
+def test_check_makes_a_first_miss_a_suspect(redis_client: redis.Redis) -> None:
+    r = redis_client
+    queued_since(r, "j1", 60_000)
+    assert check(r, ["j1"], last=False) == ["ok"]
+    assert members(r, NEXT_SUSPECTS) == {"j1"} and 0 < r.pttl(NEXT_SUSPECTS) <= 60_000
+    assert check(r, [], last=True) == ["ok"]  # the sweep's end: its suspects are the last's
+    assert members(r, SUSPECTS) == {"j1"} and not r.exists(NEXT_SUSPECTS)
+    assert check(r, ["j1"]) == ["ok", "j1", "mock", "high"]  # the next sweep misses it again
+
+
+@case("orphan_check", "queued less than min age ago (queued anew meanwhile)")
+def test_check_leaves_a_job_queued_just_now(redis_client: redis.Redis) -> None:
+    r = redis_client
+    queued_since(r, "j1", 1_000)
+    r.sadd(SUSPECTS, "j1")
+    a_job(r, "queued", "unindexed")
+    assert check(r, ["j1", "unindexed"]) == ["ok"]
+    assert not r.exists(SUSPECTS, NEXT_SUSPECTS)
+    assert r.zscore(QUEUED, "j1") is not None
+
+
+@case("orphan_check", "not queued any more (claimed, ended, deferred) or no record")
+def test_check_prunes_jobs_no_longer_queued(redis_client: redis.Redis) -> None:
+    r = redis_client
+    for job_id, state in (("r", "running"), ("s", "succeeded"), ("d", "deferred")):
+        a_job(r, state, job_id)
+        r.zadd(QUEUED, {job_id: 1})
+    r.zadd(QUEUED, {"gone": 1, "kept": 1})
+    a_job(r, "queued", "kept")
+    r.sadd(SUSPECTS, "r", "gone")
+    assert check(r, ["r", "s", "d", "gone"]) == ["ok"]
+    assert s(r.zrange(QUEUED, 0, -1)) == ["kept"]
+    assert not r.exists(SUSPECTS, NEXT_SUSPECTS)
+
+
+@case("orphan_check", "the last call")
+def test_check_last_call_replaces_the_suspects(redis_client: redis.Redis) -> None:
+    r = redis_client
+    queued_since(r, "new", 60_000)
+    r.sadd(SUSPECTS, "found-since")  # missed by the last sweep, found by this one
+    assert check(r, ["new"], last=False) == ["ok"]
+    assert members(r, SUSPECTS) == {"found-since"}  # not before the last call
+    assert check(r, [], last=True) == ["ok"]
+    assert members(r, SUSPECTS) == {"new"} and 0 < r.pttl(SUSPECTS) <= 60_000
+    assert check(r, [], last=True) == ["ok"]  # a sweep that missed none
+    assert not r.exists(SUSPECTS)
+
+
+@case("orphan_check", "the lease another sweeper's")
+def test_check_is_fenced_by_another_sweepers_lease(redis_client: redis.Redis) -> None:
+    r = redis_client
+    queued_since(r, "j1", 60_000)
+    a_job(r, "succeeded", "ended")
+    r.zadd(QUEUED, {"ended": 1})
+    r.sadd(SUSPECTS, "j1")
+    r.set(keys.ORPHAN_SWEEPER, "t2", px=10_000)
+    assert check(r, ["j1", "ended"]) == ["fenced"]
+    assert members(r, SUSPECTS) == {"j1"} and r.zcard(QUEUED) == 2
+
+
+@case("orphan_check", "the lease lapsed and nobody else's")
+def test_check_works_once_its_lease_lapsed(redis_client: redis.Redis) -> None:
+    r = redis_client
+    queued_since(r, "j1", 60_000)
+    r.sadd(SUSPECTS, "j1")
+    assert check(r, ["j1"]) == ["ok", "j1", "mock", "high"]
+    r.set(keys.ORPHAN_SWEEPER, "t1", px=10_000)  # and with its own lease
+    r.sadd(SUSPECTS, "j1")
+    assert check(r, ["j1"]) == ["ok", "j1", "mock", "high"]
+
+
+ORPHAN_LIST = "l04.mock"
+
+
+def requeue(
+    r: redis.Redis,
+    job_id: str = JOB,
+    message: str = "msg",
+    allowed: int = 1,
+    token: str = "t1",
+) -> str:
+    keys_ = [
+        keys.job(job_id),
+        keys.job_events(job_id),
+        keys.job_lease(job_id),
+        QUEUED,
+        keys.ORPHAN_SWEEPER,
+        ORPHAN_LIST if message else keys.job(job_id),
+    ]
+    args = [job_id, token, keys.job_channel(job_id), TTL, message, allowed, 10_000]
+    return str(s(run(r, "orphan_requeue", keys_, args)))
+
+
+@case("orphan_requeue", "queued long enough, requeued fewer times than allowed")
+def test_requeue_an_orphan(redis_client: redis.Redis) -> None:
+    r = redis_client
+    queued_since(r, JOB, 60_000)
+    r.rpush(ORPHAN_LIST, "waiting")
+    assert requeue(r) == "requeued"
+    record = hgetall(r, J)
+    assert (record["state"], record["orphaned"], record["attempt"]) == ("queued", "1", "0")
+    assert s(r.lrange(ORPHAN_LIST, 0, -1)) == ["waiting", "msg"]  # popped first (BRPOP)
+    assert abs(int(r.zscore(QUEUED, JOB) or 0) - server_ms(r)) < 5_000
+    assert not r.exists(EVENTS)
+
+
+@case("orphan_requeue", "no message ('')")
+def test_requeue_an_orphan_another_broker_publishes(redis_client: redis.Redis) -> None:
+    queued_since(redis_client, JOB, 60_000)
+    assert requeue(redis_client, message="") == "requeued"
+    assert hgetall(redis_client, J)["orphaned"] == "1"
+    assert not redis_client.exists(ORPHAN_LIST) and redis_client.type(J) == b"hash"
+
+
+@case("orphan_requeue", "requeued as often as allowed (or 0 allowed)")
+def test_requeue_fails_an_orphan_lost_again(redis_client: redis.Redis) -> None:
+    r = redis_client
+    queued_since(r, JOB, 60_000, orphaned=1)
+    listener = r.pubsub()
+    listener.subscribe(INBOX)
+    assert listener.get_message(timeout=2)["type"] == "subscribe"
+    assert requeue(r) == "failed"
+    (event,) = events(r)
+    assert event["error"] == {
+        "code": "E4206",
+        "message": "the job's queue message was lost 2 times",
+        "retryable": False,
+    }
+    heard = listener.get_message(timeout=2)
+    listener.close()
+    assert heard is not None and "E4206" in s(heard["data"])  # its caller is told at once
+    ended(r, "failed")
+    assert not r.exists(ORPHAN_LIST, QUEUED)
+    r.delete(J, EVENTS)
+    queued_since(r, JOB, 60_000)
+    assert requeue(r, allowed=0) == "failed"  # no message can be built for it
+    assert "cannot be rebuilt" in events(r)[0]["error"]["message"]
+
+
+@case("orphan_requeue", "queued less than min age ago, or not in the index")
+def test_requeue_skips_a_job_queued_anew(redis_client: redis.Redis) -> None:
+    r = redis_client
+    queued_since(r, JOB, 1_000)
+    before = hgetall(r, J)
+    assert requeue(r) == "skipped"
+    r.zrem(QUEUED, JOB)
+    assert requeue(r) == "skipped"
+    assert hgetall(r, J) == before and not r.exists(ORPHAN_LIST, EVENTS)
+
+
+@case("orphan_requeue", "not queued any more, or no record")
+def test_requeue_skips_a_job_no_longer_queued(redis_client: redis.Redis) -> None:
+    r = redis_client
+    for state in ("running", "deferred", "cancelled"):
+        r.delete(J)
+        a_job(r, state)
+        r.zadd(QUEUED, {JOB: 1})
+        assert requeue(r) == "skipped"
+        assert hgetall(r, J)["state"] == state and not r.exists(QUEUED)
+    r.delete(J)
+    r.zadd(QUEUED, {JOB: 1})
+    assert requeue(r) == "skipped"
+    assert r.keys("*") == []
+
+
+@case("orphan_requeue", "the sweeper's lease another's")
+def test_requeue_is_fenced_by_another_sweepers_lease(redis_client: redis.Redis) -> None:
+    r = redis_client
+    queued_since(r, JOB, 60_000)
+    r.set(keys.ORPHAN_SWEEPER, "t2")
+    before = hgetall(r, J)
+    assert requeue(r) == "fenced"
+    assert hgetall(r, J) == before and not r.exists(ORPHAN_LIST)
+    r.set(keys.ORPHAN_SWEEPER, "t1")
+    assert requeue(r) == "requeued"
 
 
 # --- circuit breakers ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 -- job_claim: a worker takes a job to run it, under a lease that fences every other worker.
--- KEYS: job hash, events stream, lease.
--- ARGV: worker id, lease ms, channel, result ttl seconds, max deliveries (L04_MAX_DELIVERIES).
+-- KEYS: job hash, events stream, lease, the index of queued jobs.
+-- ARGV: worker id, lease ms, channel, result ttl seconds, max deliveries (L04_MAX_DELIVERIES),
+--       job id.
 -- Returns {'run', attempt, request, provider, model, stream, deadline, created_ms,
 --          events so far, now ms, chain json, priority}, or {outcome, detail}:
 -- Edge cases:
@@ -13,8 +14,11 @@
 --   the attempt would pass max deliveries -> {'lost', attempts}: E4206 written, state failed
 --   failed over before (attempts - failovers under max) -> run: hand-offs are no lost starts
 --   no record                             -> {'gone'}
+--   in the index of queued jobs           -> taken out of it, whatever the outcome
 -- include: clock
 -- include: job
+-- Whatever happens next, the job is no longer waiting for a message: out of the queued index.
+redis.call('ZREM', KEYS[4], ARGV[6])
 local f = redis.call('HMGET', KEYS[1], 'state', 'deadline', 'attempt', 'failovers')
 local state, deadline = f[1], tonumber(f[2])
 -- Starts that ended in no answer and no hand-off: each worker that took the job died with it.
