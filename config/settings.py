@@ -137,6 +137,11 @@ class GatewaySettings(BaseSettings):
     # A job claimed this many times without being finished (each worker that took it died)
     # fails with E4206 on its next claim: a job that kills workers stops; one death never does.
     max_deliveries: int = Field(default=10, ge=1, alias="L04_MAX_DELIVERIES")
+    # A job whose record says queued while its message is on no queue list and held by no
+    # worker (Redis broker only) is put back on its queue within this many seconds, once; lost
+    # again, it fails with E4206 (workers/orphans.py). Half the default job timeout (120 s), so
+    # such a job is still answered before its deadline.
+    orphan_after: float = Field(default=60.0, ge=1.0, alias="L04_ORPHAN_AFTER")
     # The providers this worker serves and probes (`l04 worker --providers` sets it).
     worker_providers: Annotated[list[str], NoDecode] = Field(
         default_factory=list, alias="L04_WORKER_PROVIDERS"

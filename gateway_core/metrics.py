@@ -87,6 +87,12 @@ FAILOVERS = Counter(
 )
 COST = Counter("l04_cost_usd_total", "Cost of the answers, from the catalog's prices", ["model"])
 CACHE_ERRORS = Counter("l04_cache_errors_total", "Cache and embedding errors", ["code"])
+ORPHANED_JOBS = Counter(
+    "l04_orphaned_jobs_total",
+    "Queued jobs whose broker message was lost: put back on their queue (requeued), or failed"
+    " with E4206 (lost again)",
+    ["outcome"],
+)
 JOBS_SUBMITTED = Counter(
     "l04_jobs_submitted_total", "Jobs a producer queued", ["provider", "priority"]
 )

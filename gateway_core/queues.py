@@ -53,3 +53,8 @@ def redis_priority_lists(queue: str) -> list[str]:
         queue if step == 0 else f"{queue}{REDIS_PRIORITY_SEP}{step}"
         for step in REDIS_PRIORITY_STEPS
     ]
+
+
+def all_redis_priority_lists() -> list[str]:
+    """Every Redis list a job's message can wait on: each provider's queue, each priority."""
+    return [name for queue in all_queue_names() for name in redis_priority_lists(queue)]

@@ -40,6 +40,7 @@ from workers.failover import Failover
 from workers.heartbeat import Heartbeat
 from workers.job_store import WorkerJobStore
 from workers.l01_shipper import L01Shipper
+from workers.orphans import OrphanSweeper
 from workers.pipeline import JobPipeline
 from workers.provider_health import ProviderHealthProbe
 from workers.providers import ProviderSet
@@ -81,6 +82,7 @@ class WorkerRuntime:
             wait_replicas=settings.redis_wait_replicas,
             wait_timeout_ms=settings.redis_wait_timeout_ms,
             max_deliveries=settings.max_deliveries,
+            index_queued=self.broker_redis is not None,
         )
         self.providers = ProviderSet(settings)
         breakers = CircuitBreakers(
@@ -105,6 +107,12 @@ class WorkerRuntime:
             self.cache,
         )
         self._mover_task = asyncio.create_task(DeferredMover(self.store, requeue).run_forever())
+        sweeper = (  # puts back a Redis broker's lost messages (RabbitMQ: see the README)
+            OrphanSweeper(self.store, self.broker_redis, requeue, settings.orphan_after)
+            if self.broker_redis is not None
+            else None
+        )
+        self._orphans_task = asyncio.create_task(sweeper.run_forever()) if sweeper else None
         probe = ProviderHealthProbe(self.redis, self.providers, settings.worker_providers)
         self._probe_task = asyncio.create_task(probe.run_forever())
         self._shipper = L01Shipper(self.redis, settings, self.worker_id)
@@ -205,6 +213,8 @@ class WorkerRuntime:
         async def shutdown() -> None:
             self._heartbeat_task.cancel()
             self._mover_task.cancel()
+            if self._orphans_task is not None:
+                self._orphans_task.cancel()
             self._probe_task.cancel()
             if self._shipper_task is not None:
                 self._shipper_task.cancel()

@@ -164,6 +164,16 @@ def test_worker_providers_and_max_deliveries_are_read(monkeypatch: pytest.Monkey
         assert caught.value.code == "E4004" and variable in caught.value.message
 
 
+def test_orphan_after_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().orphan_after == 60.0  # half the default job timeout
+    monkeypatch.setenv("L04_ORPHAN_AFTER", "8.5")
+    assert load_settings().orphan_after == 8.5
+    for value in ("0.5", "-1", "soon"):
+        with pytest.raises(ConfigurationError) as caught:
+            load_settings(L04_ORPHAN_AFTER=value)
+        assert caught.value.code == "E4004" and "L04_ORPHAN_AFTER" in caught.value.message
+
+
 def test_seed_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {
         "REDIS_URL": "redis://example:6380/2",
