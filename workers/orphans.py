@@ -13,7 +13,8 @@ fleet, under a lease in Redis (``keys.ORPHAN_SWEEPER``) that lasts one period,
 lapses. A sweep:
 
 1. reads the index of queued jobs (``keys.QUEUED_JOBS``, kept by the scripts that queue a job
-   and the claim that takes it) for the jobs queued at least one period ago;
+   and the claim that takes it) for the jobs queued at least one period ago
+   (``orphan_candidates.lua``);
 2. puts them in a scratch set on the broker's Redis and strikes off each job whose message it
    finds, chunk by chunk, on every queue list and then in ``unacked`` (``orphan_scan.lua``),
    stopping as soon as none is left: in a healthy fleet it reads until it has found them all;
@@ -98,6 +99,7 @@ class OrphanSweeper:
         self._requeue = requeue
         self.period = orphan_after / 4
         self._period_ms = max(1, int(self.period * 1000))
+        self._candidates_page = register(self._redis, "workers", "orphan_candidates")
         self._scan = register(broker_redis, "workers", "orphan_scan")
 
     async def try_sweep(self) -> SweepReport | None:
@@ -149,16 +151,21 @@ class OrphanSweeper:
         return report
 
     async def _candidates(self) -> list[str]:
-        """The jobs of the index queued at least one period ago, by the server's clock."""
-        seconds, micros = await self._redis.time()
-        oldest = seconds * 1000 + micros // 1000 - self._period_ms
+        """The jobs of the index queued at least one period ago (``orphan_candidates.lua``)."""
         found: list[str] = []
-        cursor = 0
+        last, score = "", ""
         while True:
-            cursor, entries = await self._redis.zscan(keys.QUEUED_JOBS, cursor, count=SCAN_CHUNK)
-            found += [text(job_id) for job_id, since in entries if float(since) <= oldest]
-            if cursor == 0:
-                return list(dict.fromkeys(found))  # ZSCAN may return an entry twice
+            page = [
+                text(v)
+                for v in await self._candidates_page(
+                    keys=[keys.QUEUED_JOBS], args=[self._period_ms, last, score, ID_CHUNK]
+                )
+            ]
+            score, ids = page[0], page[1:]
+            found += ids
+            if len(ids) < ID_CHUNK:
+                return list(dict.fromkeys(found))  # a page after a claim may read some again
+            last = ids[-1]
 
     async def _unseen(self, candidates: list[str], token: str) -> list[str]:
         """The candidates whose message is on no queue list and not in ``unacked``."""

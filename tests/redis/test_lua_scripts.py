@@ -983,6 +983,56 @@ def test_scan_finds_messages_kombu_delivered_and_holds_unacknowledged(
     assert members(r, UNSEEN) == {"lost"}
 
 
+def candidates(r: redis.Redis, last: str = "", score: str = "", count: int = 3) -> list[str]:
+    return s(run(r, "orphan_candidates", [QUEUED], [10_000, last, score, count]))
+
+
+def indexed(r: redis.Redis, ages_ms: dict[str, int]) -> None:
+    now = server_ms(r)
+    r.zadd(QUEUED, {job_id: now - age for job_id, age in ages_ms.items()})
+
+
+@case("orphan_candidates", "the first page")
+def test_candidates_first_page_is_the_oldest_old_enough(redis_client: redis.Redis) -> None:
+    r = redis_client
+    indexed(r, {"a": 50_000, "b": 40_000, "c": 30_000, "d": 20_000, "young": 1_000})
+    page = candidates(r)
+    assert page[1:] == ["a", "b", "c"]
+    assert int(page[0]) == int(r.zscore(QUEUED, "c") or 0)
+    assert candidates(r, count=10)[1:] == ["a", "b", "c", "d"]  # not the young one
+
+
+@case("orphan_candidates", "a later page, its last job still there")
+def test_candidates_later_page_goes_on_after_its_last(redis_client: redis.Redis) -> None:
+    r = redis_client
+    indexed(r, {f"j{i}": 60_000 - i for i in range(7)} | {"young": 0})
+    first = candidates(r)
+    r.zrem(QUEUED, "j4")  # a job after the page is claimed meanwhile
+    second = candidates(r, first[-1], first[0])
+    assert second[1:] == ["j3", "j5", "j6"]
+    assert candidates(r, second[-1], second[0]) == [""]
+
+
+@case("orphan_candidates", "a later page, its last job gone (claimed)")
+def test_candidates_later_page_after_its_last_was_claimed(redis_client: redis.Redis) -> None:
+    r = redis_client
+    now = server_ms(r)
+    r.zadd(QUEUED, {"a": now - 50_000, "b": now - 40_000, "c": now - 40_000, "d": now - 30_000})
+    first = candidates(r, count=2)
+    assert first[1:] == ["a", "b"]
+    r.zrem(QUEUED, "a", "b")  # both claimed: by rank alone it would go on at 2, past "d"
+    assert candidates(r, first[-1], first[0], count=2)[1:] == ["c", "d"]
+
+
+@case("orphan_candidates", "no job (left) queued long enough")
+def test_candidates_none_old_enough(redis_client: redis.Redis) -> None:
+    r = redis_client
+    assert candidates(r) == [""]
+    indexed(r, {"young": 5_000, "a": 20_000})
+    assert candidates(r)[1:] == ["a"]
+    assert candidates(r, "a", str(int(r.zscore(QUEUED, "a") or 0))) == [""]
+
+
 SUSPECTS, NEXT_SUSPECTS = keys.ORPHAN_SUSPECTS, "l04:orphans:{t1}:suspects"
 
 
@@ -1069,6 +1119,16 @@ def test_check_is_fenced_by_another_sweepers_lease(redis_client: redis.Redis) ->
     r.set(keys.ORPHAN_SWEEPER, "t2", px=10_000)
     assert check(r, ["j1", "ended"]) == ["fenced"]
     assert members(r, SUSPECTS) == {"j1"} and r.zcard(QUEUED) == 2
+
+
+@case("orphan_check", "the lease the caller's")
+def test_check_extends_its_callers_lease(redis_client: redis.Redis) -> None:
+    r = redis_client
+    queued_since(r, "j1", 60_000)
+    r.set(keys.ORPHAN_SWEEPER, "t1", px=100)
+    assert check(r, ["j1"]) == ["ok"]
+    assert 9_000 < r.pttl(keys.ORPHAN_SWEEPER) <= 10_000  # min age (a period) from now
+    assert members(r, SUSPECTS) == {"j1"}
 
 
 @case("orphan_check", "the lease lapsed and nobody else's")
@@ -1186,6 +1246,18 @@ def test_requeue_is_fenced_by_another_sweepers_lease(redis_client: redis.Redis) 
     assert hgetall(r, J) == before and not r.exists(ORPHAN_LIST)
     r.set(keys.ORPHAN_SWEEPER, "t1")
     assert requeue(r) == "requeued"
+
+
+@case("orphan_requeue", "the sweeper's lease the caller's")
+def test_requeue_extends_its_callers_lease(redis_client: redis.Redis) -> None:
+    r = redis_client
+    queued_since(r, JOB, 60_000)
+    r.set(keys.ORPHAN_SWEEPER, "t1", px=100)
+    assert requeue(r) == "requeued"
+    assert 9_000 < r.pttl(keys.ORPHAN_SWEEPER) <= 10_000  # min age (a period) from now
+    r.delete(keys.ORPHAN_SWEEPER)
+    assert requeue(r, job_id="other") == "skipped"  # no record; and no lease taken
+    assert not r.exists(keys.ORPHAN_SWEEPER)
 
 
 # --- circuit breakers ---------------------------------------------------------------------------

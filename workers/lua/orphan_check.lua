@@ -16,12 +16,15 @@
 --   the last call                                    -> this sweep's suspects replace the
 --                                                       last's (none: the last's deleted)
 --   the lease another sweeper's                      -> {'fenced'}; nothing changes
+--   the lease the caller's                           -> extended to min age from now
 --   the lease lapsed and nobody else's               -> the call works
 -- include: clock
 local holder = redis.call('GET', KEYS[4])
 if holder and holder ~= ARGV[1] then return {'fenced'} end
+-- A sweep that judges (and then acts on) many jobs keeps its lease a period past its last call.
+if holder then redis.call('PEXPIRE', KEYS[4], ARGV[5]) end
 local oldest = now_ms() - tonumber(ARGV[5])
-local act = {'ok'}
+local act, suspects = {'ok'}, 0
 for i = 6, #ARGV do
   local id = ARGV[i]
   local f = redis.call('HMGET', ARGV[4] .. '{' .. id .. '}', 'state', 'provider', 'priority')
@@ -34,11 +37,11 @@ for i = 6, #ARGV do
       table.insert(act, f[2] or '')
       table.insert(act, f[3] or 'normal')
     else
-      redis.call('SADD', KEYS[3], id)
-      redis.call('PEXPIRE', KEYS[3], ARGV[2])
+      suspects = suspects + redis.call('SADD', KEYS[3], id)
     end
   end
 end
+if suspects > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[2]) end
 if ARGV[3] == '1' then
   if redis.call('EXISTS', KEYS[3]) == 1 then
     redis.call('RENAME', KEYS[3], KEYS[2])

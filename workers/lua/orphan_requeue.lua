@@ -15,10 +15,13 @@
 --   queued less than min age ago, or not in the index -> 'skipped'; nothing changes
 --   not queued any more, or no record -> 'skipped'; out of the index
 --   the sweeper's lease another's     -> 'fenced'; nothing changes
+--   the sweeper's lease the caller's  -> extended to min age from now
 -- include: clock
 -- include: job
 local holder = redis.call('GET', KEYS[5])
 if holder and holder ~= ARGV[2] then return 'fenced' end
+-- A sweep that puts many jobs back keeps its lease a period past its last one.
+if holder then redis.call('PEXPIRE', KEYS[5], ARGV[7]) end
 local f = redis.call('HMGET', KEYS[1], 'state', 'orphaned')
 if f[1] ~= 'queued' then
   redis.call('ZREM', KEYS[4], ARGV[1])

@@ -26,7 +26,15 @@ else
   for i = 2, #reply[2], 2 do table.insert(values, reply[2][i]) end
 end
 for _, value in ipairs(values) do
-  local id = string.match(value, '"id"%s*:%s*"([^"\\]+)"')
+  -- json.dumps's own spacing, found by a plain search (a pattern costs 8 times as much); any
+  -- other spacing by the pattern.
+  local _, at = string.find(value, '"id": "', 1, true)
+  local id
+  if at then
+    id = string.match(value, '^([^"\\]+)"', at + 1)
+  else
+    id = string.match(value, '"id"%s*:%s*"([^"\\]+)"')
+  end
   if id then table.insert(ids, id) end
 end
 for i = 1, #ids, 1000 do
