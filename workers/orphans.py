@@ -32,10 +32,11 @@ be put back that was not lost after all, the duplicate is harmless: a job's clai
 delivery run it, and any other finds it running or ended and is acknowledged
 (``job_claim.lua``).
 
-The bound: a job's message that goes missing is put back within ``L04_ORPHAN_AFTER`` of going
-missing (or of the job being queued, if it never had one): at most one period and a poll before
-the first sweep that may see it (it must be queued for a period), a period and a poll more
-until the second, each poll a quarter of a period: 3.5 periods, plus the two sweeps' own time.
+The bound: a job whose message goes missing is put back within ``L04_ORPHAN_AFTER``. A sweep
+starts at most a period and a poll (a quarter of a period) after the previous one ended; the
+first that counts the job missing comes at most that long after its message went missing or
+after it had been queued a period, whichever is later, and the second that long after the
+first: 3.5 periods at most, 7/8 of ``L04_ORPHAN_AFTER``, plus the two sweeps' own time.
 
 With a Redis broker other than the job-state Redis, the scan runs on the broker and the message
 is published through Celery after the script (as a deferred job's is); the sweeper does not run
@@ -63,10 +64,12 @@ from workers.requeue import Requeue
 
 log = logging.getLogger(__name__)
 
-#: Values one scan call reads (a list chunk, or an HSCAN count); about 1 KB each.
-SCAN_CHUNK = 1000
-#: Job ids per SADD into the scratch set, and per judging call.
+#: Values one scan call reads (a list chunk, or an HSCAN count), about 1 KB each: ~2 ms a call.
+SCAN_CHUNK = 500
+#: Job ids per index page, per SADD into the scratch set and per SSCAN.
 ID_CHUNK = 1000
+#: Job ids per judging call (a few commands each: about 2 ms of Redis a call).
+JUDGE_CHUNK = 250
 #: Times a job whose message was lost is put back before the next loss fails it (E4206).
 REQUEUES_ALLOWED = 1
 #: After a failure (Redis away), wait this long, doubling up to the cap, and log once per outage.
@@ -202,7 +205,8 @@ class OrphanSweeper:
     async def _judge(self, missing: list[str], token: str) -> list[tuple[str, str, str]] | None:
         """The orphans among ``missing`` (missed by the last sweep too); None when fenced."""
         orphans: list[tuple[str, str, str]] = []
-        chunks = [missing[i : i + ID_CHUNK] for i in range(0, len(missing), ID_CHUNK)] or [[]]
+        chunks = [missing[i : i + JUDGE_CHUNK] for i in range(0, len(missing), JUDGE_CHUNK)]
+        chunks = chunks or [[]]
         for n, chunk in enumerate(chunks):
             judged = await self._store.check_orphans(
                 token,
