@@ -39,7 +39,8 @@ class JobStore(JobRecords):
         message: str = "",
         push_to: str = "",
     ) -> CreateOutcome | JobState:
-        """Create the job unless it exists, and push ``message`` onto ``push_to`` with it.
+        """Create the job unless it exists, and push ``message`` onto ``push_to`` with it (and,
+        with ``index_queued``, record it in the orphan sweeper's index of queued jobs).
 
         Returns CREATED, FULL (``queue_lists`` hold ``max_depth`` messages already), or the
         state of the existing job with this id (nothing is pushed then).
