@@ -27,7 +27,7 @@ from workers.job_store import WorkerJobStore
 from workers.orphans import OrphanSweeper
 from workers.requeue import Requeue
 
-ORPHAN_AFTER = 4.0  # a period of 1 s
+ORPHAN_AFTER = 40.0  # a period of 10 s: the tests age jobs by hand, never by waiting
 MOCK_LISTS = redis_priority_lists("l04.mock")
 
 
@@ -42,10 +42,10 @@ class Fleet:
     store: WorkerJobStore
     sweeper: OrphanSweeper
 
-    def another_sweeper(self) -> OrphanSweeper:
+    def another_sweeper(self, orphan_after: float = ORPHAN_AFTER) -> OrphanSweeper:
         broker_url = self.settings.effective_broker_url
         requeue = Requeue(create_app(self.settings), broker_url, broker_url == self.redis_url)
-        return OrphanSweeper(self.store, self.broker, requeue, ORPHAN_AFTER)
+        return OrphanSweeper(self.store, self.broker, requeue, orphan_after)
 
     @property
     def redis_url(self) -> str:
@@ -201,11 +201,11 @@ async def test_one_sweep_at_a_time_across_the_fleet(fleet: Fleet) -> None:
     [lost] = await fleet.submit(1)
     await fleet.remove_message(lost)
     await fleet.age()
-    other = fleet.another_sweeper()
-    assert await fleet.sweeper.try_sweep() is not None
+    first, other = fleet.another_sweeper(2.0), fleet.another_sweeper(2.0)  # periods of 0.5 s
+    assert await first.try_sweep() is not None
     assert await other.try_sweep() is None  # within the first's period
-    assert 0 < await fleet.redis.pttl(keys.ORPHAN_SWEEPER) <= 1_000
-    await asyncio.sleep(1.1)  # the lease lapsed: the next sweep is anyone's
+    assert 0 < await fleet.redis.pttl(keys.ORPHAN_SWEEPER) <= 500
+    await asyncio.sleep(0.6)  # the lease lapsed: the next sweep is anyone's
     report = await other.try_sweep()
     assert report is not None and report.requeued == [lost]
 
