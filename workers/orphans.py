@@ -4,8 +4,9 @@ Submit writes a job's record and pushes its message in one script, and so does e
 that puts a job back on a queue, so a job whose record says ``queued`` has its message on a
 queue list or in kombu's ``unacked`` hash (where kombu records each message it hands a worker).
 Only the broker's own failures break that: a Redis restart without fsync, an operator's ``DEL``
-of a list, a bug, a worker that died between popping a message and recording it. Such a job
-would wait, unserved, for its deadline.
+of a list, a bug, a worker on kombu's stock transport killed between its ``BRPOP`` and recording
+the message (the fleet's intake takes one in a script). Such a job would wait, unserved, for its
+deadline.
 
 Every worker process runs :meth:`OrphanSweeper.run_forever`; one sweep at a time runs across the
 fleet, under a lease in Redis (``keys.ORPHAN_SWEEPER``) that lasts one period,
@@ -20,16 +21,17 @@ lapses. A sweep:
    stopping as soon as none is left: in a healthy fleet it reads until it has found them all;
 3. judges the rest (``orphan_check.lua``): a job the last sweep missed too is an orphan; missed
    for the first time, a suspect; no longer queued, out of the index;
-4. puts each orphan back on its queue with a fresh message, or fails it with ``E4206`` if its
-   message was lost once before or none can be built for it (``orphan_requeue.lua``, which
-   writes the terminal event as every other transition does, so its caller is told at once).
+4. puts each orphan back on its queue with a fresh message (its list's bell rung, so an idle
+   worker wakes for it), or fails it with ``E4206`` if its message was lost once before or none
+   can be built for it (``orphan_requeue.lua``, which writes the terminal event as every other
+   transition does, so its caller is told at once).
 
-Why two sweeps: the lists are read one after the other while workers pop messages (into
-``unacked``) and kombu restores a dead worker's (back onto a list), so one sweep can miss a
-message in passing; a period later it finds it. Reading the lists before ``unacked`` makes the
-common move (a delivery) safe within one sweep; only a restore can slip past. Should a message
-be put back that was not lost after all, the duplicate is harmless: a job's claim lets one
-delivery run it, and any other finds it running or ended and is acknowledged
+Why two sweeps: the lists are read one after the other while workers take messages (into
+``unacked``, ``intake_take.lua``) and kombu restores a dead worker's (back onto a list), so one
+sweep can miss a message in passing; a period later it finds it. Reading the lists before
+``unacked`` makes the common move (a take) safe within one sweep; only a restore can slip past.
+Should a message be put back that was not lost after all, the duplicate is harmless: a job's
+claim lets one delivery run it, and any other finds it running or ended and is acknowledged
 (``job_claim.lua``).
 
 The bound: a job whose message goes missing is put back within ``L04_ORPHAN_AFTER``. A sweep

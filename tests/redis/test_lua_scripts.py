@@ -2039,6 +2039,16 @@ def test_release_rings_the_bell_of_the_list_it_pushed_onto(redis_client: redis.R
     assert bell_tokens(redis_client, "queue-list") == 1  # d2 is published by the caller
 
 
+@case("orphan_requeue", "message pushed")
+def test_requeue_of_an_orphan_rings_the_bell_of_its_list(redis_client: redis.Redis) -> None:
+    queued_since(redis_client, JOB, 60_000)
+    assert requeue(redis_client) == "requeued"
+    assert bell_tokens(redis_client, ORPHAN_LIST) == 1
+    queued_since(redis_client, "other", 60_000)
+    assert requeue(redis_client, job_id="other", message="") == "requeued"  # the caller publishes
+    assert bell_tokens(redis_client, ORPHAN_LIST) == 1
+
+
 # --- intake_take: a worker's atomic, batched take --------------------------------------------
 
 INTAKE_HIGH, INTAKE_LOW = "l04.mock", "l04.mock\x06\x169"

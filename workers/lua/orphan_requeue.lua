@@ -11,12 +11,14 @@
 --                                        pushed at the end workers pop first (it has waited its
 --                                        turn), queued anew in the index (at the server time)
 --   no message ('')                   -> 'requeued'; nothing pushed
+--   message pushed                    -> its list's bell rung (l04:bell:<list>)
 --   requeued as often as allowed (or 0 allowed) -> 'failed': E4206 written, out of the index
 --   queued less than min age ago, or not in the index -> 'skipped'; nothing changes
 --   not queued any more, or no record -> 'skipped'; out of the index
 --   the sweeper's lease another's     -> 'fenced'; nothing changes
 --   the sweeper's lease the caller's  -> extended to min age from now
 -- include: clock
+-- include: bell
 -- include: job
 local holder = redis.call('GET', KEYS[5])
 if holder and holder ~= ARGV[2] then return 'fenced' end
@@ -39,6 +41,9 @@ if orphaned >= tonumber(ARGV[6]) then
   return 'failed'
 end
 redis.call('HINCRBY', KEYS[1], 'orphaned', 1)
-if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[6], ARGV[5]) end
+if ARGV[5] ~= '' then
+  redis.call('RPUSH', KEYS[6], ARGV[5])
+  ring_bell(KEYS[6])
+end
 index_queued(KEYS[4], ARGV[1], KEYS[1])
 return 'requeued'
