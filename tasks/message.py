@@ -20,7 +20,14 @@ from typing import Any
 from celery import Celery
 from kombu.serialization import dumps
 
-from gateway_core.queues import INFER_TASK, REDIS_PRIORITY_STEPS, redis_priority_lists
+from gateway_core import keys
+from gateway_core.queues import (
+    INFER_TASK,
+    QUEUE_BELL_CAP,
+    REDIS_PRIORITY_STEPS,
+    is_redis_broker,
+    redis_priority_lists,
+)
 from gateway_core.wire import make_envelope
 
 
@@ -67,12 +74,23 @@ def build_task_message(
 
 
 def publish_job(app: Celery, job_id: str, queue: str, priority: int) -> None:
-    """Publish a job's message through Celery (for a broker that is not the job-state Redis)."""
-    app.send_task(
-        INFER_TASK,
-        args=[make_envelope(job_id)],
-        task_id=job_id,
-        queue=queue,
-        routing_key=queue,
-        priority=priority,
-    )
+    """Publish a job's message through Celery (for a broker that is not the job-state Redis).
+
+    On a Redis broker the list's bell is rung after the push (``gateway_core/lua/bell.lua``
+    explains bells): without it an idle worker would take the message only when its wait on
+    the bells times out, up to a second later.
+    """
+    with app.producer_or_acquire() as producer:
+        app.send_task(
+            INFER_TASK,
+            args=[make_envelope(job_id)],
+            task_id=job_id,
+            queue=queue,
+            routing_key=queue,
+            priority=priority,
+            producer=producer,
+        )
+        if is_redis_broker(app.conf.broker_url):
+            bell = keys.queue_bell(redis_list_for(queue, priority))
+            with producer.channel.conn_or_acquire() as client, client.pipeline() as pipe:
+                pipe.lpush(bell, 1).ltrim(bell, 0, QUEUE_BELL_CAP - 1).execute()

@@ -46,14 +46,15 @@ class AckBatch:
 
     def add(self, tag: str) -> None:
         with self._lock:
-            if self._closed:  # a late acknowledgement (the channel is closing): written at once
-                self._write_now([tag])
-                return
-            self._pending.append(tag)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True, name="l04-acks")
-                self._thread.start()
-            self._lock.notify()
+            closed = self._closed
+            if not closed:
+                self._pending.append(tag)
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, daemon=True, name="l04-acks")
+                    self._thread.start()
+                self._lock.notify()
+        if closed:  # a late acknowledgement (the channel is closing): written at once, unlocked
+            self._write_now([tag])
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is waiting (within ``timeout``), then stop the thread."""

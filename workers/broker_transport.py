@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import time
 from queue import Empty
@@ -51,7 +50,7 @@ from gateway_core import keys
 from gateway_core.queues import QUEUE_BELL_CAP
 from workers.ack_batch import AckBatch
 from workers.dead_letters import set_aside_sync, set_aside_with
-from workers.intake import TAKE_MAX, TAKE_SHA, TAKE_SOURCE, bells, parse_take, take_args
+from workers.intake import TAKE_MAX, TAKE_SHA, TAKE_SOURCE, Taken, bells, parse_take, take_args
 from workers.poison import PoisonMessage, screen
 
 log = logging.getLogger(__name__)
@@ -157,22 +156,49 @@ class IntakeQoS(kombu_redis.QoS):
         else:
             self.ack(delivery_tag)
 
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
+        """kombu's restore; an entry kombu cannot read is set aside and removed instead.
+
+        kombu's restore reads each entry with Python's json; one it cannot read raised out of
+        the restore loop on every sweep (no older entry was restored again) and out of a
+        starting worker's first restore ("Unrecoverable error"). The restore's transaction
+        aborts before any write, so the entry is still whole here.
+        """
+        try:
+            super().restore_by_tag(tag, client, leftmost)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            with self.channel.conn_or_acquire(client) as redis_client:
+                raw = redis_client.hget(self.unacked_key, tag)
+                reason = f"unreadable unacknowledged entry: {type(exc).__name__}"
+                if raw is None or self.channel._set_aside(raw, reason, None):
+                    with redis_client.pipeline() as pipe:
+                        pipe.zrem(self.unacked_index_key, tag).hdel(self.unacked_key, tag)
+                        pipe.execute()
+
 
 class Channel(ScreeningChannelMixin, kombu_redis.Channel):
     QoS = IntakeQoS
     _sync_client: Any = None
-    _acks: AckBatch | None = None
     #: What the next intake command is: a take (True), or a wait on the bells (False).
     _take_next = True
     _take_limit = 0
     _poison_checked = False
     #: A no-ack consumer's round: kombu's own BRPOP (see :meth:`_brpop_start`).
     _stock_round = False
+    #: After a NOSCRIPT, the next take sends the script itself on the same connection.
+    _send_source = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._recorded: set[str] = set()
         self._no_ack_queues: dict[str, str] = {}  # consumer tag -> queue
         super().__init__(*args, **kwargs)
+        if self.global_keyprefix:
+            raise ValueError(
+                "the fleet's broker transport does not support global_keyprefix "
+                "(its intake script names kombu's keys itself)"
+            )
+        # Made here, not on first use: acknowledgements come from several threads at once.
+        self.acks = AckBatch(self.conn_or_acquire, self.unacked_key, self.unacked_index_key)
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
@@ -181,12 +207,6 @@ class Channel(ScreeningChannelMixin, kombu_redis.Channel):
         if client is None or client.connection_pool is not self.pool:
             client = self._sync_client = super()._create_client()
         return client
-
-    @property
-    def acks(self) -> AckBatch:
-        if self._acks is None:
-            self._acks = AckBatch(self.conn_or_acquire, self.unacked_key, self.unacked_index_key)
-        return self._acks
 
     def taken_by_script(self, delivery_tag: str) -> bool:
         if delivery_tag in self._recorded:
@@ -231,9 +251,15 @@ class Channel(ScreeningChannelMixin, kombu_redis.Channel):
         if self._take_next:
             free = self.qos.can_consume_max_estimate()
             self._take_limit = TAKE_MAX if free is None else min(TAKE_MAX, free)
-            args = take_args(lists, self._take_limit, time.time())
+            args = take_args(
+                lists, self._take_limit, time.time(), self.unacked_key, self.unacked_index_key
+            )
             self._waiting_on_bells = False
-            connection.send_command("EVALSHA", TAKE_SHA, *args)
+            if self._send_source:  # loads it into the cache of the server this connection is on
+                self._send_source = False
+                connection.send_command("EVAL", TAKE_SOURCE, *args)
+            else:
+                connection.send_command("EVALSHA", TAKE_SHA, *args)
         else:
             wait = self.brpop_timeout if timeout is None else timeout
             self._waiting_on_bells = True
@@ -248,9 +274,8 @@ class Channel(ScreeningChannelMixin, kombu_redis.Channel):
         try:
             try:
                 reply = self.client.parse_response(self.client.connection, command, **options)
-            except NoScriptError:
-                with self.conn_or_acquire() as client:
-                    client.script_load(TAKE_SOURCE)
+            except NoScriptError:  # Redis restarted (or failed over): its script cache is empty
+                self._send_source = True
                 raise Empty() from None
             except self.connection_errors:
                 self.client.connection.disconnect()
@@ -266,19 +291,19 @@ class Channel(ScreeningChannelMixin, kombu_redis.Channel):
 
     def _deliver_taken(self, reply: Any) -> bool:
         taken = parse_take(reply)
-        for raw in taken.poison:
-            self._set_aside_poison(raw)
         # A full batch may have left more behind; a short one emptied the lists: wait on bells.
         self._take_next = len(taken.taken) >= self._take_limit or bool(taken.poison)
         delivered = False
         failure: Exception | None = None
+        refused: list[tuple[Taken, str]] = []
         for item in taken.taken:
             try:
                 payload = screen(item.raw)
             except PoisonMessage as poison:
-                self._set_aside_recorded(item.raw, str(poison), item.queue)
+                refused.append((item, str(poison)))
                 continue
-            self._recorded.add(payload["properties"]["delivery_tag"])
+            tag = payload["properties"]["delivery_tag"]
+            self._recorded.add(tag)
             try:
                 self.connection._deliver(payload, item.queue)
             except Exception as exc:
@@ -286,12 +311,28 @@ class Channel(ScreeningChannelMixin, kombu_redis.Channel):
                 # delivered: they are recorded as unacknowledged already and must not wait
                 # for the visibility timeout because of another message.
                 failure = failure or exc
+            finally:
+                self._recorded.discard(tag)  # used by QoS.append inside _deliver, or never
+            self._queue_cycle.rotate(item.queue)
             delivered = True
+        # Values that are no message are set aside once the messages are on their way: a slow
+        # dead-letter write must not hold up jobs that are already recorded as taken.
+        for item, reason in refused:
+            self._contained(self._set_aside_refused, item, reason)
+        for raw in taken.poison:
+            self._contained(self._set_aside_poison, raw)
         if failure is not None:
             raise failure
         if not delivered:
             raise Empty()
         return True
+
+    @staticmethod
+    def _contained(step: Any, *args: Any) -> None:
+        try:
+            step(*args)
+        except Exception as exc:  # what is not set aside now stays where it is, for later
+            log.warning("a value could not be set aside now (%s)", type(exc).__name__)
 
     def _poll_error(self, type: str, **options: Any) -> None:
         if type == "BRPOP":  # the intake's command: its reply must be read as what it is
@@ -301,32 +342,35 @@ class Channel(ScreeningChannelMixin, kombu_redis.Channel):
         super()._poll_error(type, **options)
 
     def _set_aside_poison(self, raw: bytes) -> None:
+        """One value of the poison list, set aside by whoever removes it from there: a value is
+        dead-lettered once, however many workers look at the list at the same time."""
         try:
             screen(raw)
             reason = "not a kombu message: no delivery tag or delivery info"
         except PoisonMessage as poison:
             reason = f"not a kombu message: {poison}"
-        if self._set_aside(raw, reason, None):
-            with self.conn_or_acquire() as client:
-                client.lrem(keys.INTAKE_POISON, 1, raw)
+        with self.conn_or_acquire() as client:
+            if not client.lrem(keys.INTAKE_POISON, 1, raw):
+                return  # another worker has it
+            if not self._set_aside(raw, reason, None):
+                client.rpush(keys.INTAKE_POISON, raw)  # kept for the next look
 
     def _set_aside_held_poison(self) -> None:
         """Values a worker moved to the poison list but died before setting aside."""
         with self.conn_or_acquire() as client:
             held = client.lrange(keys.INTAKE_POISON, 0, 999)
         for raw in held:
-            self._set_aside_poison(raw)
+            self._contained(self._set_aside_poison, raw)
 
-    def _set_aside_recorded(self, raw: bytes, reason: str, queue: str) -> None:
+    def _set_aside_refused(self, item: Taken, reason: str) -> None:
         """A value the script took as a message that the full screen refuses (not UTF-8, a body
-        that is not base64...): set aside, then out of the unacknowledged set."""
-        if not self._set_aside(raw, f"not a kombu message: {reason}", queue):
-            return  # left unacknowledged: restored, and screened again, later
-        try:
-            tag = screen_tag(raw)
-        except ValueError:
-            return
-        self.acks.add(tag)
+        that is not base64, JSON only Redis's reader accepts...): set aside, then removed from
+        the unacknowledged set under the tag the script wrote it under."""
+        if not self._set_aside(item.raw, f"not a kombu message: {reason}", item.queue):
+            return  # left unacknowledged: restored (or set aside by the restore) later
+        with self.conn_or_acquire() as client, client.pipeline() as pipe:
+            pipe.zrem(self.unacked_index_key, item.tag).hdel(self.unacked_key, item.tag)
+            pipe.execute()
 
     def _do_restore_message(
         self, payload: Any, exchange: Any, routing_key: Any, pipe: Any, leftmost: bool = False
@@ -345,17 +389,10 @@ class Channel(ScreeningChannelMixin, kombu_redis.Channel):
             log.warning("restored message: bell not rung", exc_info=True)
 
     def close(self) -> None:
-        if self._acks is not None:
-            self._acks.close()
+        acks = getattr(self, "acks", None)  # None if __init__ stopped before making it
+        if acks is not None:
+            acks.close()
         super().close()
-
-
-def screen_tag(raw: bytes) -> str:
-    """The delivery tag of a value the take script recorded (it checked the tag is there)."""
-    tag = json.loads(raw.decode("utf-8", "replace"))["properties"]["delivery_tag"]
-    if not isinstance(tag, str):
-        raise ValueError("no delivery tag")
-    return tag
 
 
 class Transport(RemembersItsConnection, kombu_redis.Transport):

@@ -44,9 +44,11 @@ TAKE_SHA = hashlib.sha1(TAKE_SOURCE.encode()).hexdigest()  # noqa: S324 - Redis 
 
 @dataclass(frozen=True, slots=True)
 class Taken:
-    """A message moved into the unacknowledged set, and the queue it came from."""
+    """A message moved into the unacknowledged set: its queue, its delivery tag (the field of
+    ``unacked`` it is under) and the value."""
 
     queue: str
+    tag: bytes  # as Redis stored it: the field to remove if the worker refuses the value
     raw: bytes
 
 
@@ -56,14 +58,21 @@ class TakeReply:
     poison: list[bytes]  # values moved to ``keys.INTAKE_POISON``, to be set aside
 
 
-def take_args(lists: list[tuple[str, str]], limit: int, now: float) -> list[Any]:
+def take_args(
+    lists: list[tuple[str, str]],
+    limit: int,
+    now: float,
+    unacked: str = REDIS_UNACKED,
+    unacked_index: str = REDIS_UNACKED_INDEX,
+) -> list[Any]:
     """``EVALSHA`` arguments after the script's sha: numkeys, KEYS, ARGV.
 
-    ``lists`` are (list key, queue name) pairs, highest priority first.
+    ``lists`` are (list key, queue name) pairs, highest priority first; ``unacked`` and
+    ``unacked_index`` the channel's names for kombu's two keys.
     """
     list_keys = [key for key, _ in lists]
     queues = [queue for _, queue in lists]
-    script_keys = [REDIS_UNACKED, REDIS_UNACKED_INDEX, keys.INTAKE_POISON, *list_keys]
+    script_keys = [unacked, unacked_index, keys.INTAKE_POISON, *list_keys]
     return [len(script_keys), *script_keys, limit, repr(now), *queues]
 
 
@@ -71,11 +80,12 @@ def parse_take(reply: Any) -> TakeReply:
     taken: list[Taken] = []
     poison: list[bytes] = []
     items = list(reply or [])
-    for queue, raw in zip(items[::2], items[1::2], strict=True):
+    for queue, tag, raw in zip(items[::3], items[1::3], items[2::3], strict=True):
         name = queue.decode() if isinstance(queue, bytes) else str(queue)
         value = raw if isinstance(raw, bytes) else str(raw).encode()
         if name:
-            taken.append(Taken(name, value))
+            field = tag if isinstance(tag, bytes) else str(tag).encode()
+            taken.append(Taken(name, field, value))
         else:
             poison.append(value)
     return TakeReply(taken, poison)

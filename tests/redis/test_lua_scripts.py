@@ -2089,13 +2089,13 @@ def test_take_at_most_n_oldest_first(redis_client: redis.Redis) -> None:
     for i in range(5):
         r.lpush(INTAKE_HIGH, kombu_message(f"t{i}"))  # kombu pushes left, takes right
     taken = take(r, limit=3)
-    assert [json.loads(m)["properties"]["delivery_tag"] for m in taken[1::2]] == ["t0", "t1", "t2"]
-    assert taken[::2] == ["l04.mock"] * 3
+    assert [json.loads(m)["properties"]["delivery_tag"] for m in taken[2::3]] == ["t0", "t1", "t2"]
+    assert taken[::3] == ["l04.mock"] * 3 and taken[1::3] == ["t0", "t1", "t2"]
     assert unacked_tags(r) == {"t0": 1700000000.25, "t1": 1700000000.25, "t2": 1700000000.25}
     entry = json.loads(r.hget(REDIS_UNACKED, "t1"))  # kombu's own entry: [message, ex, rk]
     assert entry == [json.loads(kombu_message("t1")), "", "l04.mock"]
     assert r.llen(INTAKE_HIGH) == 2
-    assert [json.loads(m)["properties"]["delivery_tag"] for m in take(r)[1::2]] == ["t3", "t4"]
+    assert take(r)[1::3] == ["t3", "t4"]
 
 
 @case("intake_take", "a higher and a lower priority list")
@@ -2103,8 +2103,7 @@ def test_take_higher_priority_first(redis_client: redis.Redis) -> None:
     r = redis_client
     r.lpush(INTAKE_LOW, kombu_message("low1"), kombu_message("low2"))
     r.lpush(INTAKE_HIGH, kombu_message("high1"))
-    tags = [json.loads(m)["properties"]["delivery_tag"] for m in take(r, limit=2)[1::2]]
-    assert tags == ["high1", "low1"]
+    assert take(r, limit=2)[1::3] == ["high1", "low1"]
     assert r.llen(INTAKE_LOW) == 1
 
 
@@ -2130,7 +2129,8 @@ def test_take_moves_a_value_that_is_not_json_to_the_poison_list(
     r = redis_client
     r.lpush(INTAKE_HIGH, kombu_message("before"), value, kombu_message("after"))
     taken = take(r)
-    assert taken[::2] == ["l04.mock", "", "l04.mock"]  # in list order, the value where it was
+    assert taken[::3] == ["l04.mock", "", "l04.mock"]  # in list order, the value where it was
+    assert taken[1::3] == ["before", "", "after"]
     raw = r.lrange(keys.INTAKE_POISON, 0, -1)
     assert raw == [value.encode() if isinstance(value, str) else value]
     assert set(unacked_tags(r)) == {"before", "after"} and r.llen(INTAKE_HIGH) == 0
@@ -2141,7 +2141,7 @@ def test_take_moves_a_message_without_a_tag_to_the_poison_list(redis_client: red
     r = redis_client
     for value in ("{}", '{"properties": []}', kombu_message(""), '{"properties": {"x": 1}}'):
         r.lpush(INTAKE_HIGH, value)
-    assert take(r)[::2] == ["", "", "", ""]
+    assert take(r)[::3] == ["", "", "", ""]
     assert r.llen(keys.INTAKE_POISON) == 4 and not r.exists(REDIS_UNACKED, REDIS_UNACKED_INDEX)
 
 
@@ -2153,7 +2153,7 @@ def test_take_moves_a_message_without_routing_to_the_poison_list(redis_client: r
     numeric_key = json.loads(kombu_message("t2"))
     numeric_key["properties"]["delivery_info"]["routing_key"] = 5
     r.lpush(INTAKE_HIGH, json.dumps(no_exchange), json.dumps(numeric_key))
-    assert take(r)[::2] == ["", ""]
+    assert take(r)[::3] == ["", ""]
     assert r.llen(keys.INTAKE_POISON) == 2 and not r.exists(REDIS_UNACKED)
 
 
@@ -2162,7 +2162,7 @@ def test_take_moves_an_oversized_value_to_the_poison_list(redis_client: redis.Re
     r = redis_client
     big = kombu_message("big", padding="x" * (1 << 20))
     r.lpush(INTAKE_HIGH, big)
-    assert take(r)[::2] == [""]
+    assert take(r)[::3] == [""]
     assert r.lrange(keys.INTAKE_POISON, 0, -1) == [big.encode()]
 
 
@@ -2170,6 +2170,19 @@ def test_take_moves_an_oversized_value_to_the_poison_list(redis_client: redis.Re
 def test_take_moves_at_most_100_poison_values_per_call(redis_client: redis.Redis) -> None:
     r = redis_client
     r.lpush(INTAKE_HIGH, *[f"junk {i}" for i in range(150)])
-    assert len(take(r)) == 200  # 100 pairs
+    assert len(take(r)) == 300  # 100 triples
     assert r.llen(keys.INTAKE_POISON) == 100 and r.llen(INTAKE_HIGH) == 50
-    assert len(take(r)) == 100
+    assert len(take(r)) == 150
+
+
+@pytest.mark.parametrize("key", [REDIS_UNACKED, REDIS_UNACKED_INDEX, keys.INTAKE_POISON])
+@case("intake_take", "unacked, its index or the poison list of another type")
+def test_take_refuses_before_taking_when_a_key_has_another_type(
+    redis_client: redis.Redis, key: str
+) -> None:
+    r = redis_client
+    r.set(key, "something else")
+    r.lpush(INTAKE_HIGH, kombu_message("t1"), "junk")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE intake_take"):
+        take(r)
+    assert r.llen(INTAKE_HIGH) == 2  # nothing popped: nothing lost
