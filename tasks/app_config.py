@@ -75,6 +75,11 @@ def celery_config(settings: GatewaySettings) -> dict[str, Any]:
             "unacked_index_key": REDIS_UNACKED_INDEX,
             "unacked_restore_interval": restore_every,
             "unacked_restore_throttle": 1,
+            # kombu restores under a Redis lock that lapses only after this many seconds (300 by
+            # default): a worker killed while restoring blocked every restore for five minutes,
+            # and its jobs waited in `unacked` (the kill loop, BENCHMARKS.md). Two sweeps' time
+            # bounds it; restores that overlap are safe (each entry moves in a WATCH transaction).
+            "unacked_mutex_expire": 2 * restore_every,
             "socket_connect_timeout": 5,
             "socket_timeout": 30,
             "health_check_interval": 10,

@@ -311,3 +311,16 @@ def test_settings_never_print_a_url_password() -> None:
         L04_CACHE_REDIS_URL="redis://:secretpw@localhost:6379/1",
     )
     assert "secretpw" not in repr(settings) and "secretpw" not in str(settings)
+
+
+@pytest.mark.parametrize("visibility", ["5", "30", "3600"])
+def test_a_dead_worker_holds_kombus_restore_lock_for_two_sweeps_at_most(visibility: str) -> None:
+    """kombu's default (300 s) let a worker killed mid-restore block every restore for five
+    minutes: its jobs waited in `unacked` past the kill loop's 150 s (BENCHMARKS.md)."""
+    from tasks.app_config import celery_config
+
+    options = celery_config(load_settings(L04_VISIBILITY_TIMEOUT=visibility))[
+        "broker_transport_options"
+    ]
+    assert options["unacked_mutex_expire"] == 2 * options["unacked_restore_interval"]
+    assert options["unacked_mutex_expire"] <= max(2, float(visibility) / 2)
