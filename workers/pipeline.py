@@ -11,6 +11,9 @@ import asyncio
 import logging
 import time
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from config.catalog import Catalog, ModelSpec
 from config.settings import GatewaySettings
 from gateway_core import metrics
@@ -42,6 +45,9 @@ from workers.requeue import Requeue
 from workers.retry import retry_delay
 
 log = logging.getLogger(__name__)
+
+#: Redis itself failing (BusyLoadingError, a restarted server loading its data, is one).
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 
 # Errors that say the provider is unhealthy: they count against its breaker and fail over.
 HEALTH_FAILURES = (ProviderFailed, ProviderTimeout, StreamInterrupted)
@@ -149,6 +155,11 @@ class JobPipeline:
             observe.failed(claim.provider, claim.model, error.code)
             await writer.error(error)
             return RunOutcome.FAILED
+        except REDIS_ERRORS:
+            # Redis went away under the job (a restart, a failover): not the job's fault, and
+            # not a provider error. The runtime hands the message back (Reject, requeue) and the
+            # job runs again once Redis answers, instead of ending in E4200.
+            raise
         except Exception as exc:
             # A bug must not leave the caller waiting: report it with a code, log the type only.
             log.exception("job %s: unexpected %s", job_id, type(exc).__name__)
