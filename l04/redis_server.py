@@ -53,6 +53,7 @@ class LocalRedis:
         data_dir: str | None = None,
         replica_of: int | None = None,
         password: str | None = None,
+        appendfsync: str = "everysec",
     ) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
@@ -66,6 +67,8 @@ class LocalRedis:
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="l04-redis-")
         self.replica_of = replica_of  # the port of this server's master, on 127.0.0.1
         self.password = password  # required of clients, and given to the master by a replica
+        # "always": every write is on disk before it is acknowledged, so a SIGKILL loses nothing.
+        self.appendfsync = appendfsync
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -89,7 +92,7 @@ class LocalRedis:
             "--appendonly",
             "yes" if self.appendonly else "no",
             "--appendfsync",
-            "everysec",
+            self.appendfsync,
             "--daemonize",
             "no",
             "--loglevel",
