@@ -38,6 +38,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from functools import cached_property
 from queue import Empty
 from typing import Any
 
@@ -207,6 +208,27 @@ class Channel(ScreeningChannelMixin, kombu_redis.Channel):
         if client is None or client.connection_pool is not self.pool:
             client = self._sync_client = super()._create_client()
         return client
+
+    @cached_property
+    def subclient(self) -> Any:
+        """kombu's pub/sub connection (broadcasts: ``celery inspect``, control), which reports a
+        lost connection instead of quietly reconnecting inside a blocking read.
+
+        redis-py retries a pub/sub read that failed on a lost connection: it reconnects,
+        subscribes again and reads again, blocking. kombu reads it only when the socket is
+        readable, so after a Redis restart (the socket readable with its end of file) the read
+        it retried on the new connection waited for a broadcast that might never come: the
+        consumer thread stood still up to ``socket_timeout`` (30 s), taking no job (seen in the
+        Redis-restart kill loop, 2 runs of 25). Without the retry the error reaches kombu and
+        Celery, which reconnect the whole consumer as they do for a lost take.
+        """
+        pubsub = self._create_client(asynchronous=True).pubsub()
+
+        def execute_once(connection: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+            return command(*args, **kwargs)
+
+        pubsub._execute = execute_once
+        return pubsub
 
     def taken_by_script(self, delivery_tag: str) -> bool:
         if delivery_tag in self._recorded:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,23 @@ async def test_a_caller_waiting_past_its_deadline_through_an_outage_gets_E4407(
     finally:
         await gateway.close()
         server.stop()
+
+
+async def test_a_worker_whose_broadcast_connection_drops_keeps_taking_jobs(
+    redis_client: redis.Redis,
+    gateway: ModelGateway,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """redis-py reconnects a dropped pub/sub connection inside the read that found it dropped,
+    and then reads on, blocking: the worker's consumer thread (which reads Celery's broadcasts
+    on that connection) stood still for ``socket_timeout`` (30 s), taking no job. Here the
+    drop reaches kombu and Celery, which reconnect, and the next job is served at once."""
+    start_worker("mock")
+    await gateway.execute(make_request("before"))
+    for _ in range(3):
+        assert redis_client.client_kill_filter(_type="pubsub") >= 1
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        answer = await asyncio.wait_for(gateway.execute(make_request("after")), 25)
+        assert answer.content == "Mock response to: after"
+        assert time.monotonic() - started < 10, "the worker's consumer stood still"
