@@ -10,13 +10,14 @@ demo: install
 test: install lint
 	.venv/bin/python -m pytest
 
-# The fast tiers (under a minute): tests/unit (no Redis) and tests/redis (a real redis-server,
+# The fast tiers (about a minute): tests/unit (no Redis) and tests/redis (a real redis-server,
 # no worker). `make test` runs them and tests/fleet (real workers).
 test-fast: install lint
 	.venv/bin/python -m pytest tests/unit tests/redis
 
 # The slow tier (about 5 minutes): jobs outliving RabbitMQ's consumer_timeout (150 s and 20 s),
-# and a worker through a 30 s Redis outage. CI runs it too.
+# a worker through a 30 s Redis outage, and the kill loops (the worker SIGKILLed ten times, Redis
+# restarted three times, under load). CI runs it too.
 test-slow: install
 	.venv/bin/python -m pytest -m slow
 
