@@ -20,7 +20,9 @@ from typing import Any
 POOL = "workers.asyncio_pool:AsyncioPool"
 # Poison messages go to the dead-letter list (l04 dlq) instead of being dropped.
 CONSUMER = "workers.consumer:DeadLetteringConsumer"
-# kombu's Redis transports, with replies screened and the connection kept across a drop.
+# kombu's Redis transports with the fleet's intake (one script takes many messages, none ever
+# only in memory; idle workers wait on bells), batched acknowledgements, and the connection
+# kept across a drop.
 REDIS_TRANSPORT = "workers.broker_transport:Transport"
 SENTINEL_TRANSPORT = "workers.broker_transport:SentinelTransport"
 # Runs one delivery of a job in this process's runtime; returns a tasks.outcomes.RunOutcome.
