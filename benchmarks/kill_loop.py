@@ -4,68 +4,56 @@
     python -m benchmarks.kill_loop --runs 10 --redis-restarts   # Redis SIGKILLed 3 times
 
 The creed under test: every job ends in a result or a typed error before its deadline, exactly
-once, whatever dies on the way. Each run starts from nothing: a private redis-server, the mock
-upstream answering after ``--latency-ms`` (the worker calls it through its OpenAI adapter, so the
-provider calls are counted there), and ``l04 worker`` processes as users start them.
+once, whatever dies on the way. Each run starts from nothing (:mod:`benchmarks.fault_fleet`): a
+private redis-server, the mock upstream answering after ``--latency-ms``, called through the
+worker's OpenAI adapter so that provider calls are counted there, and ``l04 worker`` processes.
 
-* **Worker kills** (issue 17): ``--jobs`` jobs (3,000) are queued, deadline 240 s. A worker
-  starts, works for ``--interval`` (1 s) after it says it is ready, and is SIGKILLed (with any
-  child process); a new one starts at once. After ``--kills`` (10) kills a last worker stays.
-  ``L04_VISIBILITY_TIMEOUT`` is 5 s, so a dead worker's messages come back within about 6 s.
-* **Redis restarts**: one worker; Redis (append-only, ``appendfsync always``, so a SIGKILL loses
-  no write it acknowledged) is SIGKILLed and started again each time the worker holds about
-  ``--concurrency`` jobs, ``--kills`` (3) times. The worker stays up.
+* **Worker kills** (issue 17): ``--jobs`` jobs (3,000 of 200 ms, deadline 240 s) are queued. A
+  worker (concurrency 100) starts, works 0.5 to 1.5 ``--interval`` (1 s) after it says it is
+  ready, and is SIGKILLed (with any child process); the next one starts at once. After
+  ``--kills`` (10) kills a last worker stays. ``L04_VISIBILITY_TIMEOUT`` is 5 s, so a dead
+  worker's messages come back within about 6 s.
+* **Redis restarts**: one worker (concurrency 200), 1,500 jobs of 1 s; Redis (append-only,
+  ``appendfsync always``, so that a SIGKILL loses no write it acknowledged) is SIGKILLed and
+  started again each time the worker holds about 180 messages, ``--kills`` (3) times. The
+  worker stays up.
 
-Then every job has ``--settle`` seconds after the last fault to end. A run passes when every job
-has exactly one terminal event and none ended in an error: the provider never fails here, so a
-deadline error (E4404, E4205) or any other is the fleet's. Per run it
-prints: jobs, answered (one terminal event), duplicates (more than one), stranded (none), deadline
-errors, the time from the last fault to the last answer, provider calls and claims, and how
-often kombu's restore mutex was left held by a fault. For a failing run it lists where each
-stranded job's message is (queue list, ``unacked``, nowhere) and what its record says
-(:mod:`benchmarks.job_census`). Exit status 1 if any run failed. Not part of the test suite
-(``tests/fleet/test_kill_loop.py`` runs one of each).
+Then every job has ``--settle`` seconds (60) after the last fault to end. A run passes when every
+job has exactly one terminal event and none ended in an error: the provider never fails here, so
+a deadline error (E4404, E4205) or any other is the fleet's. Per run it prints: jobs, answered
+(one terminal event), duplicates (more than one), stranded (none), deadline and other errors, the
+time from the last fault to the last answer, provider calls and claims (a claim killed before
+its call makes none), and how many times a fault left kombu's restore mutex held. For a failing
+run it adds where each stranded job's message is (queue list, ``unacked``, nowhere), what its
+record says and which workers logged receiving it (:mod:`benchmarks.job_census`). Exit status 1
+if any run failed. ``tests/fleet/test_kill_loop.py`` runs one of each in the slow tier.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import os
 import random
-import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import redis
-
-from benchmarks.job_census import UNACKED, UNACKED_MUTEX, Census, take_census, unended
-from gateway_client import InferenceRequest, Message, MessageRole, ModelGateway
-from l04.redis_server import LocalRedis
-from tests.processes import MockUpstreamProcess, WorkerProcess
+from benchmarks.fault_fleet import (
+    UPSTREAM_PATH,
+    FaultNote,
+    Fleet,
+    LoopSetup,
+    held_messages,
+    kill_with_children,
+    submit_all,
+    wait_for,
+    wait_until_ended,
+)
+from benchmarks.job_census import Census, take_census
 
 QUEUE = "l04.openai"
-MODEL = "gpt-4o-mini"  # served by the OpenAI adapter, pointed at the mock upstream
-UPSTREAM_PATH = "/v1/chat/completions"
-
-
-@dataclass(frozen=True)
-class LoopSetup:
-    faults: str  # "worker" (SIGKILL the worker) or "redis" (SIGKILL and restart Redis)
-    jobs: int
-    kills: int
-    interval_s: float  # worker: how long each worker works before its kill, on average
-    concurrency: int
-    latency_ms: float
-    deadline_s: float = 240.0
-    visibility_timeout_s: float = 5.0
-    settle_s: float = 60.0  # after the last fault, how long every job has to end
-
 
 WORKER_KILLS = LoopSetup(
     "worker", jobs=3000, kills=10, interval_s=1.0, concurrency=100, latency_ms=200
@@ -73,17 +61,6 @@ WORKER_KILLS = LoopSetup(
 REDIS_RESTARTS = LoopSetup(
     "redis", jobs=1500, kills=3, interval_s=0.0, concurrency=200, latency_ms=1000
 )
-
-
-@dataclass
-class FaultNote:
-    """What the broker's Redis held just after one fault."""
-
-    at: float  # epoch seconds
-    unacked: int  # messages delivered and not acknowledged
-    mutex_ttl_s: float | None  # kombu's restore mutex, if held
-    mutex_token: bytes | None  # the holder's token (redis-py's lock value)
-    leaked: bool = False  # the mutex was left held by a sweep that will never release it
 
 
 @dataclass
@@ -113,8 +90,9 @@ class RunResult:
 
     @property
     def mutex_left_held(self) -> int:
-        """Faults that left kombu's restore mutex held by a sweep that will never release it."""
-        return sum(note.leaked for note in self.faults)
+        """How many times a fault left kombu's restore mutex held by a sweep that will never
+        release it (one such lock, seen after several faults, counts once)."""
+        return len({note.mutex_token for note in self.faults if note.leaked})
 
     def line(self, run: int) -> str:
         c = self.census
@@ -125,7 +103,7 @@ class RunResult:
             f"duplicates {c.duplicates}  stranded {len(c.stranded)}  "
             f"deadline errors {c.deadline_errors}  other errors {others or 0}  "
             f"last fault -> last answer {tail}  provider calls {self.upstream_calls}  "
-            f"claims {c.attempts}  mutex left held {self.mutex_left_held}/{len(self.faults)}  "
+            f"claims {c.attempts}  mutex left held {self.mutex_left_held}x  "
             f"({self.wall_s:.0f} s) {'ok' if self.ok else 'FAILED'}"
         )
 
@@ -140,7 +118,7 @@ class RunResult:
             "  faults: "
             + ", ".join(
                 f"{n.unacked} held"
-                + (f" mutex left held ({n.mutex_ttl_s:.0f} s to go)" if n.leaked else "")
+                + (f" mutex held, {n.mutex_ttl_s or 0:.0f} s to go" if n.leaked else "")
                 for n in self.faults
             ),
         ]
@@ -155,109 +133,6 @@ class RunResult:
                     f"message {fate.where}, received by workers {received}"
                 )
         return lines
-
-
-def _request(index: int, setup: LoopSetup) -> InferenceRequest:
-    return InferenceRequest.create(
-        agent_did="did:key:kill-loop",
-        messages=[Message(role=MessageRole.USER, content=f"job {index}")],
-        model_id=MODEL,
-        enable_cache=False,
-        max_tokens=16,
-        timeout=setup.deadline_s,
-    )
-
-
-def submit_all(url: str, setup: LoopSetup) -> list[str]:
-    """Queue ``setup.jobs`` jobs (a few hundred submits at a time); their ids."""
-
-    async def submit() -> list[str]:
-        gateway = ModelGateway(redis_url=url)
-        ids: list[str] = []
-        try:
-            for start in range(0, setup.jobs, 250):
-                batch = range(start, min(setup.jobs, start + 250))
-                handles = await asyncio.gather(*(gateway.submit(_request(i, setup)) for i in batch))
-                ids += [h.job_id for h in handles]
-        finally:
-            await gateway.close()
-        return ids
-
-    return asyncio.run(submit())
-
-
-def kill_with_children(worker: WorkerProcess) -> None:
-    """SIGKILL the worker and any process it started (``l04 worker`` starts none today)."""
-    process = worker.process
-    if process is None or process.poll() is not None:
-        return
-    children: list[int] = []
-    for task in Path(f"/proc/{process.pid}/task").glob("*/children"):
-        children += [int(pid) for pid in task.read_text().split()]
-    process.kill()
-    for pid in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    process.wait()
-
-
-class Fleet:
-    """The run's processes; :meth:`close` kills whatever is still alive."""
-
-    def __init__(self, setup: LoopSetup, workdir: Path) -> None:
-        self.setup = setup
-        self.server = LocalRedis(
-            appendonly=setup.faults == "redis",
-            appendfsync="always",
-            data_dir=str(workdir),
-        )
-        self.upstream = MockUpstreamProcess(latency_ms=setup.latency_ms)
-        self.workers: list[WorkerProcess] = []
-
-    def start(self) -> Fleet:
-        self.server.start()
-        self.upstream.start()
-        return self
-
-    def start_worker(self) -> WorkerProcess:
-        env = {
-            "L04_VISIBILITY_TIMEOUT": str(self.setup.visibility_timeout_s),
-            "OPENAI_BASE_URL": f"{self.upstream.url}/v1",
-            "OPENAI_API_KEY": "sk-kill-loop",
-            "CACHE_ENABLED": "false",
-        }
-        worker = WorkerProcess(self.server.url, "openai", self.setup.concurrency, env)
-        self.workers.append(worker)
-        return worker.start()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.server.url, socket_timeout=10)
-
-    def note(self) -> FaultNote:
-        """What Redis holds now: delivered messages, and kombu's restore mutex."""
-        client = self.client()
-        try:
-            pipe = client.pipeline(transaction=True)
-            pipe.hlen(UNACKED).pttl(UNACKED_MUTEX).get(UNACKED_MUTEX)
-            unacked, pttl, token = pipe.execute()
-            ttl = pttl / 1000 if pttl > 0 else None
-            return FaultNote(time.time(), int(unacked), ttl, token)
-        finally:
-            client.close()
-
-    def received(self, job_ids: list[str]) -> dict[str, list[int]]:
-        """For each job, the workers (from 1, in start order) that logged receiving it."""
-        logs = [worker.log() for worker in self.workers]
-        return {
-            job_id: [n for n, log in enumerate(logs, 1) if f"l04.infer[{job_id}] received" in log]
-            for job_id in job_ids
-        }
-
-    def close(self) -> None:
-        for worker in self.workers:
-            kill_with_children(worker)
-        self.upstream.stop()
-        self.server.stop(kill=True)
 
 
 def worker_kills(fleet: Fleet, rng: random.Random) -> list[FaultNote]:
@@ -284,7 +159,7 @@ def redis_restarts(fleet: Fleet) -> list[FaultNote]:
     """
     notes = []
     for _ in range(fleet.setup.kills):
-        _wait_for(lambda: _held(fleet) >= 0.9 * fleet.setup.concurrency, timeout=5)
+        wait_for(lambda: held_messages(fleet) >= 0.9 * fleet.setup.concurrency, timeout=5)
         fleet.server.stop(kill=True)
         fleet.server.start()
         note = fleet.note()
@@ -296,46 +171,13 @@ def redis_restarts(fleet: Fleet) -> list[FaultNote]:
     return notes
 
 
-def _held(fleet: Fleet) -> int:
-    client = fleet.client()
-    try:
-        return int(client.hlen(UNACKED))
-    except redis.RedisError:
-        return 0
-    finally:
-        client.close()
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def wait_until_ended(fleet: Fleet, job_ids: list[str], until: float) -> None:
-    """Until every job is in a terminal state, or ``until`` (monotonic) has passed."""
-    pending = job_ids
-    while pending and time.monotonic() < until:
-        client = fleet.client()
-        try:
-            pending = unended(client, pending)
-        except redis.RedisError:
-            pass
-        finally:
-            client.close()
-        if pending:
-            time.sleep(0.25)
-
-
 def run_once(setup: LoopSetup, seed: int | None = None) -> RunResult:
     """One run from nothing; ``seed`` picks the kill times (random when None)."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="l04-kill-loop-") as workdir:
-        fleet = Fleet(setup, Path(workdir)).start()
+        fleet = Fleet(setup, Path(workdir))
         try:
+            fleet.start()
             if setup.faults == "worker":
                 job_ids = submit_all(fleet.server.url, setup)
                 notes = worker_kills(fleet, random.Random(seed))
