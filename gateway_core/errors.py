@@ -26,7 +26,9 @@
     │   ├── RateLimited               E4401  over a rate limit: fail_fast, the deadline, a 429
     │   ├── QuotaExhausted            E4402  the agent's quota is spent
     │   ├── QueueFull                 E4403  past L04_QUEUE_MAX_DEPTH (retryable)
-    │   └── JobStoreUnavailable       E4407  the job store (Redis) is unreachable (retryable)
+    │   ├── JobStoreUnavailable       E4407  the job store (Redis) is unreachable (retryable)
+    │   ├── KeyRefused                E4408  API key missing, unknown, revoked or expired
+    │   └── ModelNotAllowed           E4409  the key may not use this model
     ├── JobError                             how a job ended when no limit and no provider did
     │   ├── DeadlineExceeded          E4404 while queued, E4205 while running
     │   ├── JobCancelled              E4405  its caller cancelled it
@@ -257,6 +259,14 @@ class JobStoreUnavailable(RateLimitError):
     pass
 
 
+class KeyRefused(RateLimitError):
+    """The HTTP front door's virtual key is missing, unknown, revoked or expired (401)."""
+
+
+class ModelNotAllowed(RateLimitError):
+    """The virtual key's ``models`` do not include the model asked for (403)."""
+
+
 class DeadlineExceeded(JobError):
     """The job's deadline passed: E4404 before a worker started it, E4205 while one ran it."""
 
@@ -353,6 +363,9 @@ ERROR_CODES: dict[str, ErrorSpec] = {
         ErrorSpec("E4402", "Quota exhausted", False, QuotaExhausted),
         ErrorSpec("E4403", "Queue full", True, QueueFull),  # added
         ErrorSpec("E4407", "Job store unavailable", True, JobStoreUnavailable),  # added
+        # Added with the HTTP front door's virtual keys (admission by key).
+        ErrorSpec("E4408", "API key refused", False, KeyRefused),
+        ErrorSpec("E4409", "Model not allowed for this key", False, ModelNotAllowed),
         # Job outcomes (added; numbered in the ranges they were first filed under)
         ErrorSpec("E4404", "Deadline exceeded while queued", False, DeadlineExceeded),
         ErrorSpec("E4205", "Deadline exceeded while running", False, DeadlineExceeded),

@@ -34,8 +34,10 @@ from gateway_client import (
     JobError,
     JobLost,
     JobStoreUnavailable,
+    KeyRefused,
     MalformedResponse,
     ModelDisabled,
+    ModelNotAllowed,
     ModelNotFound,
     NoSuitableModel,
     ProviderAuthFailed,
@@ -61,7 +63,7 @@ from gateway_client import (
 from gateway_core import errors
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("gateway_core", "config", "tasks", "gateway_client", "workers", "l04")
+PACKAGES = ("gateway_core", "config", "tasks", "gateway_client", "workers", "gateway_http", "l04")
 
 CATEGORIES = (
     ConfigurationError,
@@ -104,6 +106,8 @@ TREE: dict[str, tuple[type[GatewayError], type[GatewayError]]] = {
     "E4405": (JobError, JobCancelled),
     "E4406": (JobError, UnknownJob),
     "E4407": (RateLimitError, JobStoreUnavailable),
+    "E4408": (RateLimitError, KeyRefused),
+    "E4409": (RateLimitError, ModelNotAllowed),
     "E4500": (ValidationError, InvalidRequest),
     "E4501": (ValidationError, InvalidMessages),
     "E4502": (ValidationError, InvalidParameters),
@@ -133,7 +137,7 @@ def test_each_condition_has_one_code_but_the_deadline() -> None:
         assert condition.default_code is not None or condition is DeadlineExceeded
     assert DeadlineExceeded.codes() == {"E4404", "E4205"}
     assert JobError.codes() == set(JOB_OUTCOMES)
-    assert RateLimitError.codes() == {"E4400", "E4401", "E4402", "E4403", "E4407"}
+    assert RateLimitError.codes() == {"E4400", "E4401", "E4402", "E4403", "E4407", "E4408", "E4409"}
     assert ProviderError.codes() == {"E4200", "E4201", "E4202", "E4203"}
 
 
