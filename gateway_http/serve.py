@@ -104,7 +104,22 @@ def _config(settings: GatewaySettings, host: str, port: int, log_level: str) -> 
     )
 
 
-def _child(config: uvicorn.Config, sock: socket.socket) -> None:
+def configure_logging(log_level: str) -> None:
+    """One JSON object per line, as the workers log (``L04_LOG_FORMAT=text``: plain lines)."""
+    from workers.log_format import JsonFormatter
+
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    root.setLevel(log_level.upper())
+    if load_settings().log_format == "json":
+        for handler in root.handlers:
+            handler.setFormatter(JsonFormatter())
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _child(config: uvicorn.Config, sock: socket.socket, log_level: str) -> None:
+    configure_logging(log_level)
     DrainingServer(config).run(sockets=[sock])
 
 
@@ -129,19 +144,20 @@ def serve(
         os.environ[NO_AUTH_ENV] = "1"
     else:
         os.environ.pop(NO_AUTH_ENV, None)
+    configure_logging(log_level)
     config = _config(settings, host, port, log_level)
     if workers <= 1:
         server = DrainingServer(config)
         server.run()
         return 0 if server.started else 1
-    return _run_workers(config, workers)
+    return _run_workers(config, workers, log_level)
 
 
-def _run_workers(config: uvicorn.Config, workers: int) -> int:
+def _run_workers(config: uvicorn.Config, workers: int, log_level: str) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="l04-serve-metrics-")
     sock = config.bind_socket()
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_child, args=(config, sock)) for _ in range(workers)]
+    processes = [context.Process(target=_child, args=(config, sock, log_level)) for _ in range(workers)]
     stopping: list[int] = []
 
     def forward(sig: int, frame: FrameType | None) -> None:
@@ -173,7 +189,7 @@ def _run_workers(config: uvicorn.Config, workers: int) -> int:
                 continue
             # A server process died while the others serve: start another in its place.
             log.warning("server process %s exited %s: restarting it", process.pid, process.exitcode)
-            replacement = context.Process(target=_child, args=(config, sock))
+            replacement = context.Process(target=_child, args=(config, sock, log_level))
             replacement.start()
             started[id(replacement)] = time.monotonic()
             processes.insert(index, replacement)
