@@ -164,12 +164,21 @@ class ModelGateway:
     # -- jobs --------------------------------------------------------------------------------
 
     async def submit(
-        self, request: InferenceRequest, job_id: str | None = None, *, stream: bool = False
+        self,
+        request: InferenceRequest,
+        job_id: str | None = None,
+        *,
+        stream: bool = False,
+        key_id: str | None = None,
     ) -> JobHandle:
-        """Enqueue ``request``; the same ``job_id`` submitted twice is one job."""
+        """Enqueue ``request``; the same ``job_id`` submitted twice is one job.
+
+        ``key_id``: the virtual key the job came through (the HTTP front door), whose own
+        limits the workers' admission applies beside the model's and the agent's.
+        """
         try:
             with job_store_errors():
-                return await self._submit(request, job_id, stream)
+                return await self._submit(request, job_id, stream, key_id)
         except GatewayError as error:
             metrics.SUBMIT_REFUSALS.labels(error.code).inc()
             if isinstance(error, QueueFull):
@@ -179,7 +188,7 @@ class ModelGateway:
             raise
 
     async def _submit(
-        self, request: InferenceRequest, job_id: str | None, stream: bool
+        self, request: InferenceRequest, job_id: str | None, stream: bool, key_id: str | None
     ) -> JobHandle:
         request = parse_request(request)
         if job_id is not None and not JOB_ID_PATTERN.match(job_id):
@@ -204,6 +213,8 @@ class ModelGateway:
             "agent_did": request.agent_did,
             "chain": json.dumps([m.model_id for m in chain]),
         }
+        if key_id is not None:
+            fields["key_id"] = key_id
         expire_at_ms = int((deadline + self.settings.result_ttl) * 1000)
         fields["reply_to"] = await self._listener.expect(
             job_id, deadline - now + self.settings.deadline_grace
