@@ -60,7 +60,7 @@ from l04.redis_server import LocalRedis, free_port
 
 MODEL = "gpt-4o-mini"
 CHAT = "/v1/chat/completions"
-#: The probe's upstream pauses this long between the 9 pieces of an answer: 12 s a stream.
+#: The probe's upstream pauses this long before each of the 9 pieces of an answer: 13.5 s a stream.
 CHUNK_DELAY_MS = 1500
 LITELLM_VARIABLE = "L04_BENCH_LITELLM"
 
@@ -478,7 +478,7 @@ async def figures(requests: int, rounds: int, streams: int, litellm: str | None)
         if streams:
             probe = [
                 f"3. {streams} streams opened at once, each paused {CHUNK_DELAY_MS} ms upstream "
-                "between its 9 pieces (aiohttp client, one connection a stream)",
+                "before each of its 9 pieces (aiohttp client, one connection a stream)",
                 f"   load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
             ]
             if has_door:
