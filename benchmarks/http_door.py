@@ -52,6 +52,7 @@ import aiohttp
 import httpx
 from openai import AsyncOpenAI
 
+from benchmarks.processes import cpu_seconds
 from benchmarks.run import LOGS, ROOT, http_up, log_says, pct, request, row, start
 from gateway_client import ModelGateway
 from l04.mock_upstream import REPLY
@@ -65,7 +66,7 @@ CHUNK_DELAY_MS = 1500
 LITELLM_VARIABLE = "L04_BENCH_LITELLM"
 
 
-@dataclass
+@dataclass(eq=False)
 class Route:
     """One way to ask the same question, and what it measured."""
 
@@ -127,12 +128,16 @@ def sdk_route(label: str, client: AsyncOpenAI) -> Route:
     return Route(label, once, pieces)
 
 
-async def interleaved(routes: list[Route], n: int, rounds: int, tag: str) -> None:
-    """``n`` requests and ``n`` streams through each route, in ``rounds`` rotated rounds."""
-    for route in routes:  # warm-up: connections, imports, the worker's first jobs
-        for i in range(max(5, n // 20)):
+async def warm_up(routes: list[Route], n: int, tag: str) -> None:
+    """Connections, lazy imports, the worker's first jobs: not measured."""
+    for route in routes:
+        for i in range(n):
             await route.measure(f"{tag} warm {route.label} {i}", False, record=False)
             await route.measure(f"{tag} warm-stream {route.label} {i}", True, record=False)
+
+
+async def interleaved(routes: list[Route], n: int, rounds: int, tag: str) -> None:
+    """``n`` requests and ``n`` streams through each route, in ``rounds`` rotated rounds."""
     per_round = n // rounds
     for r in range(rounds):
         order = routes[r % len(routes) :] + routes[: r % len(routes)]
@@ -142,8 +147,8 @@ async def interleaved(routes: list[Route], n: int, rounds: int, tag: str) -> Non
                     await route.measure(f"{tag} {r} {i} {streamed} {route.label}", streamed)
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and its descendants (a server's workers, if it has any)."""
+def family(pid: int) -> set[int]:
+    """``pid`` and its descendants (a server's worker processes, if it has any)."""
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -152,13 +157,18 @@ def tree_rss_mb(pid: int) -> float:
             except OSError:
                 continue
             parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-    family, grew = {pid}, True
+    members, grew = {pid}, True
     while grew:
-        more = {child for child, parent in parents.items() if parent in family} - family
-        family |= more
+        more = {child for child, parent in parents.items() if parent in members} - members
+        members |= more
         grew = bool(more)
+    return members
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its descendants."""
     total = 0.0
-    for member in family:
+    for member in family(pid):
         try:
             status = Path(f"/proc/{member}/status").read_text()
         except OSError:
@@ -166,6 +176,17 @@ def tree_rss_mb(pid: int) -> float:
         for line in status.splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1]) / 1024
+    return total
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU of ``pid`` and its descendants so far."""
+    total = 0.0
+    for member in family(pid):
+        try:
+            total += cpu_seconds(member)
+        except OSError:
+            continue
     return total
 
 
@@ -397,6 +418,10 @@ async def figures(requests: int, rounds: int, streams: int, litellm: str | None)
             "LITELLM_MASTER_KEY": master_key,
             "LITELLM_LOG": "ERROR",
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the price list at start
+            # Its upstream connections: 1,000 and 500 a host by default; the fleet's worker may
+            # hold 2,000 (L04_HTTP_MAX_CONNECTIONS), and so may LiteLLM here.
+            "AIOHTTP_CONNECTOR_LIMIT": "2000",
+            "AIOHTTP_CONNECTOR_LIMIT_PER_HOST": "2000",
         }
         argv = [litellm, "--config", str(litellm_config(tmp, upstream)), "--host", "127.0.0.1"]
         argv += ["--port", str(litellm_port), "--num_workers", "1"]
@@ -442,10 +467,31 @@ async def figures(requests: int, rounds: int, streams: int, litellm: str | None)
 
         async with httpx.AsyncClient(timeout=30) as admin:
             before = (await admin.get(f"{upstream}/_mock/stats")).json()["requests"].get(CHAT, 0)
+            tag = f"run {time.time_ns()}"
+            await warm_up(routes, max(10, requests // 10), tag)
             load_before = os.getloadavg()
+            servers = {
+                route: processes[name].pid
+                for route, name in ((door, "door-serve"), (lite, "door-litellm"))
+                if route is not None
+            }
+            cpu_before = {route: tree_cpu_s(pid) for route, pid in servers.items()}
+            assert server.process is not None
+            fleet_pids = (processes["door-worker"].pid, server.process.pid)
+            fleet_before = [tree_cpu_s(pid) for pid in fleet_pids]
             started = time.perf_counter()
-            await interleaved(routes, requests, rounds, f"run {time.time_ns()}")
+            await interleaved(routes, requests, rounds, tag)
             elapsed = time.perf_counter() - started
+            cpu = {
+                route.label.split(" → ")[1]: (tree_cpu_s(pid) - cpu_before[route])
+                / (len(route.times) + len(route.totals))
+                for route, pid in servers.items()
+            }
+            jobs = sum(len(r.times) + len(r.totals) for r in (base, door) if r is not None)
+            worker_cpu, redis_cpu = (
+                (tree_cpu_s(pid) - used) / jobs
+                for pid, used in zip(fleet_pids, fleet_before, strict=True)
+            )
             load_after = os.getloadavg()
             after = (await admin.get(f"{upstream}/_mock/stats")).json()["requests"].get(CHAT, 0)
         sent = sum(route.calls for route in routes)
@@ -460,6 +506,15 @@ async def figures(requests: int, rounds: int, streams: int, litellm: str | None)
             f"{' '.join(f'{x:.2f}' for x in load_after)}; {elapsed:.0f} s",
             f"   the upstream answered {after - before} of the {sent} calls sent (warm-ups "
             f"included); answers not the upstream's text: {wrong}",
+            "   server CPU (user + system, all threads) per measured call, plain and streamed "
+            "alike: "
+            + ", ".join(
+                [f"{name} {used * 1000:.2f} ms" for name, used in cpu.items()]
+                + [
+                    f"the fleet's worker {worker_cpu * 1000:.2f} ms and redis-server "
+                    f"{redis_cpu * 1000:.2f} ms a job (gateway_client's and the door's)"
+                ]
+            ),
         ]
         n = requests // rounds * rounds
         lines += [
