@@ -192,6 +192,7 @@ class ModelGateway:
         virtual key it came with) is recorded in the job.
         """
         try:
+            request = parse_embedding_request(request)  # an embeddings job, whatever was passed
             with job_store_errors():
                 handle = await self._submit(request, job_id, False, key_id)
         except GatewayError as error:

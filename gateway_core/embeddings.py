@@ -142,7 +142,7 @@ def parse_embedding_request(data: Any, *, stored: bool = False) -> EmbeddingRequ
 
 
 def _invalid(exc: pydantic.ValidationError) -> ValidationError:
-    return validation_error_from(exc, parameters=_PARAMETER_FIELDS)
+    return validation_error_from(exc, parameters=_PARAMETER_FIELDS, messages=frozenset())
 
 
 class EmbeddingResponse(BaseModel):

@@ -232,10 +232,12 @@ def parse_request(data: Any, *, stored: bool = False) -> InferenceRequest:
 
 
 def validation_error_from(
-    exc: pydantic.ValidationError, parameters: frozenset[str] = SAMPLING_FIELDS
+    exc: pydantic.ValidationError,
+    parameters: frozenset[str] = SAMPLING_FIELDS,
+    messages: frozenset[str] = frozenset({"messages"}),
 ) -> ValidationError:
-    """Map pydantic's error list to one E45xx error naming every offending field: E4501 for
-    messages, E4502 when only ``parameters`` are at fault, else E4500."""
+    """Map pydantic's error list to one E45xx error naming every offending field: E4501 when
+    ``messages`` are at fault, E4502 when only ``parameters`` are, else E4500."""
     problems = []
     fields: set[str] = set()
     for err in exc.errors(include_url=False, include_input=False):
@@ -243,7 +245,7 @@ def validation_error_from(
         fields.add(str(err["loc"][0]) if err["loc"] else "request")
         problems.append(f"{loc}: {err['msg']}")
     kind: type[ValidationError] = InvalidRequest
-    if "messages" in fields:
+    if fields & messages:
         kind = InvalidMessages
     elif fields and fields <= parameters:
         kind = InvalidParameters
