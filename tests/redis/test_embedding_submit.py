@@ -12,8 +12,10 @@ from config.settings import load_settings
 from gateway_client import (
     CapabilityNotSupported,
     EmbeddingRequest,
+    JobCancelled,
     ModelGateway,
     QueueFull,
+    SyncModelGateway,
     ValidationError,
 )
 from gateway_core import keys
@@ -100,3 +102,14 @@ async def test_a_full_queue_refuses_embeddings_jobs_too(redis_url: str) -> None:
         assert caught.value.code == "E4403" and caught.value.retry_after == 1.0
     finally:
         await gateway.close()
+
+
+def test_the_sync_client_submits_inspects_and_cancels_embeddings_jobs(redis_url: str) -> None:
+    with SyncModelGateway(redis_url=redis_url) as gateway:
+        job = gateway.embed(embed_request(), "sync-emb", key_id="k")
+        assert job.job_id == "sync-emb"
+        assert (job.status().state, job.status().kind) == ("queued", "embed")
+        again = gateway.embedding_job("sync-emb")
+        assert again.cancel() is True and job.cancel() is False
+        with pytest.raises(JobCancelled):
+            job.result(timeout=5)
