@@ -167,12 +167,21 @@ class ModelGateway:
     # -- jobs --------------------------------------------------------------------------------
 
     async def submit(
-        self, request: InferenceRequest, job_id: str | None = None, *, stream: bool = False
+        self,
+        request: InferenceRequest,
+        job_id: str | None = None,
+        *,
+        stream: bool = False,
+        key_id: str | None = None,
     ) -> JobHandle:
-        """Enqueue ``request``; the same ``job_id`` submitted twice is one job."""
+        """Enqueue ``request``; the same ``job_id`` submitted twice is one job.
+
+        ``key_id``: the virtual key the job came through (the HTTP front door), whose own
+        limits the workers' admission applies beside the model's and the agent's.
+        """
         try:
             with job_store_errors():
-                return await self._submit(request, job_id, stream)
+                return await self._submit(request, job_id, stream, key_id)
         except GatewayError as error:
             metrics.SUBMIT_REFUSALS.labels(error.code).inc()
             if isinstance(error, QueueFull):
@@ -188,8 +197,8 @@ class ModelGateway:
 
         It goes where any call goes: its model's provider queue (E4403 when full), at its
         priority, under its deadline, and the worker admits its call by the same rate limits
-        and quotas (one request, the input's tokens) and the same breaker. ``key_id`` (the
-        virtual key it came with) is recorded in the job.
+        and quotas (one request, the input's tokens) and the same breaker. ``key_id``: the
+        virtual key the job came through, recorded in the job as for :meth:`submit`.
         """
         try:
             request = parse_embedding_request(request)  # an embeddings job, whatever was passed

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,7 +93,7 @@ class JobHandle:
 
     async def stream(
         self, after_sequence: int = -1, timeout: float | None = None
-    ) -> AsyncIterator[StreamChunk]:
+    ) -> AsyncGenerator[StreamChunk, None]:
         """The job's chunks after ``after_sequence``, in order, once each, then a final chunk.
 
         Resume a broken stream by passing the last ``sequence`` you received. On a job that has
