@@ -224,7 +224,9 @@ class EmbeddingJob:
     """
 
     def __init__(self, handle: JobHandle) -> None:
-        self._handle = handle
+        #: The job's plain handle, for code that treats every kind of job alike (status,
+        #: cancel); its ``result()`` and ``stream()`` refuse an embeddings job with E4500.
+        self.handle = handle
         self.job_id = handle.job_id
         self.deadline = handle.deadline
 
@@ -233,12 +235,12 @@ class EmbeddingJob:
 
     async def result(self, timeout: float | None = None) -> EmbeddingResponse:
         """The vectors, or the job's typed error. ``timeout`` bounds this wait only."""
-        payload = await self._handle.result_payload(timeout, JobKind.EMBED)
+        payload = await self.handle.result_payload(timeout, JobKind.EMBED)
         return EmbeddingResponse.model_validate(payload)
 
     async def status(self) -> JobStatus:
-        return await self._handle.status()
+        return await self.handle.status()
 
     async def cancel(self) -> bool:
         """Cancel the job unless it already ended. True if this call cancelled it."""
-        return await self._handle.cancel()
+        return await self.handle.cancel()
