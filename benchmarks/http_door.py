@@ -61,8 +61,9 @@ from l04.redis_server import LocalRedis, free_port
 
 MODEL = "gpt-4o-mini"
 CHAT = "/v1/chat/completions"
-#: The probe's upstream pauses this long before each of the 9 pieces of an answer: 13.5 s a stream.
-CHUNK_DELAY_MS = 1500
+#: The probe's upstream pauses this long before each of the 9 pieces of an answer: 27 s a stream,
+#: longer than one worker takes to start 2,000 jobs on a busy 2-core machine.
+CHUNK_DELAY_MS = 3000
 LITELLM_VARIABLE = "L04_BENCH_LITELLM"
 
 
@@ -241,6 +242,7 @@ async def hold_streams(
         peak_rss = idle_rss
         errors: Counter[str] = Counter()
         state = Counter[str]()
+        last_opened = [0.0]
         headers = {"Authorization": f"Bearer {key}"}
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=600)
@@ -277,6 +279,7 @@ async def hold_streams(
                                 opened = True
                                 state["open"] += 1
                                 state["most"] = max(state["most"], state["open"])
+                                last_opened[0] = time.perf_counter()
                             for choice in event.get("choices") or []:
                                 parts.append((choice.get("delta") or {}).get("content") or "")
                     if not done:
@@ -304,8 +307,8 @@ async def hold_streams(
     return [
         f"  {label}: {state['ok']} of {n} streams answered whole; errors: {failed}",
         f"    most open at once (first chunk received, [DONE] not yet): {state['most']}; "
-        f"most calls in flight at the upstream: {stats['max_in_flight']}; all done in "
-        f"{elapsed:.1f} s",
+        f"most calls in flight at the upstream: {stats['max_in_flight']}; the last stream "
+        f"opened after {last_opened[0] - started:.1f} s; all done in {elapsed:.1f} s",
         f"    server RSS: {idle_rss:.0f} MB idle, {peak_rss:.0f} MB at the peak; "
         f"GET /{health.split('/', 3)[3]} afterwards: {alive}",
     ]
