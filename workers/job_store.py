@@ -41,6 +41,7 @@ class Claim:
     detail: str = ""
     chain: tuple[str, ...] = ()  # the models that may answer, in order
     priority: str = "normal"
+    key_id: str | None = None  # the virtual key it was submitted with (its limits apply)
 
 
 class WorkerJobStore(JobRecords):
@@ -99,6 +100,7 @@ class WorkerJobStore(JobRecords):
             started_ms=int(parts[9]),
             chain=tuple(json.loads(parts[10])),
             priority=parts[11],
+            key_id=parts[12] or None,
         )
 
     async def append(self, job_id: str, worker_id: str, event: dict[str, Any]) -> int:

@@ -323,9 +323,10 @@ class JobPipeline:
         claim: Claim,
     ) -> ProviderResult:
         call = 1
+        key = await self._admission.virtual_key(claim.key_id)
         prompt_tokens = (
             adapter.count_tokens(request, spec)
-            if self._admission.needs_token_count(spec, request.agent_did)
+            if self._admission.needs_token_count(spec, request.agent_did, key)
             else 0
         )
         while True:
@@ -337,6 +338,7 @@ class JobPipeline:
                 priority=claim.priority,
                 deadline=claim.deadline,
                 prompt_tokens=prompt_tokens,
+                key=key,
             )
             active = metrics.ACTIVE_REQUESTS.labels(spec.provider)
             active.inc()
