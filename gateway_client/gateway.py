@@ -31,6 +31,7 @@ from gateway_core.errors import (
     InvalidMessages,
     InvalidParameters,
     InvalidRequest,
+    KeyRefused,
     QueueFull,
     unknown_job,
 )
@@ -47,6 +48,7 @@ from gateway_core.redis_pool import make_redis
 from gateway_core.request import InferenceRequest, RoutingStrategy, parse_request
 from gateway_core.response import InferenceResponse, StreamChunk
 from gateway_core.store_errors import job_store_errors
+from gateway_core.virtual_keys import KeyCache, VirtualKey, VirtualKeyStore
 from gateway_core.wire import JOB_ID_PATTERN, make_envelope
 from tasks.app_config import create_app
 from tasks.message import build_task_message, publish_job, redis_list_for
@@ -84,6 +86,7 @@ class ModelGateway:
             wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
         self._listener = EventListener(self._redis, self._store)
+        self._keys = KeyCache(VirtualKeyStore(self._redis))
         self._broker_url = settings.effective_broker_url
         self._broker_is_state_redis = self._broker_url == settings.redis_url
         # An AMQP broker (RabbitMQ) is reached through Celery/kombu only, never as a Redis.
@@ -164,12 +167,22 @@ class ModelGateway:
     # -- jobs --------------------------------------------------------------------------------
 
     async def submit(
-        self, request: InferenceRequest, job_id: str | None = None, *, stream: bool = False
+        self,
+        request: InferenceRequest,
+        job_id: str | None = None,
+        *,
+        stream: bool = False,
+        key_id: str | None = None,
     ) -> JobHandle:
-        """Enqueue ``request``; the same ``job_id`` submitted twice is one job."""
+        """Enqueue ``request``; the same ``job_id`` submitted twice is one job.
+
+        ``key_id``: the virtual key the request came with (the front door authenticated it).
+        Its models bound the routing (E4409), a revoked, expired or unknown key is E4408, and
+        the workers apply its rates and quotas beside the model's and the agent's.
+        """
         try:
             with job_store_errors():
-                return await self._submit(request, job_id, stream)
+                return await self._submit(request, job_id, stream, key_id)
         except GatewayError as error:
             metrics.SUBMIT_REFUSALS.labels(error.code).inc()
             if isinstance(error, QueueFull):
@@ -179,13 +192,13 @@ class ModelGateway:
             raise
 
     async def _submit(
-        self, request: InferenceRequest, job_id: str | None, stream: bool
+        self, request: InferenceRequest, job_id: str | None, stream: bool, key_id: str | None = None
     ) -> JobHandle:
         request = parse_request(request)
         if job_id is not None and not JOB_ID_PATTERN.match(job_id):
             raise InvalidRequest("job_id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
         job_id = job_id or uuid.uuid4().hex
-        chain = await self._route(request)
+        chain = await self._route(request, key_id)
         spec = chain[0]
         now = time.time()
         deadline = request.deadline or now + request.timeout
@@ -204,6 +217,8 @@ class ModelGateway:
             "agent_did": request.agent_did,
             "chain": json.dumps([m.model_id for m in chain]),
         }
+        if key_id is not None:
+            fields["key_id"] = key_id
         expire_at_ms = int((deadline + self.settings.result_ttl) * 1000)
         fields["reply_to"] = await self._listener.expect(
             job_id, deadline - now + self.settings.deadline_grace
@@ -294,8 +309,10 @@ class ModelGateway:
             job_id, deadline, self._store, self._listener, self.settings.deadline_grace
         )
 
-    async def _route(self, request: InferenceRequest) -> list[ModelSpec]:
-        """The model to answer and its fallbacks (see :class:`LLMRouter`)."""
+    async def _route(self, request: InferenceRequest, key_id: str | None = None) -> list[ModelSpec]:
+        """The model to answer and its fallbacks (see :class:`LLMRouter`), among the models
+        the virtual key ``key_id`` may use."""
+        key = await self._usable_key(key_id) if key_id is not None else None
         needs_health = request.model_id is None or bool(request.routing.fallback_models)
         unavailable = await self._open_breakers() if needs_health else set()
         latencies = (
@@ -303,8 +320,16 @@ class ModelGateway:
             if request.routing.strategy is RoutingStrategy.LATENCY_OPTIMIZED
             else {}
         )
-        router = LLMRouter(self.catalog, latencies_ms=latencies, unavailable=unavailable)
+        router = LLMRouter(self.catalog, latencies_ms=latencies, unavailable=unavailable, key=key)
         return router.route(request, tokens.count_messages(request.messages))
+
+    async def _usable_key(self, key_id: str) -> VirtualKey:
+        """The key's record (read at most once a second), or E4408."""
+        key = await self._keys.get(key_id)
+        if key is None:
+            raise KeyRefused(f"unknown virtual key {key_id!r}", details={"key_id": key_id})
+        key.check_usable()
+        return key
 
     async def _open_breakers(self) -> set[str]:
         """Providers ("openai") and deployments ("openai:gpt-4o") whose breaker is open now."""

@@ -11,6 +11,10 @@ quality, then cost), ``cost_optimized`` (expected cost of this request), ``laten
 for the request's task type), ``provider_pinned`` (only the pinned provider's models).
 A request naming a model gets that model first and its own ``fallback_models`` after it; a
 request naming neither a model nor a strategy gets the catalog's ``default_model``.
+
+A request made with a virtual key whose ``models`` are limited is routed among those only: a
+model it names (or the default) outside them is E4409, its fallbacks outside them are left out
+of the chain, and a strategy ranks only them. So no model the key may not use is ever called.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from gateway_core.errors import (
     AllModelsUnavailable,
     CapabilityNotSupported,
     ContextLengthExceeded,
+    ModelNotAllowed,
     NoSuitableModel,
     ResidencyNotSatisfiable,
     RoutingError,
 )
 from gateway_core.request import InferenceRequest, RoutingStrategy
+from gateway_core.virtual_keys import VirtualKey
 
 MAX_CHAIN = 4
 
@@ -42,11 +48,14 @@ class LLMRouter:
         catalog: Catalog,
         latencies_ms: Mapping[str, float] | None = None,
         unavailable: set[str] | None = None,
+        key: VirtualKey | None = None,
     ) -> None:
         self.catalog = catalog
         self.latencies_ms = dict(latencies_ms or {})
         # Models (or whole providers) whose circuit breaker is open.
         self.unavailable = set(unavailable or ())
+        # The virtual key the request came with: only its models may answer.
+        self.key = key
 
     def route(self, request: InferenceRequest, prompt_tokens: int) -> list[ModelSpec]:
         """The chain: the model that answers first, then its fallbacks, never empty."""
@@ -57,14 +66,25 @@ class LLMRouter:
             named_model = self.catalog.default_model
         if named_model is not None:
             named = [self.catalog.resolve(named_model)]
-            named += [self.catalog.resolve(m) for m in options.fallback_models]
-            candidates = named
+            if self.key is not None:
+                self.key.check_model(named[0].model_id, *named[0].aliases)
+            fallbacks = [self.catalog.resolve(m) for m in options.fallback_models]
+            candidates = named + [m for m in fallbacks if self._allowed(m)]
         else:
             candidates = [m for m in self.catalog if m.status is not ModelStatus.DISABLED]
             if options.strategy is RoutingStrategy.PROVIDER_PINNED:
                 if not options.provider:
                     raise NoSuitableModel("provider_pinned routing needs routing.provider")
                 candidates = [m for m in candidates if m.provider == options.provider]
+            if self.key is not None and candidates:
+                allowed = [m for m in candidates if self._allowed(m)]
+                if not allowed:
+                    raise ModelNotAllowed(
+                        f"no candidate model is one key {self.key.id} may use; it may use "
+                        + ", ".join(self.key.models),
+                        details={"key_id": self.key.id, "allowed": list(self.key.models)},
+                    )
+                candidates = allowed
         fitting = self._fitting(candidates, request, prompt_tokens, explicit=bool(request.model_id))
         healthy = [m for m in fitting if not self._down(m)]
         if not healthy:
@@ -75,6 +95,9 @@ class LLMRouter:
         if named_model is None:
             healthy.sort(key=self._rank_key(request, prompt_tokens))
         return healthy[:MAX_CHAIN]
+
+    def _allowed(self, model: ModelSpec) -> bool:
+        return self.key is None or self.key.allows(model.model_id, *model.aliases)
 
     def _down(self, model: ModelSpec) -> bool:
         return model.provider in self.unavailable or (
