@@ -110,11 +110,11 @@ class Admission:
                 key(spec.provider, spec.model_id, "tpm", agent), own.tokens_per_minute, tokens
             )
         if vkey is not None and vkey.rpm:
-            found["vkey requests per minute"] = Limit(
+            found["key requests per minute"] = Limit(
                 keys.key_rate_limit(vkey.id, "rpm"), vkey.rpm, 1
             )
         if vkey is not None and vkey.tpm:
-            found["vkey tokens per minute"] = Limit(
+            found["key tokens per minute"] = Limit(
                 keys.key_rate_limit(vkey.id, "tpm"), vkey.tpm, tokens
             )
         return found
