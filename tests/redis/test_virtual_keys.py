@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config.catalog import load_catalog
 from config.settings import load_settings
-from gateway_client import ModelGateway
+from gateway_client import ModelGateway, SyncModelGateway
 from gateway_core import keys
 from gateway_core.errors import (
     InvalidParameters,
@@ -29,6 +29,7 @@ from gateway_core.job_records import text
 from gateway_core.virtual_keys import (
     LAST_USED_EVERY_S,
     KeyCache,
+    VirtualKey,
     VirtualKeyStore,
     hash_key,
     new_key,
@@ -388,3 +389,24 @@ async def test_admission_applies_a_keys_limits_and_none_for_a_key_without(
         assert await client.keys("l04:quota:*") == []
     finally:
         await client.aclose()
+
+
+def test_the_sync_client_submits_with_a_key_too(
+    redis_url: str, catalog_path: str, redis_client: redis.Redis
+) -> None:
+    async def make() -> VirtualKey:
+        client = Redis.from_url(redis_url)
+        try:
+            record, _ = await VirtualKeyStore(client).create(
+                agent_did="did:key:agent1", models=["mock-b"]
+            )
+            return record
+        finally:
+            await client.aclose()
+
+    key = asyncio.run(make())
+    with SyncModelGateway(redis_url=redis_url, catalog=load_catalog(catalog_path)) as gateway:
+        handle = gateway.submit(make_request("a", model_id="mock-b"), key_id=key.id)
+        assert job_fields(redis_client, handle.job_id)["key_id"] == key.id
+        with pytest.raises(ModelNotAllowed):
+            gateway.submit(make_request("b", model_id="mock"), key_id=key.id)
