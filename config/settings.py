@@ -147,6 +147,16 @@ class GatewaySettings(BaseSettings):
         default_factory=list, alias="L04_WORKER_PROVIDERS"
     )
 
+    # The HTTP front door (`l04 serve`; its --host and --port win).
+    http_host: str = Field(default="127.0.0.1", alias="L04_HTTP_HOST")
+    http_port: int = Field(default=8004, ge=0, le=65535, alias="L04_HTTP_PORT")
+    # The largest body a JSON endpoint reads (413 past it).
+    http_max_body: int = Field(default=20 * 1024 * 1024, gt=0, alias="L04_HTTP_MAX_BODY")
+    # A request's deadline when it sends no X-L04-Timeout header.
+    http_timeout: float = Field(default=120.0, gt=0, le=86_400, alias="L04_HTTP_TIMEOUT")
+    # On SIGTERM: how long open streams and requests in flight may take to finish.
+    http_drain_grace: float = Field(default=30.0, ge=0, alias="L04_HTTP_DRAIN_GRACE")
+
     # The in-process mock provider's defaults (a request may override them in metadata["mock"]).
     mock_latency_ms: float = Field(default=0.0, ge=0.0, alias="L04_MOCK_LATENCY_MS")
     mock_chunks: int = Field(default=5, ge=1, alias="L04_MOCK_CHUNKS")

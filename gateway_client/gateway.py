@@ -176,9 +176,9 @@ class ModelGateway:
     ) -> JobHandle:
         """Enqueue ``request``; the same ``job_id`` submitted twice is one job.
 
-        ``key_id``: the virtual key the request came with (the front door authenticated it).
-        Its models bound the routing (E4409), a revoked, expired or unknown key is E4408, and
-        the workers apply its rates and quotas beside the model's and the agent's.
+        ``key_id``: the virtual key the job came through (the HTTP front door), whose own
+        limits the workers' admission applies beside the model's and the agent's. Its models
+        bound the routing (E4409), and an unknown, revoked or expired key is E4408.
         """
         try:
             with job_store_errors():
@@ -192,7 +192,7 @@ class ModelGateway:
             raise
 
     async def _submit(
-        self, request: InferenceRequest, job_id: str | None, stream: bool, key_id: str | None = None
+        self, request: InferenceRequest, job_id: str | None, stream: bool, key_id: str | None
     ) -> JobHandle:
         request = parse_request(request)
         if job_id is not None and not JOB_ID_PATTERN.match(job_id):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
@@ -78,7 +78,7 @@ class JobHandle:
 
     async def stream(
         self, after_sequence: int = -1, timeout: float | None = None
-    ) -> AsyncIterator[StreamChunk]:
+    ) -> AsyncGenerator[StreamChunk, None]:
         """The job's chunks after ``after_sequence``, in order, once each, then a final chunk.
 
         Resume a broken stream by passing the last ``sequence`` you received. On a job that has

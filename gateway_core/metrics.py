@@ -132,3 +132,29 @@ agent_label = _AgentLabels()
 
 def set_gateway_info() -> None:
     GATEWAY.labels(version=__version__, layer="L04").set(1)
+
+# -- the HTTP front door (`l04 serve`) ---------------------------------------------------------
+# ``endpoint`` is the route's template (/v1/chat/completions, /v1/models/{model}), never the raw
+# path; ``key_id`` is the virtual key's id (never the key), "none" without auth: both bounded.
+HTTP_REQUESTS = Counter(
+    "l04_http_requests_total",
+    "Requests the HTTP front door answered, by endpoint, status and virtual key id",
+    ["endpoint", "status", "key_id"],
+)
+HTTP_DURATION = Histogram(
+    "l04_http_request_duration_seconds",
+    "Time from a request's arrival to the end of its response (a stream's last byte)",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+HTTP_FIRST_BYTE = Histogram(
+    "l04_http_time_to_first_byte_seconds",
+    "Time from a request's arrival to the first byte of its response body",
+    ["endpoint"],
+    buckets=FAST_BUCKETS,
+)
+HTTP_OPEN_STREAMS = Gauge(
+    "l04_http_open_streams",
+    "Server-Sent Event streams the front door has open",
+    multiprocess_mode="livesum",
+)

@@ -48,6 +48,12 @@ def _supervisor(value: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError("PID:FD") from None
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from gateway_http.serve import serve
+
+    return serve(args.host, args.port, args.workers, no_auth=args.no_auth, log_level=args.loglevel)
+
+
 def _cmd_mock_provider(args: argparse.Namespace) -> int:
     from l04.mock_upstream import serve
 
@@ -126,6 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
     # Given by the supervisor to the processes it starts: its pid and the pipe for "ready".
     worker.add_argument("--supervisor", type=_supervisor, default=None, help=argparse.SUPPRESS)
     worker.set_defaults(func=_cmd_worker)
+
+    serve = sub.add_parser(
+        "serve", help="the HTTP front door: OpenAI- and Anthropic-compatible APIs on the fleet"
+    )
+    serve.add_argument(
+        "--host", default=None, help="address to listen on (default 127.0.0.1, or L04_HTTP_HOST)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=None, help="port (default 8004, or L04_HTTP_PORT)"
+    )
+    serve.add_argument(
+        "--workers", type=int, default=1, help="server processes on the one socket (default 1)"
+    )
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve without virtual keys, as one local agent (loopback addresses only)",
+    )
+    serve.add_argument("--loglevel", default="INFO")
+    serve.set_defaults(func=_cmd_serve)
 
     mock = sub.add_parser("mock-provider", help="serve the providers' wire formats locally")
     mock.add_argument("--host", default="127.0.0.1")

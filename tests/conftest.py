@@ -22,7 +22,7 @@ from gateway_client import InferenceRequest, Message, MessageRole, ModelGateway
 from l04.rabbitmq_server import RabbitMQNotInstalled
 from l04.redis_server import LocalRedis
 from tests.brokers import SessionRabbitMQ, clear_amqp_queues
-from tests.processes import MockUpstreamProcess, WorkerProcess
+from tests.processes import MockUpstreamProcess, ServerProcess, WorkerProcess
 
 TIERS = ("unit", "redis", "fleet")
 
@@ -113,6 +113,21 @@ def start_worker(
     yield start
     for worker in started:
         worker.stop(timeout=10)
+
+
+@pytest.fixture
+def start_server(redis_url: str) -> Iterator[Callable[..., ServerProcess]]:
+    """Start ``l04 serve`` processes on the test's Redis; all are stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def start(**options: object) -> ServerProcess:
+        server = ServerProcess(redis_url, **options)  # type: ignore[arg-type]
+        started.append(server.start())
+        return server
+
+    yield start
+    for server in started:
+        server.stop(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -137,3 +137,65 @@ class MockUpstreamProcess:
     def stop(self) -> None:
         if self.process is not None:
             stop_process(self.process)
+
+
+class ServerProcess:
+    """``l04 serve`` in a child process: the HTTP front door, as a user starts it."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        no_auth: bool = False,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.port = free_port()
+        self.host = host
+        self.log_path = ARTIFACTS / f"serve-{self.port}.log"
+        self.command = [
+            sys.executable,
+            "-m",
+            "l04",
+            "serve",
+            "--host",
+            host,
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+        ]
+        if no_auth:
+            self.command.append("--no-auth")
+        self.env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"l04 serve exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"l04 serve not answering in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is not None:
+            stop_process(self.process, timeout)

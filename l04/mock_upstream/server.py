@@ -7,7 +7,7 @@ an adapter cannot be mirrored here and cancel out.
 
 Behaviour: ``--latency-ms`` delays every answer; ``POST /_mock/faults`` queues faults for the next
 requests (``{"status": 503, "count": 2, "retry_after": 1}``, ``{"cut_after_chunks": 2}``,
-``{"stall_after_chunks": 1}``); ``GET /_mock/stats`` counts requests by path.
+``{"stall_after_chunks": 1}``, ``{"chunk_delay_ms": 300}`` before each piece of a stream); ``GET /_mock/stats`` counts requests by path.
 """
 
 from __future__ import annotations
@@ -316,6 +316,8 @@ async def _sse(request: web.Request) -> web.StreamResponse:
 
 async def _interrupt(request: web.Request, fault: dict[str, Any], index: int) -> bool:
     """Cut the connection or stall before piece ``index``, as the fault asks. True if cut."""
+    if fault.get("chunk_delay_ms"):
+        await asyncio.sleep(float(fault["chunk_delay_ms"]) / 1000)
     if fault.get("cut_after_chunks") == index:
         if request.transport is not None:
             request.transport.close()

@@ -75,6 +75,11 @@ def test_docker_compose_config_is_valid() -> None:
     assert set(jobs["l04-workers"]["dns_sd_configs"][0]["names"]) == workers
     assert jobs["l04-workers"]["dns_sd_configs"][0]["port"] == 9100
     assert jobs["flower"]["static_configs"][0]["targets"] == ["flower:5555"]
+    assert jobs["l04-api"]["dns_sd_configs"][0] == {"names": ["api"], "type": "A", "port": 8004}
+    api = services["api"]
+    assert api["command"][api["command"].index("--port") + 1] == "8004"
+    assert api["stop_signal"] == "SIGTERM"
+    assert any(str(p.get("published")) == "8004" for p in api["ports"])
 
 
 def with_port(command: list[str], flag: str, port: int) -> list[str]:
@@ -162,7 +167,13 @@ async def test_every_service_command_runs_as_written(started: Started, tmp_path:
         [*l04, *with_port(services["flower"]["command"], "--port", flower_port)],
         {**services["flower"]["environment"], "REDIS_URL": url},
     )
-    for port in (mock_port, *metrics_ports.values(), flower_port):
+    api_port = free_port()
+    started.run(
+        "api",
+        [*l04, *with_port(services["api"]["command"], "--port", api_port)],
+        {**services["api"]["environment"], "REDIS_URL": url},
+    )
+    for port in (mock_port, *metrics_ports.values(), flower_port, api_port):
         wait_http(f"http://127.0.0.1:{port}/")
 
     gateway = ModelGateway(redis_url=url)
@@ -184,3 +195,7 @@ async def test_every_service_command_runs_as_written(started: Started, tmp_path:
     wait_http(f"{flower}/api/workers", auth=FLOWER_AUTH)
     assert httpx.get(f"{flower}/api/workers", auth=FLOWER_AUTH, timeout=10).status_code == 200
     assert "flower_events_total" in httpx.get(f"{flower}/metrics", timeout=5).text
+    api = f"http://127.0.0.1:{api_port}"
+    assert httpx.get(f"{api}/ready", timeout=5).status_code == 200
+    assert "l04_http_requests_total" in httpx.get(f"{api}/metrics", timeout=5).text
+    assert httpx.get(f"{api}/v1/models", timeout=5).status_code == 401  # auth is on

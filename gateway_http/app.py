@@ -1,0 +1,302 @@
+"""The ASGI application of ``l04 serve``: its routes, and the state one server process holds
+(a :class:`ModelGateway` and the key store: connections, nothing else).
+
+Every endpoint answers in its API's shape whatever happens: a :class:`GatewayError` becomes the
+status and body of :mod:`gateway_http.errors`; a bug is logged by type and answered as a 502
+with E4200 (never a 500 with a traceback, never a dead server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import Response
+
+from config.settings import GatewaySettings, load_settings
+from gateway_client.gateway import ModelGateway
+from gateway_client.handle import JobHandle
+from gateway_core import keys
+from gateway_core.errors import GatewayError, ProviderFailed
+from gateway_core.response import StreamChunk
+from gateway_http import anthropic_messages, openai_chat
+from gateway_http.access import AccessMiddleware, Drain
+from gateway_http.auth import Authenticator, KeyStore
+from gateway_http.body import BodyRefused, read_json, validate
+from gateway_http.door import (
+    Caller,
+    ClientGone,
+    JobOptions,
+    abandon,
+    answer_headers,
+    check_models,
+    job_options,
+    unless_gone,
+    wait_for_answer,
+)
+from gateway_http.errors import Dialect, HttpError
+from gateway_http.metrics_endpoint import metrics_response
+from gateway_http.models import model_list, model_object
+from gateway_http.sse import EventStreamResponse
+
+log = logging.getLogger("l04.http")
+
+
+class Door:
+    """What one server process holds: connections, no state of its own."""
+
+    def __init__(
+        self, settings: GatewaySettings, gateway: ModelGateway, auth: Authenticator, drain: Drain
+    ) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        self.auth = auth
+        self.drain = drain
+
+
+def _error(error: HttpError, dialect: Dialect, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(
+        error.body(dialect),
+        status_code=error.status,
+        headers={**(headers or {}), **error.headers()},
+    )
+
+
+def _note(request: Request, endpoint: str, caller: Caller | None = None) -> None:
+    """What the access log and the request metrics say of this request."""
+    request.scope["l04.endpoint"] = endpoint
+    if caller is not None:
+        request.scope["l04.key_id"] = caller.label
+
+
+async def _guarded(
+    request: Request,
+    dialect: Dialect,
+    handler: Callable[[], Awaitable[Response]],
+) -> Response:
+    try:
+        return await handler()
+    except BodyRefused as refused:
+        return _error(refused.error, dialect)
+    except GatewayError as error:
+        return _error(HttpError.of(error), dialect)
+    except Exception as exc:
+        log.exception("%s %s: unexpected %s", request.method, request.url.path, type(exc).__name__)
+        bug = ProviderFailed(f"internal error in the HTTP server ({type(exc).__name__})")
+        return _error(HttpError.of(bug), dialect)
+
+
+async def _inference(
+    request: Request,
+    door: Door,
+    dialect: Dialect,
+    endpoint: str,
+) -> Response:
+    _note(request, endpoint)
+    caller = await door.auth.caller(request)
+    _note(request, endpoint, caller)
+    data = await read_json(request, door.settings.http_max_body)
+    if dialect == "openai":
+        chat = validate(openai_chat.ChatCompletionBody, data)
+        options = job_options(request, caller, chat.service_tier, door.settings.http_timeout)
+        job = openai_chat.to_request(chat, caller, options)
+        stream = bool(chat.stream)
+        include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+        tier = chat.service_tier
+    else:
+        messages = validate(anthropic_messages.MessagesBody, data)
+        options = job_options(request, caller, messages.service_tier, door.settings.http_timeout)
+        job = anthropic_messages.to_request(messages, caller, options)
+        stream = bool(messages.stream)
+        include_usage, tier = False, None
+    check_models(caller, door.gateway.catalog, job)
+    handle = await door.gateway.submit(job, options.job_id, stream=stream, key_id=caller.key_id)
+    request.scope["l04.job_id"] = handle.job_id
+    if stream:
+        return await _stream(request, handle, options, dialect, include_usage)
+    try:
+        answer = await wait_for_answer(handle, options, request.receive)
+    except ClientGone:
+        return Response(status_code=499)  # nobody reads it
+    body = (
+        openai_chat.completion_object(answer.response, tier)
+        if dialect == "openai"
+        else anthropic_messages.message_object(answer.response)
+    )
+    return JSONResponse(body, headers=answer.headers)
+
+
+async def _stream(
+    request: Request, handle: JobHandle, options: JobOptions, dialect: Dialect, include_usage: bool
+) -> Response:
+    """Wait for the job's first event, then stream. An error before it is a plain HTTP error
+    (the SDKs raise their exception classes on it); one after it is an SSE error event."""
+    chunks = handle.stream()
+    try:
+        first = await unless_gone(chunks.__anext__(), request.receive)
+    except ClientGone:
+        await chunks.aclose()
+        await abandon(handle, options)
+        return Response(status_code=499)
+    except BaseException:
+        await chunks.aclose()
+        raise
+    headers = await answer_headers(handle, options, first.response if first.is_final else None)
+    model = headers.get("x-l04-model", "")
+
+    async def events() -> AsyncIterator[bytes]:
+        writer: Any = (
+            openai_chat.ChunkStream(handle.job_id, model, include_usage)
+            if dialect == "openai"
+            else anthropic_messages.EventStream(handle.job_id, model)
+        )
+        yield writer.start()
+        chunk: StreamChunk = first
+        try:
+            while True:
+                if chunk.is_final:
+                    assert chunk.response is not None
+                    if chunk.content_delta and chunk.sequence == 0:
+                        yield writer.text(chunk.content_delta)
+                    yield writer.end(chunk.response)
+                    return
+                if chunk.content_delta:
+                    yield writer.text(chunk.content_delta)
+                chunk = await chunks.__anext__()
+        except GatewayError as error:
+            yield HttpError.of(error).sse(dialect)
+        except StopAsyncIteration:
+            return
+        finally:
+            await chunks.aclose()
+
+    return EventStreamResponse(events(), headers, on_disconnect=lambda: abandon(handle, options))
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    key_store: Callable[[ModelGateway], KeyStore] | None = None,
+    drain: Drain | None = None,
+) -> FastAPI:
+    """The application. ``key_store`` None serves without authentication (``--no-auth``)."""
+    settings = settings or load_settings()
+    drain = drain or Drain()
+    state: dict[str, Door] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gateway = ModelGateway(settings)
+        auth = Authenticator(key_store(gateway) if key_store is not None else None)
+        state["door"] = Door(settings, gateway, auth, drain)
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    app = FastAPI(
+        title="L04 Model Gateway",
+        version="0.1.0",
+        summary="OpenAI- and Anthropic-compatible APIs over a durable, queue-driven LLM fleet",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.add_middleware(AccessMiddleware, drain=drain)
+
+    def door() -> Door:
+        return state["door"]
+
+    @app.post(
+        "/v1/chat/completions",
+        tags=["OpenAI"],
+        summary="Create a chat completion (OpenAI Chat Completions API)",
+        openapi_extra=_body_schema(openai_chat.ChatCompletionBody),
+    )
+    async def chat_completions(request: Request) -> Response:
+        return await _guarded(
+            request, "openai", lambda: _inference(request, door(), "openai", "/v1/chat/completions")
+        )
+
+    @app.post(
+        "/v1/messages",
+        tags=["Anthropic"],
+        summary="Create a message (Anthropic Messages API)",
+        openapi_extra=_body_schema(anthropic_messages.MessagesBody),
+    )
+    async def messages(request: Request) -> Response:
+        return await _guarded(
+            request, "anthropic", lambda: _inference(request, door(), "anthropic", "/v1/messages")
+        )
+
+    @app.get("/v1/models", tags=["OpenAI"], summary="List the catalog's models")
+    async def list_models(request: Request) -> Response:
+        async def handler() -> Response:
+            _note(request, "/v1/models", await door().auth.caller(request))
+            return JSONResponse(model_list(door().gateway.catalog))
+
+        return await _guarded(request, "openai", handler)
+
+    @app.get("/v1/models/{model:path}", tags=["OpenAI"], summary="One model of the catalog")
+    async def get_model(request: Request, model: str) -> Response:
+        async def handler() -> Response:
+            _note(request, "/v1/models/{model}", await door().auth.caller(request))
+            return JSONResponse(model_object(door().gateway.catalog.resolve(model)))
+
+        return await _guarded(request, "openai", handler)
+
+    @app.get("/health", tags=["Operations"], summary="Liveness: the process answers")
+    async def health(request: Request) -> Response:
+        _note(request, "/health")
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/ready", tags=["Operations"], summary="Readiness: Redis answers, a worker serves")
+    async def ready(request: Request) -> Response:
+        _note(request, "/ready")
+        return await _readiness(door())
+
+    @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics of this server")
+    async def prometheus(request: Request) -> Response:
+        _note(request, "/metrics")
+        return metrics_response()
+
+    return app
+
+
+async def _readiness(door: Door) -> Response:
+    """Ready when Redis answers and at least one worker has reported on some queue lately."""
+    if door.drain.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
+    redis = door.gateway.redis
+    providers = sorted(door.gateway.catalog.providers)
+    try:
+        started = time.monotonic()
+        alive = await redis.exists(*[keys.provider_health(p) for p in providers])
+        ping_ms = round((time.monotonic() - started) * 1000, 3)
+    except Exception as exc:
+        return JSONResponse(
+            {"status": "not ready", "redis": False, "error": type(exc).__name__}, status_code=503
+        )
+    if not alive:
+        return JSONResponse(
+            {"status": "not ready", "redis": True, "workers": 0, "why": "no worker on any queue"},
+            status_code=503,
+        )
+    return JSONResponse({"status": "ready", "redis": True, "redis_ms": ping_ms})
+
+
+def _body_schema(model: Any) -> dict[str, Any]:
+    """The OpenAPI request body of an endpoint that reads its body itself (to answer bad input
+    in its API's error shape, not FastAPI's)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }

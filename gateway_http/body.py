@@ -1,0 +1,86 @@
+"""Reading a request body: its size, its content type, JSON, and a model of its shape.
+
+Every failure here is a 4xx with a message that says what was wrong; nothing a client sends
+reaches the fleet unless it parsed and validated.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+import pydantic
+from starlette.requests import Request
+
+from gateway_http.errors import HttpError, request_error
+
+Model = TypeVar("Model", bound=pydantic.BaseModel)
+
+
+class BodyRefused(Exception):
+    """The request cannot be read; carries the answer to send."""
+
+    def __init__(self, error: HttpError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The body as a JSON object, or :class:`BodyRefused` (413, 415, 400)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            too_big = int(declared) > max_bytes
+        except ValueError:
+            raise BodyRefused(request_error(400, "Content-Length is not a number")) from None
+        if too_big:
+            raise BodyRefused(_too_large(max_bytes))
+    content_type = request.headers.get("content-type", "application/json")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise BodyRefused(request_error(415, f"the body must be application/json, not {media!r}"))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyRefused(_too_large(max_bytes))
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        message = "the body is empty" if not raw.strip() else f"the body is not JSON ({exc})"
+        raise BodyRefused(request_error(400, message)) from None
+    except RecursionError:
+        raise BodyRefused(request_error(400, "the body's JSON is nested too deeply")) from None
+    if not isinstance(data, dict):
+        raise BodyRefused(request_error(400, "the body must be a JSON object"))
+    return data
+
+
+def _too_large(max_bytes: int) -> HttpError:
+    return request_error(413, f"the body is over {max_bytes} bytes (L04_HTTP_MAX_BODY)")
+
+
+def validate(model: type[Model], data: dict[str, Any]) -> Model:
+    """``data`` as ``model``, or :class:`BodyRefused` (400) naming the first offending field."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise BodyRefused(describe(exc)) from None
+    except RecursionError:
+        raise BodyRefused(request_error(400, "the body is nested too deeply")) from None
+
+
+def describe(exc: pydantic.ValidationError) -> HttpError:
+    problems = []
+    param = None
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        param = param or loc
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unrecognized parameter {loc!r}")
+        else:
+            problems.append(f"{loc}: {err['msg']}")
+    return request_error(400, "invalid request: " + "; ".join(problems[:10]), param=param)

@@ -1,0 +1,11 @@
+"""The key store the door authenticates with: the fleet's virtual keys, in its Redis."""
+
+from __future__ import annotations
+
+from gateway_core.virtual_keys import VirtualKeyStore
+
+from gateway_client.gateway import ModelGateway
+
+
+def key_store(gateway: ModelGateway) -> VirtualKeyStore:
+    return VirtualKeyStore(gateway.redis)

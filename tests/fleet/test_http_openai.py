@@ -1,0 +1,249 @@
+"""The OpenAI-compatible API of ``l04 serve``, with the official ``openai`` SDK as the client.
+
+Real processes: ``l04 serve``, ``l04 worker`` and (for the openai provider) ``l04
+mock-provider`` as the upstream, on the test's redis-server.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.fleet.test_providers_end_to_end import fleet_env
+from tests.processes import MockUpstreamProcess, ServerProcess, WorkerProcess
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+
+
+@pytest.fixture
+def door(
+    start_server: Callable[..., ServerProcess],
+    start_worker: Callable[..., WorkerProcess],
+    upstream: MockUpstreamProcess,
+) -> ServerProcess:
+    """A server without keys, a worker for the mock and openai providers, the upstream."""
+    upstream.reset()
+    start_worker("mock,openai", env=fleet_env(upstream))
+    return start_server(no_auth=True)
+
+
+@pytest.fixture
+def sdk(door: ServerProcess) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{door.url}/v1", api_key="unused", max_retries=0) as client:
+        yield client
+
+
+def test_a_chat_completion_and_its_headers(sdk: openai.OpenAI) -> None:
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="mock", messages=[{"role": "user", "content": "hello door"}]
+    )
+    completion = raw.parse()
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.content == "Mock response to: hello door"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None and completion.usage.total_tokens > 0
+    job_id = raw.headers["x-l04-job-id"]
+    assert completion.id == f"chatcmpl-{job_id}"
+    assert raw.headers["x-l04-provider"] == "mock"
+    assert raw.headers["x-l04-model"] == "mock"
+    assert raw.headers["x-l04-cache"] == "miss"
+    assert int(raw.headers["x-l04-queue-ms"]) >= 0
+    assert raw.headers["x-request-id"]
+    # The same question again is answered from the cache, and says so.
+    again = sdk.chat.completions.with_raw_response.create(
+        model="mock", messages=[{"role": "user", "content": "hello door"}], temperature=0
+    )
+    assert again.headers["x-l04-cache"] in ("hit", "miss")
+
+
+def test_the_callers_request_id_is_kept(sdk: openai.OpenAI) -> None:
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="mock",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"X-Request-Id": "trace-42"},
+    )
+    assert raw.headers["x-request-id"] == "trace-42"
+
+
+async def test_a_streamed_completion_with_usage(door: ServerProcess) -> None:
+    async with openai.AsyncOpenAI(
+        base_url=f"{door.url}/v1", api_key="unused", max_retries=0
+    ) as aclient:
+        stream = await aclient.chat.completions.create(
+            model="mock",
+            messages=[{"role": "user", "content": "stream to me"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        text, finish, usage = "", None, None
+        async for chunk in stream:
+            assert chunk.object == "chat.completion.chunk"
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+                finish = chunk.choices[0].finish_reason or finish
+            if chunk.usage is not None:
+                usage = chunk.usage
+    assert text == "Mock response to: stream to me"
+    assert finish == "stop"
+    assert usage is not None and usage.completion_tokens > 0
+
+
+def test_the_raw_event_stream_ends_with_done(door: ServerProcess) -> None:
+    body = json.dumps(
+        {"model": "mock", "stream": True, "messages": [{"role": "user", "content": "raw"}]}
+    )
+    out = subprocess.run(
+        [
+            "curl",
+            "-sN",
+            f"{door.url}/v1/chat/completions",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            body,
+        ],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout.decode()
+    events = [e for e in out.split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events)
+    assert events[-1] == "data: [DONE]"
+    first = json.loads(events[0][6:])
+    assert first["choices"][0]["delta"]["role"] == "assistant"
+
+
+def test_tool_calls_plain_and_streamed(sdk: openai.OpenAI) -> None:
+    answer = sdk.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "weather in Paris?"}],
+        tools=TOOLS,  # type: ignore[arg-type]
+        tool_choice="required",
+    )
+    calls = answer.choices[0].message.tool_calls
+    assert answer.choices[0].finish_reason == "tool_calls"
+    assert calls and calls[0].function.name == "get_weather"
+    json.loads(calls[0].function.arguments)
+    stream = sdk.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "weather in Rome?"}],
+        tools=TOOLS,  # type: ignore[arg-type]
+        stream=True,
+    )
+    names, arguments, finish = [], "", None
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        for delta in chunk.choices[0].delta.tool_calls or []:
+            if delta.function and delta.function.name:
+                names.append(delta.function.name)
+            if delta.function and delta.function.arguments:
+                arguments += delta.function.arguments
+        finish = chunk.choices[0].finish_reason or finish
+    assert names == ["get_weather"]
+    json.loads(arguments)
+    assert finish == "tool_calls"
+
+
+def test_a_tool_result_goes_back_to_the_model(sdk: openai.OpenAI) -> None:
+    answer = sdk.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[
+            {"role": "user", "content": "weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        ],
+        tools=TOOLS,  # type: ignore[arg-type]
+    )
+    assert answer.choices[0].message.content
+
+
+def test_json_schema_and_json_object(sdk: openai.OpenAI) -> None:
+    schema = {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "city",
+            "schema": {"type": "object", "properties": {"name": {"type": "string"}}},
+        },
+    }
+    for response_format in (schema, {"type": "json_object"}):
+        answer = sdk.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "a city, as JSON"}],
+            response_format=response_format,  # type: ignore[arg-type]
+        )
+        assert answer.choices[0].message.content is not None
+
+
+def test_models_from_the_catalog(sdk: openai.OpenAI) -> None:
+    models = sdk.models.list()
+    ids = {m.id for m in models.data}
+    assert {"mock", "gpt-4o-mini"} <= ids
+    assert sdk.models.retrieve("mock").id == "mock"
+    # An alias resolves to its model.
+    assert sdk.models.retrieve("claude-3-5-sonnet").id != "claude-3-5-sonnet"
+    with pytest.raises(openai.NotFoundError):
+        sdk.models.retrieve("no-such-model")
+
+
+def test_errors_map_to_the_sdks_exceptions(sdk: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        sdk.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    assert missing.value.code == "E4001"
+    with pytest.raises(openai.BadRequestError) as many:
+        sdk.chat.completions.create(model="mock", messages=[{"role": "user", "content": "x"}], n=2)
+    assert many.value.param == "n" and many.value.code == "E4502"
+    with pytest.raises(openai.BadRequestError) as unknown:
+        sdk.chat.completions.create(
+            model="mock",
+            messages=[{"role": "user", "content": "x"}],
+            extra_body={"frobnicate": True},
+        )
+    assert "frobnicate" in unknown.value.message
+    with pytest.raises(openai.BadRequestError):
+        sdk.chat.completions.create(model="mock", messages=[])
+    # Values that change nothing pass.
+    sdk.chat.completions.create(
+        model="mock", messages=[{"role": "user", "content": "x"}], n=1, logprobs=False
+    )
+
+
+def test_bad_bodies_are_4xx_in_openais_shape(door: ServerProcess) -> None:
+    url = f"{door.url}/v1/chat/completions"
+    cases = [
+        (b"not json", {"content-type": "application/json"}, 400),
+        (b"[1, 2]", {"content-type": "application/json"}, 400),
+        (b"", {"content-type": "application/json"}, 400),
+        (b'{"model": "mock"}', {"content-type": "text/plain"}, 415),
+        (b'{"messages": "nope"}', {"content-type": "application/json"}, 400),
+    ]
+    for body, headers, status in cases:
+        answer = httpx.post(url, content=body, headers=headers, timeout=10)
+        assert answer.status_code == status, (body, answer.text)
+        error = answer.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["code"].startswith("E45")
