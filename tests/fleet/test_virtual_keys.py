@@ -5,10 +5,15 @@ none, and a job whose key is revoked after submit."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -17,7 +22,7 @@ from gateway_client import InferenceResponse, KeyRefused, ModelGateway, RateLimi
 from gateway_core.job_records import text
 from gateway_core.virtual_keys import VirtualKey, VirtualKeyStore
 from tests.conftest import make_request
-from tests.processes import WorkerProcess
+from tests.processes import ServerProcess, WorkerProcess
 
 WINDOW_S = 2.0  # the limiter's window here: "per minute" means per 2 s
 AGENT = "did:key:keyed-agent"
@@ -192,3 +197,65 @@ async def test_a_job_whose_key_is_revoked_after_submit_still_runs(
         with pytest.raises(KeyRefused) as refused:
             await gateway.submit(make_request("c", agent_did=AGENT), key_id=key.id)
         assert refused.value.code == "E4408" and refused.value.details["reason"] == "revoked"
+
+
+# -- over HTTP: two front-door servers on one Redis ----------------------------------------------
+
+
+def chat(server: ServerProcess, key: str, text_: str, **headers: str) -> httpx.Response:
+    return httpx.post(
+        f"{server.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}", **headers},
+        json={"model": "mock", "messages": [{"role": "user", "content": text_}], "max_tokens": 10},
+        timeout=30,
+    )
+
+
+def test_two_servers_share_a_keys_limit_and_both_refuse_it_once_revoked(
+    start_server: Callable[..., ServerProcess],
+    start_worker: Callable[..., WorkerProcess],
+    catalog_path: str,
+    redis_url: str,
+) -> None:
+    start_worker("mock", concurrency=20, env={"L04_CATALOG": catalog_path})
+    servers = [start_server(env={"L04_CATALOG": catalog_path}) for _ in range(2)]
+    made = subprocess.run(
+        [str(Path(sys.executable).parent / "l04"), "keys", "create", "--agent", AGENT,
+         "--models", "mock", "--rpm", "2", "--json"],
+        env={**os.environ, "REDIS_URL": redis_url, "L04_CATALOG": catalog_path},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    created = json.loads(made.stdout)
+    key, key_id = created["key"], created["id"]
+
+    # Distinct prompts (a cached answer takes from no limit): two admitted, one per server...
+    assert chat(servers[0], key, "one").status_code == 200
+    assert chat(servers[1], key, "two").status_code == 200
+    # ...and the third, on either server, waits for the key's window, past its 1 s deadline.
+    third = chat(servers[0], key, "three", **{"X-L04-Timeout": "1"})
+    assert third.status_code == 429 and third.json()["error"]["code"] == "E4401"
+    assert "key requests per minute" in third.json()["error"]["message"]
+    assert int(third.headers["retry-after"]) >= 1
+    # A model the key may not use: 403, never called.
+    other = httpx.post(
+        f"{servers[1].url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "mock-b", "messages": [{"role": "user", "content": "b"}]},
+        timeout=30,
+    )
+    assert other.status_code == 403 and other.json()["error"]["code"] == "E4409"
+
+    revoked = subprocess.run(
+        [str(Path(sys.executable).parent / "l04"), "keys", "revoke", key_id],
+        env={**os.environ, "REDIS_URL": redis_url},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert revoked.returncode == 0, revoked.stderr
+    started = time.monotonic()
+    for server in servers:
+        refused = chat(server, key, "after")
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "E4408"
+        assert key not in refused.text
+    assert time.monotonic() - started < 1.0
+    for server in servers:
+        assert key not in server.log()  # the access log holds the key's id at most
