@@ -5,22 +5,23 @@
 
 Starts a private redis-server, ``l04 mock-provider`` (the upstream: OpenAI's wire format, 0 ms),
 one ``l04 worker --providers openai`` (``gpt-4o-mini`` → that upstream), ``l04 serve --no-auth``
-(one server process) and, given its path, LiteLLM's proxy (``litellm --num_workers 1``; a
-config.yaml written to a temporary directory routes ``gpt-4o-mini`` to ``openai/gpt-4o-mini`` at
-the same upstream; no database, a master key made for the run). LiteLLM is not a dependency of
-this project: install it in a virtual environment of its own (``python3 -m venv DIR &&
-DIR/bin/pip install 'litellm[proxy]'``) and pass ``DIR/bin/litellm``; without it its column is
-skipped, and the output says so.
+(one server process; the issue's targets are its), a second ``l04 serve`` with auth on and a key
+made by ``l04 keys create`` (what a virtual key costs) and, given its path, LiteLLM's proxy
+(``litellm --num_workers 1``; a config.yaml written to a temporary directory routes
+``gpt-4o-mini`` to ``openai/gpt-4o-mini`` at the same upstream; no database, a master key made
+for the run). LiteLLM is not a dependency of this project: install it in a virtual environment
+of its own (``python3 -m venv DIR && DIR/bin/pip install 'litellm[proxy]'``) and pass
+``DIR/bin/litellm``; without it its column is skipped, and the output says so.
 
 Then, one request at a time and the same number through each path, in interleaved rounds (each
 round runs every path, in an order rotated from round to round, so the drift of a shared machine
 hits all of them alike):
 
 1. ``ModelGateway.execute`` (the baseline); the official ``openai`` SDK (``AsyncOpenAI``,
-   ``chat.completions.create``) → ``l04 serve`` → the fleet; the same SDK → LiteLLM's proxy; and
-   the same SDK → the upstream itself (what the client costs on its own);
-2. the same four streamed: time to the first chunk and to the end of the stream;
-3. ``--streams`` streams opened at once against the one ``l04 serve`` process (then against
+   ``chat.completions.create``) → ``l04 serve`` → the fleet (without and with a key); the same
+   SDK → LiteLLM's proxy; and the same SDK → the upstream itself (what the client costs alone);
+2. the same paths streamed: time to the first chunk and to the end of the stream;
+3. ``--streams`` streams opened at once against the ``--no-auth`` server process (then against
    LiteLLM's), the upstream pausing between the pieces of each answer so that all stay open:
    how many were open at once, the errors, the server's RSS.
 
@@ -224,10 +225,21 @@ def litellm_missing(litellm: str | None) -> str | None:
     return None
 
 
-def door_available() -> bool:
-    """Whether this checkout has ``l04 serve``."""
-    probe = [sys.executable, "-m", "l04", "serve", "--help"]
+def has_command(*words: str) -> bool:
+    """Whether this checkout has ``l04 WORDS`` (``l04 serve`` and ``l04 keys`` came late)."""
+    probe = [sys.executable, "-m", "l04", *words, "--help"]
     return subprocess.run(probe, cwd=ROOT, capture_output=True).returncode == 0
+
+
+def new_key(env: dict[str, str]) -> str:
+    """A virtual key with no limits of its own, made as a user makes one."""
+    argv = [sys.executable, "-m", "l04", "keys", "create", "--agent", "did:key:bench", "--json"]
+    made = subprocess.run(
+        [*argv, "--name", "bench"], cwd=ROOT, env={**os.environ, **env}, capture_output=True
+    )
+    if made.returncode:
+        raise RuntimeError(f"l04 keys create failed: {made.stderr.decode(errors='replace')}")
+    return str(json.loads(made.stdout)["key"])
 
 
 async def hold_streams(
@@ -332,8 +344,13 @@ def stream_rows(routes: list[Route]) -> list[str]:
 
 
 def comparisons(
-    base: Route, door: Route | None, litellm: Route | None, values: Callable[[Route], list[float]]
+    base: Route,
+    door: Route | None,
+    keyed: Route | None,
+    litellm: Route | None,
+    values: Callable[[Route], list[float]],
 ) -> list[str]:
+    """The issue's targets are the door's (``--no-auth``) against gateway_client and LiteLLM."""
     if door is None:
         return ["  door: `l04 serve` is not in this checkout; its comparisons are left out"]
     lines = [
@@ -341,6 +358,11 @@ def comparisons(
         f"  the door's added p50: {pct(values(door), 50) - pct(values(base), 50):+.2f} ms "
         "(target <= +1.5 ms)",
     ]
+    if keyed is not None:
+        lines.append(
+            f"  a virtual key's cost (auth on vs --no-auth) at p50: "
+            f"{pct(values(keyed), 50) - pct(values(door), 50):+.2f} ms"
+        )
     if litellm is None:
         return [*lines, "  LiteLLM: not run (no --litellm); its comparisons are left out"]
     return [
@@ -383,7 +405,10 @@ async def figures(requests: int, rounds: int, streams: int, litellm: str | None)
     }
     os.environ.update(env)
     tmp = Path(tempfile.mkdtemp(prefix="l04-bench-door-"))
-    has_door = door_available()
+    has_door = has_command("serve")
+    has_keys = has_door and has_command("keys", "create")
+    keyed_port = free_port()
+    keyed_url = f"http://127.0.0.1:{keyed_port}"
     master_key = f"sk-bench-{secrets.token_hex(16)}"  # LiteLLM refuses to start without one
     worker = ["-m", "l04", "worker", "--providers", "openai", "--concurrency", "2000"]
     # name, command, ready when, environment, options of start()
@@ -410,6 +435,17 @@ async def figures(requests: int, rounds: int, streams: int, litellm: str | None)
                 "door-serve",
                 [sys.executable, *serve, "--workers", "1", "--no-auth"],
                 http_up(f"{door_url}/health"),
+                env,
+                {},
+            )
+        )
+    if has_keys:
+        serve = ["-m", "l04", "serve", "--host", "127.0.0.1", "--port", str(keyed_port)]
+        services.append(
+            (
+                "door-serve-keys",
+                [sys.executable, *serve, "--workers", "1"],
+                http_up(f"{keyed_url}/health"),
                 env,
                 {},
             )
@@ -453,11 +489,16 @@ async def figures(requests: int, rounds: int, streams: int, litellm: str | None)
         gateway = ModelGateway(redis_url=server.url)
         base = gateway_route(gateway)
         routes = [base]
-        door = lite = None
+        door = keyed = lite = None
         if has_door:
             clients.append(AsyncOpenAI(base_url=f"{door_url}/v1", api_key="sk-any", max_retries=0))
-            door = sdk_route("openai SDK → l04 serve → fleet", clients[-1])
+            door = sdk_route("openai SDK → l04 serve --no-auth → fleet", clients[-1])
             routes.append(door)
+        if has_keys:
+            key = new_key(env)
+            clients.append(AsyncOpenAI(base_url=f"{keyed_url}/v1", api_key=key, max_retries=0))
+            keyed = sdk_route("openai SDK → l04 serve, a virtual key → fleet", clients[-1])
+            routes.append(keyed)
         if litellm is not None:
             clients.append(
                 AsyncOpenAI(base_url=f"{litellm_url}/v1", api_key=master_key, max_retries=0)
@@ -475,7 +516,11 @@ async def figures(requests: int, rounds: int, streams: int, litellm: str | None)
             load_before = os.getloadavg()
             servers = {
                 route: processes[name].pid
-                for route, name in ((door, "door-serve"), (lite, "door-litellm"))
+                for route, name in (
+                    (door, "door-serve"),
+                    (keyed, "door-serve-keys"),
+                    (lite, "door-litellm"),
+                )
                 if route is not None
             }
             cpu_before = {route: tree_cpu_s(pid) for route, pid in servers.items()}
@@ -490,7 +535,7 @@ async def figures(requests: int, rounds: int, streams: int, litellm: str | None)
                 / (len(route.times) + len(route.totals))
                 for route, pid in servers.items()
             }
-            jobs = sum(len(r.times) + len(r.totals) for r in (base, door) if r is not None)
+            jobs = sum(len(r.times) + len(r.totals) for r in (base, door, keyed) if r is not None)
             worker_cpu, redis_cpu = (
                 (tree_cpu_s(pid) - used) / jobs
                 for pid, used in zip(fleet_pids, fleet_before, strict=True)
@@ -502,9 +547,10 @@ async def figures(requests: int, rounds: int, streams: int, litellm: str | None)
         events = "off" if os.environ.get("L04_TASK_EVENTS") == "false" else "on"
         setup = [
             "   setup: 1 `l04 worker --providers openai --concurrency 2000` process, task events "
-            f"{events}; `l04 serve --workers 1 --no-auth`; LiteLLM `--num_workers 1`, no database, "
-            "LITELLM_LOG=ERROR; upstream `l04 mock-provider`, 0 ms; the SDK is `AsyncOpenAI`, "
-            "max_retries=0, in the measuring process (one asyncio loop)",
+            f"{events}; `l04 serve --workers 1 --no-auth` and `l04 serve --workers 1` (a key "
+            "without limits), JSON access logs on; LiteLLM `--num_workers 1`, no database, a "
+            "master key, LITELLM_LOG=ERROR; upstream `l04 mock-provider`, 0 ms; the SDK is "
+            "`AsyncOpenAI`, max_retries=0, in the measuring process (one asyncio loop)",
             f"   load average before {' '.join(f'{x:.2f}' for x in load_before)}, after "
             f"{' '.join(f'{x:.2f}' for x in load_after)}; {elapsed:.0f} s",
             f"   the upstream answered {after - before} of the {sent} calls sent (warm-ups "
@@ -515,7 +561,7 @@ async def figures(requests: int, rounds: int, streams: int, litellm: str | None)
                 [f"{name} {used * 1000:.2f} ms" for name, used in cpu.items()]
                 + [
                     f"the fleet's worker {worker_cpu * 1000:.2f} ms and redis-server "
-                    f"{redis_cpu * 1000:.2f} ms a job (gateway_client's and the door's)"
+                    f"{redis_cpu * 1000:.2f} ms a job (gateway_client's and the doors')"
                 ]
             ),
         ]
@@ -525,12 +571,12 @@ async def figures(requests: int, rounds: int, streams: int, litellm: str | None)
             "interleaved rounds (ms)",
             *setup,
             *latency_rows(routes),
-            *comparisons(base, door, lite, lambda route: route.times),
+            *comparisons(base, door, keyed, lite, lambda route: route.times),
             f"2. streamed, {n} streams one at a time through each path: time to the first chunk "
             "and to the end (ms)",
             *stream_rows(routes),
             "   time to the first chunk:",
-            *comparisons(base, door, lite, lambda route: route.firsts),
+            *comparisons(base, door, keyed, lite, lambda route: route.firsts),
         ]
         print("\n".join(lines), flush=True)
         if streams:
