@@ -8,7 +8,6 @@ hand it here with the :class:`JobOptions` read from the headers and the ``l04`` 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import re
 import uuid
@@ -169,13 +168,25 @@ class Answered(Protocol):
     def model_id(self) -> str: ...
     @property
     def cached(self) -> bool: ...
+    @property
+    def queue_ms(self) -> float | None: ...
 
 
 async def answer_headers(
     handle: JobHandle, options: JobOptions, response: Answered | None
 ) -> dict[str, str]:
-    """x-request-id, x-l04-job-id, -provider, -model, -cache and -queue-ms."""
+    """x-request-id, x-l04-job-id, -provider, -model, -cache and -queue-ms.
+
+    A whole answer says all of it; the start of a stream (``response`` None) is read from the
+    job's record: provider, model and queue time, the cache not yet known.
+    """
     headers = {"x-request-id": options.request_id, "x-l04-job-id": handle.job_id}
+    if response is not None and response.queue_ms is not None:
+        headers["x-l04-provider"] = response.provider
+        headers["x-l04-model"] = response.model_id
+        headers["x-l04-cache"] = "hit" if response.cached else "miss"
+        headers["x-l04-queue-ms"] = str(round(response.queue_ms))
+        return headers
     status = await handle.status()
     provider = response.provider if response else status.provider
     model = response.model_id if response else status.model_id
@@ -197,19 +208,33 @@ class ClientGone(Exception):
 
 async def unless_gone(awaitable: Awaitable[T], receive: Receive) -> T:
     """``awaitable``'s value, or :class:`ClientGone` (and ``awaitable`` cancelled) when the
-    client disconnects first."""
-    task = asyncio.ensure_future(awaitable)
-    watcher = asyncio.ensure_future(disconnected(receive))
+    client disconnects first.
+
+    One watcher task per request, which cancels this one if the client goes: cheaper than
+    running ``awaitable`` as a task of its own beside it (measured: BENCHMARKS.md, issue 15).
+    """
+    waiting = asyncio.current_task()
+    assert waiting is not None
+    gone = asyncio.Event()
+    answered = False
+
+    async def watch() -> None:
+        await disconnected(receive)
+        if not answered:
+            gone.set()
+            waiting.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        value = await awaitable
+        answered = True  # no await since the line above: the watcher cannot cut in between
+        return value
+    except asyncio.CancelledError:
+        if gone.is_set() and waiting.uncancel() == 0:
+            raise ClientGone from None
+        raise
     finally:
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise ClientGone
-    return task.result()
 
 
 async def abandon(handle: JobHandle, options: JobOptions) -> None:
