@@ -7,6 +7,7 @@ reaches the fleet unless it parsed and validated.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any, TypeVar
 
 import pydantic
@@ -51,6 +52,10 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         message = "the body is empty" if not raw.strip() else f"the body is not JSON ({exc})"
+        raise BodyRefused(request_error(400, message)) from None
+    except ValueError:
+        # Not a JSONDecodeError: an integer past Python's limit on the digits it converts.
+        message = f"a number in the body has over {sys.get_int_max_str_digits()} digits"
         raise BodyRefused(request_error(400, message)) from None
     except RecursionError:
         raise BodyRefused(request_error(400, "the body's JSON is nested too deeply")) from None

@@ -1,0 +1,135 @@
+"""Bad input at ``l04 serve`` (issue 15, "Bad input"): what the fuzz found, pinned as plain cases.
+
+The properties, for every answer: never a 5xx (a worker serves ``mock``, so the fleet is up and
+not even a 503 is due), every error in its API's documented shape with an E4xxx code, nothing in
+Redis for a refused request (no new ``l04:job:*`` key), and afterwards the same server process
+answers ``/health`` with no traceback and no error line in its log.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+import redis
+
+from tests.processes import ServerProcess, WorkerProcess
+
+CHAT = "/v1/chat/completions"
+MESSAGES = "/v1/messages"
+#: L04_HTTP_MAX_BODY for these tests: small, so that bodies over it are cheap to send.
+MAX_BODY = 64 * 1024
+CODE = re.compile(r"E4\d{3}")
+
+
+# -- the properties ------------------------------------------------------------------------------
+
+
+def job_keys(client: redis.Redis) -> set[bytes]:
+    return set(client.scan_iter("l04:job:*", count=1000))
+
+
+def check_error(path: str, response: httpx.Response) -> str:
+    """The error body is in the documented shape of ``path``'s API; its E4xxx code."""
+    body = response.json()
+    if path == MESSAGES:
+        assert set(body) == {"type", "error"} and body["type"] == "error", body
+        assert set(body["error"]) == {"type", "message"}, body
+        assert isinstance(body["error"]["type"], str) and body["error"]["type"], body
+        code = re.match(r"\[(E4\d{3})\] ", body["error"]["message"])
+        assert code is not None, body
+        return code.group(1)
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, body
+    assert isinstance(error["message"], str) and error["message"], body
+    assert isinstance(error["type"], str) and error["type"], body
+    assert error["param"] is None or isinstance(error["param"], str), body
+    assert isinstance(error["code"], str) and CODE.fullmatch(error["code"]), body
+    return str(error["code"])
+
+
+def check_answer(path: str, response: httpx.Response, *, short_deadline: bool = False) -> None:
+    """No 5xx (a 504 only for a deadline the request itself set under a few seconds), errors in
+    their API's shape, and ``Retry-After`` wherever a client is told to come back."""
+    status = response.status_code
+    if status == 504 and short_deadline:
+        assert check_error(path, response) in ("E4404", "E4205")
+    else:
+        assert status < 500, (status, response.text[:500])
+    if status >= 400 and response.request.method != "HEAD":
+        check_error(path, response)
+    if status in (429, 503):
+        assert int(response.headers["retry-after"]) >= 1
+
+
+def check_server_survived(server: ServerProcess) -> None:
+    """The same process answers, and logged no traceback and no error."""
+    assert server.process is not None and server.process.poll() is None
+    assert httpx.get(f"{server.url}/health", timeout=10).json() == {"status": "ok"}
+    log = server.log()
+    assert "Traceback" not in log
+    assert '"level": "ERROR"' not in log, [line for line in log.splitlines() if "ERROR" in line]
+
+
+# -- the finds, pinned ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    path: str
+    body: bytes
+    status: int
+    code: str = "E4500"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _chat(content: str, more: str = "") -> bytes:
+    """A chat body with ``content`` (raw JSON text) as the user's content, then ``more``."""
+    return f'{{"model":"mock","messages":[{{"role":"user","content":{content}}}]{more}}}'.encode()
+
+
+def _messages(content: str, more: str = "") -> bytes:
+    head = '{"model":"mock","max_tokens":16,"messages":[{"role":"user","content":'
+    return f"{head}{content}}}]{more}}}".encode()
+
+
+FOUND = [
+    # json.loads raises a plain ValueError (not JSONDecodeError) past 4,300 digits: was a 502.
+    Case("a 5,000-digit number", CHAT, _chat('"x"', ',"seed":' + "9" * 5000), 400),
+    Case("a 5,000-digit number", MESSAGES, _messages("1" + "0" * 5000), 400),
+]
+
+
+@pytest.fixture
+def fuzz_door(
+    start_server: Callable[..., ServerProcess], start_worker: Callable[..., WorkerProcess]
+) -> ServerProcess:
+    """``l04 serve --no-auth`` with a small L04_HTTP_MAX_BODY, and a worker for ``mock``."""
+    start_worker("mock")
+    server = start_server(no_auth=True, env={"L04_HTTP_MAX_BODY": str(MAX_BODY)})
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for _ in range(150):  # the worker's first heartbeat
+            if client.get("/ready").status_code == 200:
+                break
+            time.sleep(0.1)
+    return server
+
+
+def test_the_fuzzs_finds_are_refused_in_shape(
+    fuzz_door: ServerProcess, redis_client: redis.Redis
+) -> None:
+    with httpx.Client(base_url=fuzz_door.url, timeout=30) as client:
+        for case in FOUND:
+            before = job_keys(redis_client)
+            response = client.post(case.path, content=case.body, headers=case.headers)
+            assert response.status_code == case.status, (case.name, case.path, response.text)
+            check_answer(case.path, response)
+            assert check_error(case.path, response) == case.code, case.name
+            assert job_keys(redis_client) <= before, case.name
+    check_server_survived(fuzz_door)
