@@ -84,6 +84,8 @@ async def _guarded(
         return await handler()
     except BodyRefused as refused:
         return _error(refused.error, dialect)
+    except ClientGone:
+        return Response(status_code=499)  # nobody reads it
     except GatewayError as error:
         return _error(HttpError.of(error), dialect)
     except Exception as exc:

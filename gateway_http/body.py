@@ -11,8 +11,9 @@ import sys
 from typing import Any, TypeVar
 
 import pydantic
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
+from gateway_http.door import ClientGone
 from gateway_http.errors import HttpError, request_error
 
 Model = TypeVar("Model", bound=pydantic.BaseModel)
@@ -27,7 +28,8 @@ class BodyRefused(Exception):
 
 
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
-    """The body as a JSON object, or :class:`BodyRefused` (413, 415, 400)."""
+    """The body as a JSON object, or :class:`BodyRefused` (413, 415, 400), or
+    :class:`ClientGone` if the client disconnected before it sent the whole body."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -42,11 +44,14 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         raise BodyRefused(request_error(415, f"the body must be application/json, not {media!r}"))
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise BodyRefused(_too_large(max_bytes))
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise BodyRefused(_too_large(max_bytes))
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone from None  # it left before its body ended: no answer, no error
     raw = b"".join(chunks)
     try:
         data = json.loads(raw)

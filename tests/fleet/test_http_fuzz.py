@@ -8,7 +8,9 @@ answers ``/health`` with no traceback and no error line in its log.
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +78,32 @@ def check_server_survived(server: ServerProcess) -> None:
     assert '"level": "ERROR"' not in log, [line for line in log.splitlines() if "ERROR" in line]
 
 
+def exchange(server: ServerProcess, data: bytes, *, half_close: bool = True) -> bytes:
+    """``data`` sent raw on a new connection; what came back before the server closed it (or
+    went quiet for a second)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(1.0)
+        answer = b""
+        try:
+            while piece := sock.recv(65536):
+                answer += piece
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return answer
+
+
+def access_lines(server: ServerProcess, path: str) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    return [
+        line
+        for line in lines
+        if line.get("logger") == "l04.http.access" and path in line["message"]
+    ]
+
+
 # -- the finds, pinned ---------------------------------------------------------------------------
 
 
@@ -128,6 +156,13 @@ def fuzz_door(
     return server
 
 
+@pytest.fixture
+def lone_door(start_server: Callable[..., ServerProcess]) -> ServerProcess:
+    """``l04 serve --no-auth`` with a small L04_HTTP_MAX_BODY and no worker (for input that
+    never gets as far as a job)."""
+    return start_server(no_auth=True, env={"L04_HTTP_MAX_BODY": str(MAX_BODY)})
+
+
 def test_the_fuzzs_finds_are_refused_in_shape(
     fuzz_door: ServerProcess, redis_client: redis.Redis
 ) -> None:
@@ -142,3 +177,18 @@ def test_the_fuzzs_finds_are_refused_in_shape(
             assert check_error(case.path, response) == case.code, case.name
             assert job_keys(redis_client) <= before, case.name
     check_server_survived(fuzz_door)
+
+
+def test_a_client_that_leaves_in_the_middle_of_its_body_is_no_error(
+    lone_door: ServerProcess, redis_client: redis.Redis
+) -> None:
+    """Was an ERROR line ("unexpected ClientDisconnect") and a 502 written to nobody."""
+    head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" % CHAT.encode()
+    assert exchange(lone_door, head + b'Content-Length: 1000\r\n\r\n{"model":') == b""
+    deadline = time.monotonic() + 5
+    while not access_lines(lone_door, CHAT):
+        assert time.monotonic() < deadline, lone_door.log()
+        time.sleep(0.05)
+    assert [line["http_status"] for line in access_lines(lone_door, CHAT)] == [499]
+    assert not job_keys(redis_client)
+    check_server_survived(lone_door)
