@@ -115,6 +115,7 @@ class Case:
     status: int
     code: str = "E4500"
     headers: dict[str, str] = field(default_factory=dict)
+    method: str = "POST"
 
 
 def _chat(content: str, more: str = "") -> bytes:
@@ -138,6 +139,13 @@ FOUND = [
     Case("a lone surrogate in a key", MESSAGES, _messages('"x"', r',"metadata":{"\ud800":1}'), 400),
     Case("a lone surrogate, deep", CHAT, _chat('"x"', r',"l04":{"region":"\udbff"}'), 400),
     Case("a surrogate pair", CHAT, _chat(r'"\ud83d\ude00"'), 200, code=""),
+    # A path or a method not served was FastAPI's {"detail": "Not Found"}, in neither API's shape.
+    Case("a path not served", "/v1/nope", b"{}", 404),
+    Case("a path not served", "/", b"", 404, method="GET"),
+    Case("a method not allowed", CHAT, b"", 405, method="GET"),
+    Case("a method not allowed", MESSAGES, b"", 405, method="PUT"),
+    Case("a method not allowed", "/v1/models", b"", 405, method="DELETE"),
+    Case("a method not allowed", "/health", b"{}", 405),
 ]
 
 
@@ -169,7 +177,9 @@ def test_the_fuzzs_finds_are_refused_in_shape(
     with httpx.Client(base_url=fuzz_door.url, timeout=30) as client:
         for case in FOUND:
             before = job_keys(redis_client)
-            response = client.post(case.path, content=case.body, headers=case.headers)
+            response = client.request(
+                case.method, case.path, content=case.body, headers=case.headers
+            )
             assert response.status_code == case.status, (case.name, case.path, response.text)
             check_answer(case.path, response)
             if case.status == 200:
