@@ -28,6 +28,14 @@ class ModelStatus(StrEnum):
     DISABLED = "disabled"
 
 
+class ModelKind(StrEnum):
+    """What a model does. The router picks only chat models for chat requests; an embeddings
+    job takes only an embedding model (E4101 either way round)."""
+
+    CHAT = "chat"
+    EMBEDDING = "embedding"
+
+
 class ModelLimits(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     requests_per_minute: int | None = Field(default=None, gt=0)
@@ -57,9 +65,14 @@ class ModelSpec(BaseModel):
     # The name the provider's API knows the model by (defaults to model_id).
     provider_model: str | None = None
     aliases: list[str] = Field(default_factory=list)
+    kind: ModelKind = ModelKind.CHAT
     capabilities: list[str] = Field(default_factory=lambda: ["text"])
+    # Tokens in: a chat model's prompt and answer together, an embedding model's one input.
     context_window: int = Field(gt=0)
-    max_output_tokens: int = Field(gt=0)
+    # Chat models only (an embedding model writes no tokens).
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    # Embedding models only: the length of the model's vectors (requests may ask for fewer).
+    embedding_dimensions: int | None = Field(default=None, gt=0)
     cost_per_1k_input: float = Field(default=0.0, ge=0.0)  # USD
     cost_per_1k_output: float = Field(default=0.0, ge=0.0)  # USD
     limits: ModelLimits = Field(default_factory=ModelLimits)
@@ -72,6 +85,16 @@ class ModelSpec(BaseModel):
     def _known_provider(self) -> ModelSpec:
         if self.provider not in PROVIDERS:
             raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}")
+        if self.kind is ModelKind.EMBEDDING:
+            if self.embedding_dimensions is None:
+                raise ValueError("an embedding model needs embedding_dimensions")
+            if self.max_output_tokens is not None:
+                raise ValueError("an embedding model has no max_output_tokens")
+            return self
+        if self.embedding_dimensions is not None:
+            raise ValueError('embedding_dimensions is for kind = "embedding" models only')
+        if self.max_output_tokens is None:
+            raise ValueError("a chat model needs max_output_tokens")
         if self.max_output_tokens > self.context_window:
             raise ValueError("max_output_tokens is larger than context_window")
         return self
@@ -106,8 +129,11 @@ class Catalog:
                     raise InvalidCatalog(f"model name {name!r} is used twice in the catalog")
                 self._names[name] = spec.model_id
             self._models[spec.model_id] = spec
-        if default_model is not None and default_model not in self._names:
-            raise InvalidCatalog(f"default_model {default_model!r} is not in the catalog")
+        if default_model is not None:
+            if default_model not in self._names:
+                raise InvalidCatalog(f"default_model {default_model!r} is not in the catalog")
+            if self._models[self._names[default_model]].kind is not ModelKind.CHAT:
+                raise InvalidCatalog(f"default_model {default_model!r} is not a chat model")
         self.default_model = default_model
 
     def __iter__(self) -> Any:

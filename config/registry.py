@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from config.catalog import Catalog, ModelSpec, ModelStatus, cached_catalog
+from config.catalog import Catalog, ModelKind, ModelSpec, ModelStatus, cached_catalog
 
 
 class ModelRegistry:
@@ -39,8 +39,10 @@ class ModelRegistry:
         status: ModelStatus | None = None,
         capabilities: Iterable[str] = (),
         include_disabled: bool = False,
+        kind: ModelKind | None = None,
     ) -> list[ModelSpec]:
-        """Models matching every filter given, in catalog order."""
+        """Models matching every filter given, in catalog order (``kind``: chat or embedding
+        models only; None: both)."""
         wanted = set(capabilities)
         ids: set[str] | None = None
         for capability in wanted:
@@ -53,6 +55,8 @@ class ModelRegistry:
             if provider is not None and spec.provider != provider:
                 continue
             if region is not None and spec.region != region:
+                continue
+            if kind is not None and spec.kind is not kind:
                 continue
             if status is not None and spec.status is not status:
                 continue

@@ -4,10 +4,11 @@ batches, and (re-exported from :mod:`gateway_core`) the contract it shares with 
 
 from config.registry import ModelRegistry
 from gateway_client.gateway import ModelGateway
-from gateway_client.handle import JobHandle, JobStatus
+from gateway_client.handle import EmbeddingJob, JobHandle, JobStatus
 from gateway_client.router import LLMRouter
-from gateway_client.sync import SyncJobHandle, SyncModelGateway
+from gateway_client.sync import SyncEmbeddingJob, SyncJobHandle, SyncModelGateway
 from gateway_core import __version__
+from gateway_core.embeddings import EmbeddingRequest, EmbeddingResponse
 from gateway_core.errors import (
     ERROR_CODES,
     AllModelsUnavailable,
@@ -90,6 +91,9 @@ __all__ = [
     "ContextLengthExceeded",
     "DeadlineExceeded",
     "EmbeddingFailed",
+    "EmbeddingJob",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
     "GatewayError",
     "ImagePart",
     "InferenceRequest",
@@ -136,6 +140,7 @@ __all__ = [
     "RoutingStrategy",
     "StreamChunk",
     "StreamInterrupted",
+    "SyncEmbeddingJob",
     "SyncJobHandle",
     "SyncModelGateway",
     "TextPart",

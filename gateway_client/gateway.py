@@ -2,7 +2,8 @@
 
 ``submit`` validates the request, resolves its model, checks the queue's depth, writes the job
 record (once per job id) and sends a small message to the provider's priority queue. The answer
-comes back through the job's event stream (see :mod:`gateway_client.listener`).
+comes back through the job's event stream (see :mod:`gateway_client.listener`). ``embed`` does
+the same for an embeddings job (the record's ``kind`` is ``embed``).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from redis.asyncio import Redis
 
 from config.catalog import Catalog, ModelSpec, cached_catalog
 from config.settings import GatewaySettings, load_settings
-from gateway_client.handle import JobHandle
+from gateway_client.handle import EmbeddingJob, JobHandle
 from gateway_client.health import fleet_health
 from gateway_client.job_store import JobStore
 from gateway_client.listener import EventListener
-from gateway_client.router import LLMRouter, measured_latencies
+from gateway_client.router import LLMRouter, embedding_model, measured_latencies
 from gateway_core import metrics, tokens
 from gateway_core.breakers import BreakerState, catalog_breakers, read_states
+from gateway_core.embeddings import EmbeddingRequest, parse_embedding_request
 from gateway_core.errors import (
     BrokerUnavailable,
     GatewayError,
@@ -34,6 +36,7 @@ from gateway_core.errors import (
     QueueFull,
     unknown_job,
 )
+from gateway_core.job_records import JobKind
 from gateway_core.job_states import CreateOutcome, JobState
 from gateway_core.messages import Message, MessageRole, ToolResult
 from gateway_core.queues import (
@@ -187,14 +190,42 @@ class ModelGateway:
                 ).inc()
             raise
 
+    async def embed(
+        self, request: EmbeddingRequest, job_id: str | None = None, *, key_id: str | None = None
+    ) -> EmbeddingJob:
+        """Enqueue an embeddings job; the same ``job_id`` submitted twice is one job.
+
+        It goes where any call goes: its model's provider queue (E4403 when full), at its
+        priority, under its deadline, and the worker admits its call by the same rate limits
+        and quotas (one request, the input's tokens) and the same breaker. ``key_id``: the
+        virtual key the job came through, recorded in the job as for :meth:`submit`.
+        """
+        try:
+            request = parse_embedding_request(request)  # an embeddings job, whatever was passed
+            with job_store_errors():
+                handle = await self._submit(request, job_id, False, key_id)
+        except GatewayError as error:
+            metrics.SUBMIT_REFUSALS.labels(error.code).inc()
+            if isinstance(error, QueueFull):
+                metrics.RATE_LIMIT_REJECTIONS.labels(
+                    metrics.agent_label(getattr(request, "agent_did", "unknown")), "refused"
+                ).inc()
+            raise
+        return EmbeddingJob(handle)
+
     async def _submit(
-        self, request: InferenceRequest, job_id: str | None, stream: bool, key_id: str | None
+        self,
+        request: InferenceRequest | EmbeddingRequest,
+        job_id: str | None,
+        stream: bool,
+        key_id: str | None = None,
     ) -> JobHandle:
-        request = parse_request(request)
+        kind = JobKind.EMBED if isinstance(request, EmbeddingRequest) else JobKind.CHAT
+        request = self._parsed(request)
         if job_id is not None and not JOB_ID_PATTERN.match(job_id):
             raise InvalidRequest("job_id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
         job_id = job_id or uuid.uuid4().hex
-        chain = await self._route(request)
+        chain = await self._chain(request)
         spec = chain[0]
         now = time.time()
         deadline = request.deadline or now + request.timeout
@@ -213,6 +244,8 @@ class ModelGateway:
             "agent_did": request.agent_did,
             "chain": json.dumps([m.model_id for m in chain]),
         }
+        if kind is not JobKind.CHAT:  # absent: chat, as for every job before embeddings
+            fields["kind"] = kind.value
         if key_id is not None:
             fields["key_id"] = key_id
         expire_at_ms = int((deadline + self.settings.result_ttl) * 1000)
@@ -229,14 +262,38 @@ class ModelGateway:
         if state is CreateOutcome.FULL:
             raise self._queue_full(queue)
         if state is not CreateOutcome.CREATED:
-            return await self.job(job_id)  # a job with this id exists: its handle
+            return await self._existing(job_id, kind)  # a job with this id exists: its handle
         metrics.JOBS_SUBMITTED.labels(spec.provider, request.priority.value).inc()
-        return self._handle(job_id, deadline)
+        return self._handle(job_id, deadline, kind)
+
+    @staticmethod
+    def _parsed(
+        request: InferenceRequest | EmbeddingRequest,
+    ) -> InferenceRequest | EmbeddingRequest:
+        if isinstance(request, EmbeddingRequest):
+            return parse_embedding_request(request)
+        return parse_request(request)
+
+    async def _chain(self, request: InferenceRequest | EmbeddingRequest) -> list[ModelSpec]:
+        """The models that may answer, in order: an embeddings job has its one model."""
+        if isinstance(request, EmbeddingRequest):
+            return [embedding_model(self.catalog, request)]
+        return await self._route(request)
+
+    async def _existing(self, job_id: str, kind: JobKind) -> JobHandle:
+        """The handle of the job that has ``job_id`` already; E4500 if it is of another kind."""
+        handle = await self.job(job_id)
+        if handle.kind is not kind:
+            raise InvalidRequest(
+                f"job id {job_id} is taken by a {handle.kind.value} job",
+                details={"job_id": job_id, "kind": handle.kind.value},
+            )
+        return handle
 
     async def _create(
         self,
         job_id: str,
-        request: InferenceRequest,
+        request: InferenceRequest | EmbeddingRequest,
         fields: dict[str, str],
         queue: str,
         priority: int,
@@ -274,11 +331,14 @@ class ModelGateway:
                 await self._send(job_id, queue, priority)
         return state
 
-    def _argsrepr(self, job_id: str, request: InferenceRequest) -> str | None:
+    def _argsrepr(self, job_id: str, request: InferenceRequest | EmbeddingRequest) -> str | None:
         """With L04_TASK_SHOW_PROMPT, a redacted preview of the prompt for Flower and the logs."""
         if not self.settings.task_show_prompt:
             return None
-        preview = redact(request.messages[-1].text[:PROMPT_PREVIEW_CHARS])
+        text = (
+            request.input[0] if isinstance(request, EmbeddingRequest) else request.messages[-1].text
+        )
+        preview = redact(text[:PROMPT_PREVIEW_CHARS])
         return f"[{{'job_id': {job_id!r}, 'prompt': {preview!r}}}]"
 
     async def _send(self, job_id: str, queue: str, priority: int) -> None:
@@ -298,11 +358,16 @@ class ModelGateway:
             info = await self._store.status(job_id)
         if not info:
             raise unknown_job(job_id)
-        return self._handle(job_id, float(info.get("deadline") or time.time()))
+        kind = JobKind(info.get("kind") or JobKind.CHAT)
+        return self._handle(job_id, float(info.get("deadline") or time.time()), kind)
 
-    def _handle(self, job_id: str, deadline: float) -> JobHandle:
+    async def embedding_job(self, job_id: str) -> EmbeddingJob:
+        """A handle on an embeddings job submitted earlier; E4500 for a chat job's id."""
+        return EmbeddingJob(await self._existing(job_id, JobKind.EMBED))
+
+    def _handle(self, job_id: str, deadline: float, kind: JobKind = JobKind.CHAT) -> JobHandle:
         return JobHandle(
-            job_id, deadline, self._store, self._listener, self.settings.deadline_grace
+            job_id, deadline, self._store, self._listener, self.settings.deadline_grace, kind
         )
 
     async def _route(self, request: InferenceRequest) -> list[ModelSpec]:

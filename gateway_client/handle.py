@@ -1,4 +1,5 @@
-"""``JobHandle``: a submitted job, to wait on, stream, inspect or cancel.
+"""``JobHandle``: a submitted job, to wait on, stream, inspect or cancel; ``EmbeddingJob``: an
+embeddings job, to wait on, inspect or cancel.
 
 Waiting never hangs: past the job's deadline (plus a short grace for the worker's own report)
 the handle ends the job itself with E4404 (never started) or E4205 (started, never finished),
@@ -12,14 +13,16 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from gateway_client.job_store import JobStore
 from gateway_client.listener import FEED_ENDED, EventListener, Subscription
 from gateway_core import metrics
-from gateway_core.errors import JobCancelled, error_from_payload, unknown_job
-from gateway_core.job_records import JobEvent
+from gateway_core.embeddings import EmbeddingResponse
+from gateway_core.errors import InvalidRequest, JobCancelled, error_from_payload, unknown_job
+from gateway_core.job_records import JobEvent, JobKind
 from gateway_core.job_states import FinishOutcome, JobState
 from gateway_core.response import InferenceResponse, StreamChunk
 from gateway_core.store_errors import job_store_errors
@@ -30,6 +33,7 @@ class JobStatus(BaseModel):
 
     job_id: str
     state: JobState  # a StrEnum: compares equal to "queued", "running", ...
+    kind: JobKind = JobKind.CHAT
     attempt: int = 0
     provider: str = ""
     model_id: str = ""
@@ -52,9 +56,11 @@ class JobHandle:
         store: JobStore,
         listener: EventListener,
         deadline_grace: float,
+        kind: JobKind = JobKind.CHAT,
     ) -> None:
         self.job_id = job_id
         self.deadline = deadline
+        self.kind = kind
         self._store = store
         self._listener = listener
         self._grace = deadline_grace
@@ -64,13 +70,22 @@ class JobHandle:
 
     async def result(self, timeout: float | None = None) -> InferenceResponse:
         """The job's response, or its typed error. ``timeout`` bounds this wait only."""
+        return InferenceResponse.model_validate(await self.result_payload(timeout))
+
+    async def result_payload(
+        self, timeout: float | None = None, kind: JobKind = JobKind.CHAT
+    ) -> dict[str, Any]:
+        """The job's response as its result event holds it, or its typed error; E4500 if the
+        job is not of ``kind`` (an embeddings job read as a chat job, or the other way)."""
         # aclosing: the feed's subscription is released here and now, not by the garbage
         # collector at some later point on a connection that may be gone by then.
         async with contextlib.aclosing(self._events(timeout)) as events:
             async for event in events:
                 if event.type == "result":
+                    _check_kind(self.job_id, event, kind)
                     metrics.JOB_RESULTS.labels("success").inc()
-                    return InferenceResponse.model_validate(event.data["response"])
+                    response: dict[str, Any] = event.data["response"]
+                    return response
                 if event.type == "error":
                     metrics.JOB_RESULTS.labels("error").inc()
                     raise error_from_payload(event.data["error"])
@@ -95,6 +110,7 @@ class JobHandle:
                         content_delta=event.data.get("delta", ""),
                     )
                 elif event.type == "result":
+                    _check_kind(self.job_id, event, JobKind.CHAT)
                     response = InferenceResponse.model_validate(event.data["response"])
                     yield StreamChunk(
                         job_id=self.job_id,
@@ -117,6 +133,7 @@ class JobHandle:
         return JobStatus(
             job_id=self.job_id,
             state=JobState(info["state"]),
+            kind=JobKind(info.get("kind") or JobKind.CHAT),
             attempt=int(info.get("attempt") or 0),
             provider=info.get("provider", ""),
             model_id=info.get("model", ""),
@@ -181,3 +198,49 @@ class JobHandle:
         if outcome is FinishOutcome.NOT_YET:
             # Our clock runs ahead of the Redis server's: give it a moment.
             await asyncio.sleep(0.2)
+
+
+_A_JOB_OF = {JobKind.CHAT: "a chat job", JobKind.EMBED: "an embeddings job"}
+
+
+def _check_kind(job_id: str, event: JobEvent, kind: JobKind) -> None:
+    """E4500 when a result event is of another kind of job than its reader expects."""
+    found = str(event.data.get("kind") or JobKind.CHAT)
+    if found == kind:
+        return
+    reader = "gateway.embedding_job()" if found == JobKind.EMBED else "gateway.job()"
+    raise InvalidRequest(
+        f"job {job_id} is not {_A_JOB_OF[kind]} (its kind is {found!r}): read it with {reader}",
+        details={"job_id": job_id, "kind": found},
+    )
+
+
+class EmbeddingJob:
+    """A submitted embeddings job: its vectors (or typed error), its status, cancel.
+
+    No stream: an embedding comes whole. Any process can take it up again by its id
+    (``gateway.embedding_job(job_id)``), and cancel works as for chat jobs: a queued job never
+    reaches its provider, a running one has its call stopped.
+    """
+
+    def __init__(self, handle: JobHandle) -> None:
+        #: The job's plain handle, for code that treats every kind of job alike (status,
+        #: cancel); its ``result()`` and ``stream()`` refuse an embeddings job with E4500.
+        self.handle = handle
+        self.job_id = handle.job_id
+        self.deadline = handle.deadline
+
+    def __repr__(self) -> str:
+        return f"EmbeddingJob(job_id={self.job_id!r})"
+
+    async def result(self, timeout: float | None = None) -> EmbeddingResponse:
+        """The vectors, or the job's typed error. ``timeout`` bounds this wait only."""
+        payload = await self.handle.result_payload(timeout, JobKind.EMBED)
+        return EmbeddingResponse.model_validate(payload)
+
+    async def status(self) -> JobStatus:
+        return await self.handle.status()
+
+    async def cancel(self) -> bool:
+        """Cancel the job unless it already ended. True if this call cancelled it."""
+        return await self.handle.cancel()

@@ -11,6 +11,11 @@ quality, then cost), ``cost_optimized`` (expected cost of this request), ``laten
 for the request's task type), ``provider_pinned`` (only the pinned provider's models).
 A request naming a model gets that model first and its own ``fallback_models`` after it; a
 request naming neither a model nor a strategy gets the catalog's ``default_model``.
+
+Only chat models answer chat requests: an embedding model (``kind = "embedding"``) is never a
+candidate, and naming one is E4101. An embeddings job is not routed: it names its model, which
+must be an embedding model (:func:`embedding_model`), and has no fallbacks (vectors of two
+models are not comparable, so another model's answer would be a wrong one).
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ from collections.abc import Callable, Mapping
 
 from redis.asyncio import Redis
 
-from config.catalog import Catalog, ModelSpec, ModelStatus
-from gateway_core import keys
+from config.catalog import Catalog, ModelKind, ModelSpec, ModelStatus
+from gateway_core import keys, tokens
 from gateway_core.breakers import deployment
+from gateway_core.embeddings import EmbeddingRequest
 from gateway_core.errors import (
     AllModelsUnavailable,
     CapabilityNotSupported,
     ContextLengthExceeded,
+    InvalidParameters,
     NoSuitableModel,
     ResidencyNotSatisfiable,
     RoutingError,
@@ -58,9 +65,19 @@ class LLMRouter:
         if named_model is not None:
             named = [self.catalog.resolve(named_model)]
             named += [self.catalog.resolve(m) for m in options.fallback_models]
+            for model in named:
+                if model.kind is not ModelKind.CHAT:
+                    raise CapabilityNotSupported(
+                        f"model {model.model_id} is an embedding model: it does not chat",
+                        details={"model_id": model.model_id, "kind": model.kind.value},
+                    )
             candidates = named
         else:
-            candidates = [m for m in self.catalog if m.status is not ModelStatus.DISABLED]
+            candidates = [
+                m
+                for m in self.catalog
+                if m.status is not ModelStatus.DISABLED and m.kind is ModelKind.CHAT
+            ]
             if options.strategy is RoutingStrategy.PROVIDER_PINNED:
                 if not options.provider:
                     raise NoSuitableModel("provider_pinned routing needs routing.provider")
@@ -149,6 +166,35 @@ class LLMRouter:
         if strategy is RoutingStrategy.QUALITY_OPTIMIZED:
             return lambda m: (deprecated(m), -quality(m), cost(m))
         return lambda m: (deprecated(m), -quality(m), cost(m))
+
+
+def embedding_model(catalog: Catalog, request: EmbeddingRequest) -> ModelSpec:
+    """The embedding model that answers ``request``: E4001 / E4005 as for chat, E4101 for a chat
+    model, E4502 for more dimensions than the model's vectors have, E4103 for an input longer
+    than the model takes (counted with the model's tokenizer, as chat prompts are)."""
+    spec = catalog.resolve(request.model_id)
+    if spec.kind is not ModelKind.EMBEDDING or spec.embedding_dimensions is None:
+        raise CapabilityNotSupported(
+            f"model {spec.model_id} is a chat model: it makes no embeddings",
+            details={"model_id": spec.model_id, "kind": spec.kind.value},
+        )
+    if request.dimensions is not None and request.dimensions > spec.embedding_dimensions:
+        raise InvalidParameters(
+            f"dimensions {request.dimensions} is more than {spec.model_id}'s vectors have "
+            f"({spec.embedding_dimensions})",
+            details={"model_id": spec.model_id, "max_dimensions": spec.embedding_dimensions},
+        )
+    for index, text in enumerate(request.input):
+        # A token (byte-level BPE) covers at least one byte: only a longer text can have too many.
+        if len(text.encode()) > spec.context_window:
+            counted = tokens.count_text(text, spec.tokenizer)
+            if counted > spec.context_window:
+                raise ContextLengthExceeded(
+                    f"input {index} has {counted} tokens, more than {spec.model_id} takes "
+                    f"({spec.context_window})",
+                    details={"model_id": spec.model_id, "input": index, "tokens": counted},
+                )
+    return spec
 
 
 async def measured_latencies(redis: Redis) -> dict[str, float]:

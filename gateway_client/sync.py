@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 
 from config.settings import GatewaySettings
 from gateway_client.gateway import ModelGateway
-from gateway_client.handle import JobHandle, JobStatus
+from gateway_client.handle import EmbeddingJob, JobHandle, JobStatus
+from gateway_core.embeddings import EmbeddingRequest, EmbeddingResponse
 from gateway_core.request import InferenceRequest
 from gateway_core.response import InferenceResponse, StreamChunk
 
@@ -66,6 +67,22 @@ class SyncJobHandle:
         return self._runner.run(self._handle.cancel())
 
 
+class SyncEmbeddingJob:
+    def __init__(self, job: EmbeddingJob, runner: _LoopThread) -> None:
+        self._job = job
+        self._runner = runner
+        self.job_id = job.job_id
+
+    def result(self, timeout: float | None = None) -> EmbeddingResponse:
+        return self._runner.run(self._job.result(timeout))
+
+    def status(self) -> JobStatus:
+        return self._runner.run(self._job.status())
+
+    def cancel(self) -> bool:
+        return self._runner.run(self._job.cancel())
+
+
 class SyncModelGateway:
     def __init__(self, settings: GatewaySettings | None = None, **kwargs: Any) -> None:
         self._runner = _LoopThread()
@@ -83,6 +100,15 @@ class SyncModelGateway:
 
     def job(self, job_id: str) -> SyncJobHandle:
         return SyncJobHandle(self._runner.run(self._gateway.job(job_id)), self._runner)
+
+    def embed(
+        self, request: EmbeddingRequest, job_id: str | None = None, *, key_id: str | None = None
+    ) -> SyncEmbeddingJob:
+        job = self._runner.run(self._gateway.embed(request, job_id, key_id=key_id))
+        return SyncEmbeddingJob(job, self._runner)
+
+    def embedding_job(self, job_id: str) -> SyncEmbeddingJob:
+        return SyncEmbeddingJob(self._runner.run(self._gateway.embedding_job(job_id)), self._runner)
 
     def execute(self, request: InferenceRequest) -> InferenceResponse:
         return self._runner.run(self._gateway.execute(request))

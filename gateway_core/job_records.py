@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
@@ -33,6 +34,16 @@ from gateway_core import keys
 from gateway_core.job_states import FINISH_REPLIES, FinishOutcome
 
 log = logging.getLogger(__name__)
+
+
+class JobKind(StrEnum):
+    """What a job asks of its model: the record's ``kind`` field (absent: ``chat``, as every job
+    was before embeddings). An embeddings job's result event carries ``"kind": "embed"``."""
+
+    #: A chat completion, streamed or whole (``InferenceRequest``).
+    CHAT = "chat"
+    #: Vectors for a list of texts (``EmbeddingRequest``), never streamed.
+    EMBED = "embed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,41 @@ class ResponseFormat(BaseModel):
         return self
 
 
+def _stored(info: ValidationInfo) -> bool:
+    """Read back from a job's record: validated when it was submitted (see parse_request)."""
+    return bool(info.context and info.context.get("stored"))
+
+
+def check_agent_did(value: str, info: ValidationInfo) -> str:
+    """``agent_did`` is a DID, unless the request was queued before this rule (stored)."""
+    if not _stored(info) and not AGENT_DID_PATTERN.fullmatch(value):
+        raise ValueError(
+            "agent_did must be a DID: did:<method>:<id> (method a-z 0-9; id of A-Z a-z 0-9 "
+            ". - _ : and %-escapes)"
+        )
+    return value
+
+
+def check_deadline(value: float | None, info: ValidationInfo) -> float | None:
+    """A deadline at most MAX_TIMEOUT_S away; a stored one was checked at submit already."""
+    if value is not None and not _stored(info) and value > time.time() + MAX_TIMEOUT_S:
+        raise ValueError(
+            f"deadline is more than {MAX_TIMEOUT_S:.0f} s away (the longest a job may live)"
+        )
+    return value
+
+
+def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` is plain JSON of at most MAX_METADATA_BYTES."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata must be plain JSON ({exc})") from None
+    if len(text) > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata is {len(text)} bytes of JSON, over {MAX_METADATA_BYTES}")
+    return value
+
+
 class InferenceRequest(BaseModel):
     """One inference job. Build it with :meth:`create`, which turns bad input into E45xx errors."""
 
@@ -117,34 +152,17 @@ class InferenceRequest(BaseModel):
     @field_validator("agent_did")
     @classmethod
     def _did(cls, value: str, info: ValidationInfo) -> str:
-        stored = bool(info.context and info.context.get("stored"))  # queued before this rule
-        if not stored and not AGENT_DID_PATTERN.fullmatch(value):
-            raise ValueError(
-                "agent_did must be a DID: did:<method>:<id> (method a-z 0-9; id of A-Z a-z 0-9 "
-                ". - _ : and %-escapes)"
-            )
-        return value
+        return check_agent_did(value, info)
 
     @field_validator("deadline")
     @classmethod
     def _deadline_within_reach(cls, value: float | None, info: ValidationInfo) -> float | None:
-        stored = bool(info.context and info.context.get("stored"))  # checked at submit already
-        if value is not None and not stored and value > time.time() + MAX_TIMEOUT_S:
-            raise ValueError(
-                f"deadline is more than {MAX_TIMEOUT_S:.0f} s away (the longest a job may live)"
-            )
-        return value
+        return check_deadline(value, info)
 
     @field_validator("metadata")
     @classmethod
     def _metadata_is_json(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            text = json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"metadata must be plain JSON ({exc})") from None
-        if len(text) > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata is {len(text)} bytes of JSON, over {MAX_METADATA_BYTES}")
-        return value
+        return check_metadata(value)
 
     @field_validator("stop")
     @classmethod
@@ -190,7 +208,9 @@ class InferenceRequest(BaseModel):
         return "\n\n".join(m.text for m in self.messages if m.role is MessageRole.SYSTEM)
 
 
-_SAMPLING_FIELDS = {"max_tokens", "temperature", "top_p", "stop", "seed", "timeout", "deadline"}
+SAMPLING_FIELDS = frozenset(
+    {"max_tokens", "temperature", "top_p", "stop", "seed", "timeout", "deadline"}
+)
 
 
 def parse_request(data: Any, *, stored: bool = False) -> InferenceRequest:
@@ -211,8 +231,13 @@ def parse_request(data: Any, *, stored: bool = False) -> InferenceRequest:
         raise validation_error_from(exc) from None
 
 
-def validation_error_from(exc: pydantic.ValidationError) -> ValidationError:
-    """Map pydantic's error list to one E45xx error naming every offending field."""
+def validation_error_from(
+    exc: pydantic.ValidationError,
+    parameters: frozenset[str] = SAMPLING_FIELDS,
+    messages: frozenset[str] = frozenset({"messages"}),
+) -> ValidationError:
+    """Map pydantic's error list to one E45xx error naming every offending field: E4501 when
+    ``messages`` are at fault, E4502 when only ``parameters`` are, else E4500."""
     problems = []
     fields: set[str] = set()
     for err in exc.errors(include_url=False, include_input=False):
@@ -220,8 +245,8 @@ def validation_error_from(exc: pydantic.ValidationError) -> ValidationError:
         fields.add(str(err["loc"][0]) if err["loc"] else "request")
         problems.append(f"{loc}: {err['msg']}")
     kind: type[ValidationError] = InvalidRequest
-    if "messages" in fields:
+    if fields & messages:
         kind = InvalidMessages
-    elif fields and fields <= _SAMPLING_FIELDS:
+    elif fields and fields <= parameters:
         kind = InvalidParameters
     return kind("invalid request: " + "; ".join(problems), details={"errors": problems})

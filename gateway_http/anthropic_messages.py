@@ -319,11 +319,10 @@ class EventStream:
     def end(self, response: InferenceResponse) -> bytes:
         out = b""
         index = 0
+        if not self._text_open and (response.content or not response.tool_calls):
+            out += self.text(response.content)  # an answer that came whole (cached, joined)
         if self._text_open:
             out += _event("content_block_stop", {"index": 0})
-            index = 1
-        elif not response.tool_calls:
-            out += self.text(response.content) + _event("content_block_stop", {"index": 0})
             index = 1
         for call in response.tool_calls:
             block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}

@@ -26,7 +26,7 @@ from gateway_client.handle import JobHandle
 from gateway_core import keys
 from gateway_core.errors import GatewayError, ProviderFailed
 from gateway_core.response import StreamChunk
-from gateway_http import anthropic_messages, openai_chat
+from gateway_http import anthropic_messages, openai_chat, openai_embeddings
 from gateway_http.access import AccessMiddleware, Drain
 from gateway_http.auth import Authenticator, KeyStore
 from gateway_http.body import BodyRefused, read_json, validate
@@ -36,6 +36,7 @@ from gateway_http.door import (
     JobOptions,
     abandon,
     answer_headers,
+    check_model,
     check_models,
     job_options,
     unless_gone,
@@ -124,15 +125,37 @@ async def _inference(
     if stream:
         return await _stream(request, handle, options, dialect, include_usage)
     try:
-        answer = await wait_for_answer(handle, options, request.receive)
+        response, headers = await wait_for_answer(handle, handle.result(), options, request.receive)
     except ClientGone:
         return Response(status_code=499)  # nobody reads it
     body = (
-        openai_chat.completion_object(answer.response, tier)
+        openai_chat.completion_object(response, tier)
         if dialect == "openai"
-        else anthropic_messages.message_object(answer.response)
+        else anthropic_messages.message_object(response)
     )
-    return JSONResponse(body, headers=answer.headers)
+    return JSONResponse(body, headers=headers)
+
+
+async def _embeddings(request: Request, door: Door) -> Response:
+    _note(request, "/v1/embeddings")
+    caller = await door.auth.caller(request)
+    _note(request, "/v1/embeddings", caller)
+    data = await read_json(request, door.settings.http_max_body)
+    body = validate(openai_embeddings.EmbeddingsBody, data)
+    options = job_options(request, caller, None, door.settings.http_timeout)
+    embedding = openai_embeddings.to_request(body, caller, options)
+    check_model(caller, door.gateway.catalog, embedding.model_id)
+    job = await door.gateway.embed(embedding, options.job_id, key_id=caller.key_id)
+    request.scope["l04.job_id"] = job.job_id
+    try:
+        response, headers = await wait_for_answer(
+            job.handle, job.result(), options, request.receive
+        )
+    except ClientGone:
+        return Response(status_code=499)
+    return JSONResponse(
+        openai_embeddings.embeddings_object(response, body.encoding_format), headers=headers
+    )
 
 
 async def _stream(
@@ -249,6 +272,15 @@ def create_app(
         return await _guarded(
             request, "anthropic", lambda: _inference(request, door(), "anthropic", "/v1/messages")
         )
+
+    @app.post(
+        "/v1/embeddings",
+        tags=["OpenAI"],
+        summary="Create embeddings (OpenAI Embeddings API), as jobs on the fleet",
+        openapi_extra=_body_schema(openai_embeddings.EmbeddingsBody),
+    )
+    async def embeddings(request: Request) -> Response:
+        return await _guarded(request, "openai", lambda: _embeddings(request, door()))
 
     @app.get("/v1/models", tags=["OpenAI"], summary="List the catalog's models")
     async def list_models(request: Request) -> Response:

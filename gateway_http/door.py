@@ -14,7 +14,7 @@ import re
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -24,10 +24,10 @@ from config.catalog import Catalog
 from gateway_client.handle import JobHandle
 from gateway_core.errors import InvalidParameters, InvalidRequest, ModelNotAllowed
 from gateway_core.request import MAX_TIMEOUT_S, InferenceRequest, Priority, RoutingStrategy
-from gateway_core.response import InferenceResponse
 from gateway_http.sse import disconnected
 
 T = TypeVar("T")
+A = TypeVar("A", bound="Answered")
 
 #: ``service_tier`` (OpenAI's names) to the fleet's priorities.
 SERVICE_TIERS = {
@@ -160,16 +160,19 @@ def _idempotent_job_id(caller: Caller, key: str | None) -> str | None:
     return f"idem-{digest[:40]}"
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A finished job and what the response headers say about it."""
+class Answered(Protocol):
+    """What the headers say of an answer (a chat or an embeddings response)."""
 
-    response: InferenceResponse
-    headers: dict[str, str]
+    @property
+    def provider(self) -> str: ...
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def cached(self) -> bool: ...
 
 
 async def answer_headers(
-    handle: JobHandle, options: JobOptions, response: InferenceResponse | None
+    handle: JobHandle, options: JobOptions, response: Answered | None
 ) -> dict[str, str]:
     """x-request-id, x-l04-job-id, -provider, -model, -cache and -queue-ms."""
     headers = {"x-request-id": options.request_id, "x-l04-job-id": handle.job_id}
@@ -216,26 +219,30 @@ async def abandon(handle: JobHandle, options: JobOptions) -> None:
         await handle.cancel()
 
 
-async def wait_for_answer(handle: JobHandle, options: JobOptions, receive: Receive) -> Answer:
-    """The job's answer and its headers; :class:`ClientGone` if the client went away first."""
+async def wait_for_answer(
+    handle: JobHandle, result: Awaitable[A], options: JobOptions, receive: Receive
+) -> tuple[A, dict[str, str]]:
+    """The job's answer (``result``, the handle's result in its kind) and the response headers;
+    :class:`ClientGone` if the client went away first."""
     try:
-        response = await unless_gone(handle.result(), receive)
+        response = await unless_gone(result, receive)
     except ClientGone:
         await abandon(handle, options)
         raise
-    return Answer(response, await answer_headers(handle, options, response))
+    return response, await answer_headers(handle, options, response)
 
 
 def check_models(caller: Caller, catalog: Catalog, request: InferenceRequest) -> None:
     """E4001 for an unknown model, E4409 for a model (or fallback) the caller's key may not use."""
     named = [request.model_id] if request.model_id else []
-    named += list(request.routing.fallback_models)
-    specs = [catalog.resolve(name) for name in named]
-    if not caller.models:
-        return
-    for spec in specs:
-        if spec.model_id not in caller.models:
-            raise ModelNotAllowed(
-                f"this key may not use model {spec.model_id!r}",
-                details={"param": "model", "model_id": spec.model_id},
-            )
+    for name in [*named, *request.routing.fallback_models]:
+        check_model(caller, catalog, name)
+
+
+def check_model(caller: Caller, catalog: Catalog, name: str) -> None:
+    spec = catalog.resolve(name)
+    if caller.models and spec.model_id not in caller.models:
+        raise ModelNotAllowed(
+            f"this key may not use model {spec.model_id!r}",
+            details={"param": "model", "model_id": spec.model_id},
+        )

@@ -58,6 +58,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "E4702": 503,
 }
 
+#: The codes that are about the request's ``model``: OpenAI names it as their ``param``.
+MODEL_CODES = frozenset({"E4001", "E4005", "E4409"})
+
 #: The statuses that always carry ``Retry-After`` (seconds), from the error's details or 1.
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 
@@ -110,6 +113,8 @@ class HttpError:
         if param is None:
             named = error.details.get("param") or error.details.get("field")
             param = str(named) if named else None
+        if param is None and error.code in MODEL_CODES:
+            param = "model"
         return cls(status, error.code, error.message, param, retry_after)
 
     @property

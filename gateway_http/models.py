@@ -19,9 +19,11 @@ def model_object(spec: ModelSpec) -> dict[str, Any]:
         "l04": {
             "provider": spec.provider,
             "aliases": list(spec.aliases),
+            "kind": spec.kind.value,
             "capabilities": list(spec.capabilities),
             "context_window": spec.context_window,
             "max_output_tokens": spec.max_output_tokens,
+            "embedding_dimensions": spec.embedding_dimensions,
             "region": spec.region,
             "status": spec.status.value,
         },

@@ -157,7 +157,9 @@ def _run_workers(config: uvicorn.Config, workers: int, log_level: str) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="l04-serve-metrics-")
     sock = config.bind_socket()
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_child, args=(config, sock, log_level)) for _ in range(workers)]
+    processes = [
+        context.Process(target=_child, args=(config, sock, log_level)) for _ in range(workers)
+    ]
     stopping: list[int] = []
 
     def forward(sig: int, frame: FrameType | None) -> None:

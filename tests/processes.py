@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -130,6 +131,10 @@ class MockUpstreamProcess:
         requests = self.stats()["requests"]
         assert isinstance(requests, dict)
         return int(requests.get(path, 0))
+
+    def last(self, path: str) -> dict[str, Any]:
+        """The last request received at ``path``: ``{"body": ..., "headers": ...}``."""
+        return dict(httpx.get(f"{self.url}/_mock/last", params={"path": path}).json())
 
     def reset(self) -> None:
         httpx.post(f"{self.url}/_mock/reset").raise_for_status()

@@ -16,7 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway_core.embeddings import WIRE, EmbeddingResponse
 from gateway_core.errors import GatewayError
+from gateway_core.job_records import JobKind
 from gateway_core.job_states import FinishOutcome, JobState
 from gateway_core.response import InferenceResponse
 from gateway_core.store_errors import STORE_ERRORS
@@ -97,8 +99,15 @@ class EventWriter:
         self.streamed.append(text)
         self.emitted = True
 
-    async def result(self, response: InferenceResponse) -> bool:
-        event: dict[str, Any] = {"type": "result", "response": response.model_dump(mode="json")}
+    async def result(self, response: InferenceResponse | EmbeddingResponse) -> bool:
+        """The job's answer; an embeddings job's says so (``"kind": "embed"``), its vectors
+        packed (see :mod:`gateway_core.embeddings`)."""
+        event: dict[str, Any] = {
+            "type": "result",
+            "response": response.model_dump(mode="json", context=WIRE),
+        }
+        if isinstance(response, EmbeddingResponse):
+            event["kind"] = JobKind.EMBED.value
         return await self._finish(JobState.SUCCEEDED, event)
 
     async def error(self, error: GatewayError) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from gateway_core import keys
-from gateway_core.job_records import JobRecords, compact_json, finish_outcome, text
+from gateway_core.job_records import JobKind, JobRecords, compact_json, finish_outcome, text
 from gateway_core.job_states import ClaimOutcome, FinishOutcome, JobState, OrphanOutcome
 from gateway_core.lua_scripts import register
 
@@ -41,6 +41,7 @@ class Claim:
     detail: str = ""
     chain: tuple[str, ...] = ()  # the models that may answer, in order
     priority: str = "normal"
+    kind: JobKind = JobKind.CHAT
 
 
 class WorkerJobStore(JobRecords):
@@ -99,6 +100,7 @@ class WorkerJobStore(JobRecords):
             started_ms=int(parts[9]),
             chain=tuple(json.loads(parts[10])),
             priority=parts[11],
+            kind=JobKind(parts[12]),
         )
 
     async def append(self, job_id: str, worker_id: str, event: dict[str, Any]) -> int:

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from config.catalog import ModelSpec
 from gateway_core import keys, metrics
+from gateway_core.embeddings import EmbeddingRequest, EmbeddingResponse
 from gateway_core.request import InferenceRequest
 from gateway_core.response import InferenceResponse
 from workers.job_store import Claim
@@ -29,9 +30,12 @@ def failed(provider: str, model: str, code: str) -> None:
 
 
 def usage_event(
-    request: InferenceRequest, response: InferenceResponse, claim: Claim
+    request: InferenceRequest | EmbeddingRequest,
+    response: InferenceResponse | EmbeddingResponse,
+    claim: Claim,
 ) -> dict[str, Any]:
-    """The seed's ``inference_completed`` event. Its id is the job's: one answer, one event."""
+    """The seed's ``inference_completed`` event. Its id is the job's: one answer, one event
+    (an embeddings job's too: its input tokens, no output tokens)."""
     usage = response.token_usage
     return {
         "event_id": f"l04-usage-{response.job_id}",
@@ -54,9 +58,9 @@ def usage_event(
 
 async def succeeded(
     redis: Redis,
-    request: InferenceRequest,
+    request: InferenceRequest | EmbeddingRequest,
     spec: ModelSpec,
-    response: InferenceResponse,
+    response: InferenceResponse | EmbeddingResponse,
     claim: Claim,
     outbox_max: int,
 ) -> None:

@@ -3,6 +3,12 @@
 The claim is atomic (see ``workers/lua/job_claim.lua``): a job that was cancelled, has expired
 or already ended is never sent to a provider. The provider call runs under the job's deadline.
 Every outcome, including bugs, ends in exactly one terminal event with an E4xxx code.
+
+A chat job (the record's kind ``chat``) may be answered from the response cache, streamed, and
+failed over along its chain. An embeddings job (kind ``embed``) runs through the same admission
+(one request, the input's tokens), breaker, retries and deadline, then writes its vectors whole;
+it has no cache (an indexing run rarely embeds one text twice, and a repeated job id is one job
+already) and no fallback model (its chain is its one model: see ``gateway_client/router.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -17,30 +26,39 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from config.catalog import Catalog, ModelSpec
 from config.settings import GatewaySettings
 from gateway_core import metrics
+from gateway_core.embeddings import EmbeddingRequest, EmbeddingResponse, parse_embedding_request
 from gateway_core.errors import (
     AllModelsUnavailable,
     CircuitOpen,
     DeadlineExceeded,
     GatewayError,
+    MalformedResponse,
     ProviderFailed,
     ProviderTimeout,
     RateLimited,
     StreamInterrupted,
 )
+from gateway_core.job_records import JobKind
 from gateway_core.job_states import ClaimOutcome
 from gateway_core.request import InferenceRequest, parse_request
-from gateway_core.response import InferenceResponse
+from gateway_core.response import InferenceResponse, TokenUsage
 from tasks.outcomes import RunOutcome
 from workers import observe
 from workers.cache.response_cache import Lookup, ResponseCache, cached_chunks
-from workers.control.admission import Admission, Deferred
+from workers.control.admission import Admission, AdmittedRequest, Deferred
 from workers.control.circuit_breaker import CircuitBreakers
 from workers.control.latency import LatencyTracker
 from workers.events import EventWriter, JobFenced
 from workers.failover import Failover
 from workers.job_store import Claim, WorkerJobStore
 from workers.log_format import current_job
-from workers.providers import CallContext, ProviderAdapter, ProviderResult, ProviderSet
+from workers.providers import (
+    CallContext,
+    EmbeddingResult,
+    ProviderAdapter,
+    ProviderResult,
+    ProviderSet,
+)
 from workers.requeue import Requeue
 from workers.retry import retry_delay
 
@@ -65,6 +83,27 @@ NOT_RUN: dict[ClaimOutcome, RunOutcome | None] = {
     ClaimOutcome.LOST: RunOutcome.LOST,
     ClaimOutcome.GONE: None,
 }
+
+
+class _Used(Protocol):
+    """A provider call's answer, as admission settles it."""
+
+    @property
+    def usage(self) -> TokenUsage: ...
+
+
+R = TypeVar("R")
+U = TypeVar("U", bound=_Used)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A job's answer, ready to report: the request, the model that answered, the response."""
+
+    request: InferenceRequest | EmbeddingRequest
+    spec: ModelSpec
+    response: InferenceResponse | EmbeddingResponse
+    outcome: RunOutcome
 
 
 class ProviderUnavailable(Exception):
@@ -134,15 +173,10 @@ class JobPipeline:
         started = time.monotonic()
         try:
             await writer.resume(claim.events_so_far)
-            request = parse_request(claim.request_json, stored=True)
-            spec = self._catalog.resolve(claim.model)
-            adapter = self._providers.get(claim.provider)
-            ctx = CallContext(job_id=job_id, attempt=claim.attempt)
-            lookup = await self._cache.lookup(request, spec)
-            if lookup.hit is not None:
-                return await self._answer_from_cache(request, spec, claim, writer, lookup, started)
-            result = await self._guarded_call(adapter, request, spec, ctx, writer, claim)
-            await self._cache.store(lookup, result)
+            if claim.kind is JobKind.EMBED:
+                answer = await self._embed(job_id, claim, writer, started)
+            else:
+                answer = await self._chat(job_id, claim, writer, started)
         except ProviderUnavailable as unavailable:
             return await self._fail_over(job_id, claim, writer, unavailable.error)
         except Deferred as deferred:
@@ -171,30 +205,76 @@ class JobPipeline:
                 )
             )
             return RunOutcome.FAILED
+        return await self._answered(claim, writer, answer)
+
+    async def _chat(self, job_id: str, claim: Claim, writer: EventWriter, started: float) -> Answer:
+        request = parse_request(claim.request_json, stored=True)
+        spec = self._catalog.resolve(claim.model)
+        adapter = self._providers.get(claim.provider)
+        ctx = CallContext(job_id=job_id, attempt=claim.attempt)
+        lookup = await self._cache.lookup(request, spec)
+        if lookup.hit is not None:
+            return await self._answer_from_cache(request, spec, claim, writer, lookup, started)
+        result = await self._guarded_call(
+            spec, claim, writer, lambda: self._call(adapter, request, spec, ctx, writer, claim)
+        )
+        await self._cache.store(lookup, result)
         content = writer.streamed_text if claim.stream else result.content
         response = _response(job_id, request, spec, claim, result, content, started, cached=False)
-        return await self._answered(request, spec, claim, writer, response, RunOutcome.SUCCEEDED)
+        return Answer(request, spec, response, RunOutcome.SUCCEEDED)
 
-    async def _answered(
-        self,
-        request: InferenceRequest,
-        spec: ModelSpec,
-        claim: Claim,
-        writer: EventWriter,
-        response: InferenceResponse,
-        outcome: RunOutcome,
-    ) -> RunOutcome:
-        if not await writer.result(response):
+    async def _embed(
+        self, job_id: str, claim: Claim, writer: EventWriter, started: float
+    ) -> Answer:
+        """An embeddings job: admitted, guarded and retried as a chat call, never cached."""
+        request = parse_embedding_request(claim.request_json, stored=True)
+        spec = self._catalog.resolve(claim.model)
+        adapter = self._providers.get(claim.provider)
+        ctx = CallContext(job_id=job_id, attempt=claim.attempt)
+        prompt_tokens = (
+            request.input_tokens(spec.tokenizer)
+            if self._admission.needs_token_count(spec, request.agent_did)
+            else 0
+        )
+
+        def call() -> Awaitable[EmbeddingResult]:
+            return self._admitted_calls(
+                request,
+                spec,
+                ctx,
+                claim,
+                prompt_tokens,
+                lambda: adapter.create_embeddings(request, spec, ctx),
+            )
+
+        result = await self._guarded_call(spec, claim, writer, call)
+        _check_vectors(result, request, spec)
+        usage = result.usage
+        response = EmbeddingResponse(
+            request_id=request.request_id,
+            job_id=job_id,
+            model_id=spec.model_id,
+            provider=spec.provider,
+            vectors=result.vectors,
+            token_usage=usage,
+            latency_ms=round((time.monotonic() - started) * 1000, 3),
+            cost=spec.cost(usage.prompt_tokens, 0),
+            attempt=claim.attempt,
+        )
+        return Answer(request, spec, response, RunOutcome.SUCCEEDED)
+
+    async def _answered(self, claim: Claim, writer: EventWriter, answer: Answer) -> RunOutcome:
+        if not await writer.result(answer.response):
             return RunOutcome.FENCED
         await observe.succeeded(
             self._store.redis,
-            request,
-            spec,
-            response,
+            answer.request,
+            answer.spec,
+            answer.response,
             claim,
             self._settings.usage_outbox_max if self._settings.usage_events else 0,
         )
-        return outcome
+        return answer.outcome
 
     async def _answer_from_cache(
         self,
@@ -204,7 +284,7 @@ class JobPipeline:
         writer: EventWriter,
         lookup: Lookup,
         started: float,
-    ) -> RunOutcome:
+    ) -> Answer:
         """Answer without calling the provider; a stream gets its chunks like any other."""
         assert lookup.hit is not None
         result = lookup.hit.result
@@ -215,18 +295,16 @@ class JobPipeline:
             writer.job_id, request, spec, claim, result, result.content, started, cached=True
         )
         log.info("job %s answered from the %s cache", writer.job_id, lookup.hit.kind)
-        return await self._answered(request, spec, claim, writer, response, RunOutcome.CACHED)
+        return Answer(request, spec, response, RunOutcome.CACHED)
 
     async def _guarded_call(
         self,
-        adapter: ProviderAdapter,
-        request: InferenceRequest,
         spec: ModelSpec,
-        ctx: CallContext,
-        writer: EventWriter,
         claim: Claim,
-    ) -> ProviderResult:
-        """The provider call under the job's deadline and the provider's circuit breaker."""
+        writer: EventWriter,
+        call: Callable[[], Awaitable[R]],
+    ) -> R:
+        """The provider ``call`` under the job's deadline and the provider's circuit breaker."""
         permit = await self._breakers.allow_call(spec.provider, spec.model_id)
         if not permit.allowed:
             raise ProviderUnavailable(
@@ -243,7 +321,7 @@ class JobPipeline:
         called = time.monotonic()
         try:
             async with timeout:
-                result = await self._call(adapter, request, spec, ctx, writer, claim)
+                result = await call()
         except TimeoutError:
             if not timeout.expired():
                 raise
@@ -322,12 +400,32 @@ class JobPipeline:
         writer: EventWriter,
         claim: Claim,
     ) -> ProviderResult:
-        call = 1
         prompt_tokens = (
             adapter.count_tokens(request, spec)
             if self._admission.needs_token_count(spec, request.agent_did)
             else 0
         )
+
+        async def attempt() -> ProviderResult:
+            if claim.stream:
+                return await self._stream(adapter, request, spec, ctx, writer)
+            return await adapter.complete(request, spec, ctx)
+
+        return await self._admitted_calls(request, spec, ctx, claim, prompt_tokens, attempt)
+
+    async def _admitted_calls(
+        self,
+        request: AdmittedRequest,
+        spec: ModelSpec,
+        ctx: CallContext,
+        claim: Claim,
+        prompt_tokens: int,
+        attempt: Callable[[], Awaitable[U]],
+    ) -> U:
+        """``attempt`` the provider call, each time admitted by the rate limits and quotas, and
+        again after a retryable error (backoff, never past the deadline); a provider's own 429
+        parks the job instead (:class:`Deferred`)."""
+        call = 1
         while True:
             # Every call to the provider, retries included, is admitted by the rate limits.
             ticket = await self._admission.admit(
@@ -341,10 +439,7 @@ class JobPipeline:
             active = metrics.ACTIVE_REQUESTS.labels(spec.provider)
             active.inc()
             try:
-                if claim.stream:
-                    result = await self._stream(adapter, request, spec, ctx, writer)
-                else:
-                    result = await adapter.complete(request, spec, ctx)
+                result = await attempt()
             except BaseException as exc:
                 active.dec()
                 await asyncio.shield(self._admission.settle(ticket, None, 0.0))
@@ -406,6 +501,19 @@ class JobPipeline:
             usage=final.usage,
             finish_reason=final.finish_reason or "stop",
             tool_calls=final.tool_calls,
+        )
+
+
+def _check_vectors(result: EmbeddingResult, request: EmbeddingRequest, spec: ModelSpec) -> None:
+    """One vector per input, all of one length (the one asked for, if any): else E4600."""
+    lengths = {len(vector) for vector in result.vectors}
+    wanted = {request.dimensions} if request.dimensions is not None else lengths
+    if len(result.vectors) != len(request.input) or len(lengths) != 1 or lengths != wanted:
+        raise MalformedResponse(
+            f"{spec.provider} answered {len(result.vectors)} vectors of lengths "
+            f"{sorted(lengths)} for {len(request.input)} inputs"
+            + (f" of {request.dimensions} dimensions" if request.dimensions else ""),
+            details={"model_id": spec.model_id},
         )
 
 

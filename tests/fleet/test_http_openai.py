@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from gateway_core.embeddings import vector_from_base64
 from tests.fleet.test_providers_end_to_end import fleet_env
 from tests.processes import MockUpstreamProcess, ServerProcess, WorkerProcess
 
@@ -213,7 +214,7 @@ def test_models_from_the_catalog(sdk: openai.OpenAI) -> None:
 def test_errors_map_to_the_sdks_exceptions(sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         sdk.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
-    assert missing.value.code == "E4001"
+    assert missing.value.code == "E4001" and missing.value.param == "model"
     with pytest.raises(openai.BadRequestError) as many:
         sdk.chat.completions.create(model="mock", messages=[{"role": "user", "content": "x"}], n=2)
     assert many.value.param == "n" and many.value.code == "E4502"
@@ -247,3 +248,32 @@ def test_bad_bodies_are_4xx_in_openais_shape(door: ServerProcess) -> None:
         error = answer.json()["error"]
         assert set(error) == {"message", "type", "param", "code"}
         assert error["code"].startswith("E45")
+
+
+def test_embeddings_as_jobs(sdk: openai.OpenAI, door: ServerProcess) -> None:
+    one = sdk.embeddings.create(model="mock-embed", input="a single text")
+    assert one.object == "list" and len(one.data) == 1
+    assert len(one.data[0].embedding) == 16 and one.model == "mock-embed"
+    many = sdk.embeddings.create(
+        model="text-embedding-3-small", input=["a", "b", "c"], dimensions=8
+    )
+    assert [d.index for d in many.data] == [0, 1, 2]
+    assert all(len(d.embedding) == 8 for d in many.data)
+    assert many.usage.prompt_tokens > 0
+    # The SDK asks for base64 unless told otherwise, and decodes it; asked for explicitly, it
+    # hands over the string: little-endian float32, OpenAI's packing, the same vectors.
+    packed = sdk.embeddings.create(
+        model="mock-embed", input="a single text", encoding_format="base64"
+    )
+    unpacked = vector_from_base64(str(packed.data[0].embedding))
+    assert unpacked == pytest.approx(one.data[0].embedding, rel=1e-6)
+    floats = sdk.embeddings.create(
+        model="mock-embed", input="a single text", encoding_format="float"
+    )
+    assert floats.data[0].embedding == pytest.approx(one.data[0].embedding, rel=1e-6)
+    with pytest.raises(openai.BadRequestError) as chat_model:
+        sdk.embeddings.create(model="mock", input="x")
+    assert chat_model.value.code == "E4101"
+    with pytest.raises(openai.BadRequestError) as tokens:
+        sdk.embeddings.create(model="mock-embed", input=[[1, 2, 3]])
+    assert tokens.value.param == "input"

@@ -345,7 +345,7 @@ def test_claim_a_queued_job(redis_client: redis.Redis) -> None:
     assert float(got[6]) == float(hgetall(r, J)["deadline"])
     assert got[7] == "1234" and got[8] == "1"  # created_ms, events so far
     assert before <= int(got[9]) <= server_ms(r)
-    assert got[10:] == ["[]", "normal"]  # no chain, no priority stored: the defaults
+    assert got[10:] == ["[]", "normal", "chat"]  # no chain, priority, kind stored: the defaults
     record = hgetall(r, J)
     assert (record["state"], record["attempt"], record["worker"]) == ("running", "1", "w1")
     assert record["started_ms"] == got[9]
@@ -355,9 +355,18 @@ def test_claim_a_queued_job(redis_client: redis.Redis) -> None:
 @case("job_claim", "running, its lease lapsed (worker died)")
 def test_claim_a_job_whose_worker_died(redis_client: redis.Redis) -> None:
     r = redis_client
-    a_job(r, "running", attempt=1, worker="w0", started_ms=99, chain='["a","b"]', priority="high")
+    a_job(
+        r,
+        "running",
+        attempt=1,
+        worker="w0",
+        started_ms=99,
+        chain='["a","b"]',
+        priority="high",
+        kind="embed",
+    )
     got = claim(r)
-    assert got[:2] == ["run", "2"] and got[10:] == ['["a","b"]', "high"]
+    assert got[:2] == ["run", "2"] and got[10:] == ['["a","b"]', "high", "embed"]
     record = hgetall(r, J)
     assert (record["attempt"], record["worker"], record["started_ms"]) == ("2", "w1", "99")
     assert s(r.get(LEASE)) == "w1"

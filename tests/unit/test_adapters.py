@@ -12,6 +12,7 @@ import pytest
 from config.catalog import load_catalog
 from config.settings import GatewaySettings, load_settings
 from gateway_client import (
+    EmbeddingRequest,
     GatewayError,
     ImagePart,
     InferenceRequest,
@@ -213,6 +214,66 @@ async def test_embeddings(adapter_for: dict[str, ProviderAdapter], provider: str
     assert len(vectors[0]) == (768 if provider == "ollama" else 1536)
     a, b, c = (np.array(v) for v in vectors)
     assert float(a @ b) > float(a @ c)
+
+
+EMBEDDING_MODELS = {"openai": "text-embedding-3-small", "ollama": "nomic-embed-text"}
+EMBED_PATH = {"openai": "/v1/embeddings", "ollama": "/api/embed"}
+
+
+@pytest.mark.parametrize("provider", sorted(EMBEDDING_MODELS))
+@pytest.mark.parametrize("dimensions", [None, 64])
+async def test_embeddings_jobs_send_dimensions_and_read_usage(
+    adapter_for: dict[str, ProviderAdapter],
+    mock_upstream: MockUpstreamProcess,
+    provider: str,
+    dimensions: int | None,
+) -> None:
+    model = EMBEDDING_MODELS[provider]
+    texts = ["hello world", "the quick brown fox"]
+    req = EmbeddingRequest.create(
+        agent_did="did:key:t", input=texts, model_id=model, dimensions=dimensions
+    )
+    result = await adapter_for[provider].create_embeddings(req, load_catalog().resolve(model), CTX)
+    own = {"openai": 1536, "ollama": 768}[provider]  # the mock upstream's own lengths
+    assert [len(v) for v in result.vectors] == [dimensions or own] * 2
+    sent = httpx.get(
+        f"{mock_upstream.url}/_mock/last", params={"path": EMBED_PATH[provider]}
+    ).json()["body"]
+    expected: dict[str, object] = {"model": model, "input": texts}
+    if dimensions is not None:
+        expected["dimensions"] = dimensions
+    assert sent == expected
+    # OpenAI's usage.prompt_tokens (the upstream counts words), Ollama's prompt_eval_count.
+    assert result.usage.prompt_tokens == {"openai": 6, "ollama": 8}[provider]
+    assert result.usage.completion_tokens == 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "error_type", "code"),
+    [
+        ({"status": 400}, ProviderRejected, "E4201"),
+        ({"status": 401}, ProviderAuthFailed, "E4203"),
+        ({"status": 429, "retry_after": 2}, RateLimited, "E4401"),
+        ({"status": 503}, ProviderFailed, "E4200"),
+    ],
+)
+async def test_embeddings_errors_map_as_for_chat(
+    adapter_for: dict[str, ProviderAdapter],
+    mock_upstream: MockUpstreamProcess,
+    fault: dict[str, object],
+    error_type: type,
+    code: str,
+) -> None:
+    mock_upstream.faults({**fault, "path": "/v1/embeddings"})
+    req = EmbeddingRequest.create(
+        agent_did="did:key:t", input="hi", model_id="text-embedding-3-small"
+    )
+    with pytest.raises(GatewayError) as caught:
+        await adapter_for["openai"].create_embeddings(
+            req, load_catalog().resolve("text-embedding-3-small"), CTX
+        )
+    assert type(caught.value) is error_type and caught.value.code == code
+    assert KEYS["openai"] not in str(caught.value)
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])

@@ -71,8 +71,9 @@ def test_every_error_code_has_a_status() -> None:
 def test_error_shapes(code: str, status: int, openai_type: str, anthropic_type: str) -> None:
     error = HttpError.of(GatewayError("what happened", code=code))
     assert error.status == status
+    param = "model" if code in ("E4001", "E4409") else None
     assert error.body("openai") == {
-        "error": {"message": "what happened", "type": openai_type, "param": None, "code": code}
+        "error": {"message": "what happened", "type": openai_type, "param": param, "code": code}
     }
     assert error.body("anthropic") == {
         "type": "error",
@@ -111,7 +112,10 @@ def test_openai_body_to_a_job() -> None:
         seed=7,
         tool_choice={"type": "function", "function": {"name": "f"}},
         tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
-        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "x", "schema": {"type": "object"}},
+        },
         user="u-1",
         l04={"fallback_models": ["gpt-4o-mini"], "strategy": "cost_optimized"},
     )
@@ -265,3 +269,11 @@ def test_stream_ends() -> None:
         "message_delta",
         "message_stop",
     ]
+
+
+def test_a_whole_answer_with_text_and_tool_calls_streams_both() -> None:
+    both = response(content="checking", tool_calls=[ToolCall(id="c1", name="f", arguments="{}")])
+    events = anthropic_messages.EventStream("j1", "mock")
+    sequence = (events.start() + events.end(both)).decode()
+    assert '"text_delta","text":"checking"' in sequence
+    assert '"type":"tool_use"' in sequence

@@ -11,6 +11,7 @@ asked to ``fail_fast``, ends in E4401. A spent quota ends in E4402 at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from redis.asyncio import Redis
 
@@ -18,7 +19,6 @@ from config.catalog import Catalog, ModelSpec
 from config.settings import GatewaySettings
 from gateway_core import keys, metrics
 from gateway_core.errors import QuotaExhausted, RateLimited
-from gateway_core.request import InferenceRequest
 from gateway_core.response import TokenUsage
 from workers.control.quota import QuotaRefusal, QuotaReservation, Quotas
 from workers.control.rate_limiter import Limit, RateLimiter, Waiter
@@ -28,6 +28,20 @@ PRIORITY_BANDS = {"high": 0, "normal": 1, "low": 2}
 
 def _refused(agent_did: str) -> None:
     metrics.RATE_LIMIT_REJECTIONS.labels(metrics.agent_label(agent_did), "refused").inc()
+
+
+class AdmittedRequest(Protocol):
+    """What admission reads of a request: a chat request (``InferenceRequest``) or an
+    embeddings one (``EmbeddingRequest``, whose ``max_tokens`` is 0: it writes no tokens)."""
+
+    @property
+    def agent_did(self) -> str: ...
+
+    @property
+    def max_tokens(self) -> int: ...
+
+    @property
+    def fail_fast(self) -> bool: ...
 
 
 class Deferred(Exception):
@@ -90,7 +104,7 @@ class Admission:
     async def admit(
         self,
         job_id: str,
-        request: InferenceRequest,
+        request: AdmittedRequest,
         spec: ModelSpec,
         *,
         priority: str,
@@ -154,7 +168,7 @@ class Admission:
             await self._quotas.settle(ticket.quota, used, cost)
 
     async def _reserve_quota(
-        self, agent: str, spec: ModelSpec, prompt_tokens: int, request: InferenceRequest
+        self, agent: str, spec: ModelSpec, prompt_tokens: int, request: AdmittedRequest
     ) -> QuotaReservation | None:
         own = self._catalog.agent_limits(agent)
         if own is None or (own.token_quota is None and own.cost_quota is None):

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from config.settings import GatewaySettings
 from gateway_core.errors import ProviderNotConfigured
-from workers.providers.base import CallContext, ProviderAdapter, ProviderDelta, ProviderResult
+from workers.providers.base import (
+    CallContext,
+    EmbeddingResult,
+    ProviderAdapter,
+    ProviderDelta,
+    ProviderResult,
+)
 
 
 def build_adapter(provider: str, settings: GatewaySettings) -> ProviderAdapter:
@@ -55,6 +61,7 @@ class ProviderSet:
 
 __all__ = [
     "CallContext",
+    "EmbeddingResult",
     "ProviderAdapter",
     "ProviderDelta",
     "ProviderResult",

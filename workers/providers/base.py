@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 from config.catalog import ModelSpec
 from gateway_core import tokens
-from gateway_core.errors import ProviderNotConfigured
+from gateway_core.embeddings import EmbeddingRequest
+from gateway_core.errors import CapabilityNotSupported, ProviderNotConfigured
 from gateway_core.messages import ToolCall
 from gateway_core.request import InferenceRequest
 from gateway_core.response import TokenUsage
@@ -34,6 +35,14 @@ class ProviderResult:
     usage: TokenUsage
     finish_reason: str = "stop"
     tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class EmbeddingResult:
+    """An embeddings call's answer: one vector per input, in order, and the input's usage."""
+
+    vectors: list[list[float]]
+    usage: TokenUsage
 
 
 @dataclass(slots=True)
@@ -60,7 +69,17 @@ class ProviderAdapter(ABC):
     ) -> AsyncIterator[ProviderDelta]: ...
 
     async def embed(self, texts: list[str], model: str | None = None) -> list[list[float]]:
+        """Vectors for the semantic cache (``L04_EMBEDDING_PROVIDER``): vectors only."""
         raise ProviderNotConfigured(f"provider {self.name} has no embeddings")
+
+    async def create_embeddings(
+        self, request: EmbeddingRequest, model: ModelSpec, ctx: CallContext
+    ) -> EmbeddingResult:
+        """An embeddings job's call: ``model``'s vectors for ``request.input`` (of
+        ``request.dimensions``, when given) and the provider's count of the input's tokens."""
+        raise CapabilityNotSupported(
+            f"provider {self.name} makes no embeddings", details={"provider": self.name}
+        )
 
     def count_tokens(self, request: InferenceRequest, model: ModelSpec) -> int:
         return tokens.count_messages(request.messages, model.tokenizer)

@@ -8,11 +8,17 @@ Behaviour comes from settings (``L04_MOCK_*``) and may be overridden per request
 
 ``fail`` raises that error code; with ``fail_attempts`` only the first N attempts fail.
 The answer is deterministic, so a retried stream resumes seamlessly.
+
+Embeddings (model ``mock-embed``): :func:`mock_vector` of each input, of the request's
+``dimensions`` or the model's ``embedding_dimensions``, after ``latency_ms`` and subject to
+``fail`` like any call; usage is the input's tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,11 +29,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
 from gateway_core import tokens
+from gateway_core.embeddings import EmbeddingRequest
 from gateway_core.errors import ERROR_CODES, GatewayError, InvalidParameters, invalid
 from gateway_core.messages import MessageRole
 from gateway_core.request import InferenceRequest
 from gateway_core.response import TokenUsage
-from workers.providers.base import CallContext, ProviderAdapter, ProviderDelta, ProviderResult
+from workers.providers.base import (
+    CallContext,
+    EmbeddingResult,
+    ProviderAdapter,
+    ProviderDelta,
+    ProviderResult,
+)
+
+#: The vectors' length for an embedding model that names none (the catalog's always does).
+DEFAULT_MOCK_DIMENSIONS = 16
 
 
 class MockOptions(BaseModel):
@@ -51,7 +67,7 @@ class MockAdapter(ProviderAdapter):
         self._chunks = settings.mock_chunks
         self._failure_rate = settings.mock_failure_rate
 
-    def _options(self, request: InferenceRequest) -> MockOptions:
+    def _options(self, request: InferenceRequest | EmbeddingRequest) -> MockOptions:
         options: Any = request.metadata.get("mock")
         if options is None:
             return MockOptions()
@@ -127,6 +143,34 @@ class MockAdapter(ProviderAdapter):
                 await asyncio.sleep(delay)
             yield ProviderDelta(text=piece)
         yield ProviderDelta(finish_reason=finish, usage=usage)
+
+    async def create_embeddings(
+        self, request: EmbeddingRequest, model: ModelSpec, ctx: CallContext
+    ) -> EmbeddingResult:
+        options = self._options(request)
+        await asyncio.sleep(_latency_s(options, self._latency_ms))
+        self._maybe_fail(options, ctx)
+        size = request.dimensions or model.embedding_dimensions or DEFAULT_MOCK_DIMENSIONS
+        return EmbeddingResult(
+            vectors=[mock_vector(text, size) for text in request.input],
+            usage=TokenUsage(prompt_tokens=request.input_tokens(model.tokenizer)),
+        )
+
+
+def mock_vector(text: str, dimensions: int) -> list[float]:
+    """A deterministic unit vector for ``text``: each word hashed into four of ``dimensions``
+    slots (a bag of words), so texts that share words point the same way."""
+    vector = [0.0] * dimensions
+    for word in text.lower().split() or [text]:
+        digest = hashlib.sha256(word.encode()).digest()
+        for i in range(0, 8, 2):
+            slot = int.from_bytes(digest[i : i + 2], "big") % dimensions
+            vector[slot] += 1.0 if digest[i + 8] % 2 else -1.0
+    norm = math.sqrt(sum(x * x for x in vector))
+    if norm == 0.0:  # every word's slots cancelled out: one slot, still from the text
+        vector[int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") % dimensions] = 1.0
+        norm = 1.0
+    return [x / norm for x in vector]
 
 
 def _latency_s(options: MockOptions, default_ms: float) -> float:

@@ -12,6 +12,7 @@ from typing import Any
 
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
+from gateway_core.embeddings import EmbeddingRequest
 from gateway_core.errors import (
     EmbeddingFailed,
     InvalidMessages,
@@ -21,7 +22,13 @@ from gateway_core.errors import (
 from gateway_core.messages import ImagePart, Message, ToolCall
 from gateway_core.request import InferenceRequest
 from gateway_core.response import TokenUsage
-from workers.providers.base import CallContext, ProviderAdapter, ProviderDelta, ProviderResult
+from workers.providers.base import (
+    CallContext,
+    EmbeddingResult,
+    ProviderAdapter,
+    ProviderDelta,
+    ProviderResult,
+)
 from workers.providers.http import HttpErrorMapper, http_client
 from workers.providers.openai import function_tools
 
@@ -91,6 +98,23 @@ class OllamaAdapter(ProviderAdapter):
                 f"OLLAMA_EMBEDDING_DIMENSIONS says {self._dimensions}",
             )
         return [[float(x) for x in v] for v in vectors]
+
+    async def create_embeddings(
+        self, request: EmbeddingRequest, model: ModelSpec, ctx: CallContext
+    ) -> EmbeddingResult:
+        body: dict[str, Any] = {"model": model.api_name, "input": request.input}
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        async with self._errors.boundary():
+            response = await self._client.post("api/embed", json=body)
+            self._errors.raise_for_status(response)
+            data = self._errors.json(response)
+        try:
+            vectors = [[float(x) for x in vector] for vector in data["embeddings"]]
+            usage = TokenUsage(prompt_tokens=int(data.get("prompt_eval_count") or 0))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedResponse(f"ollama: unexpected embed shape ({exc!r})") from None
+        return EmbeddingResult(vectors=vectors, usage=usage)
 
     async def health(self) -> dict[str, Any]:
         async with self._errors.boundary():

@@ -11,11 +11,18 @@ from typing import Any
 
 from config.catalog import ModelSpec
 from config.settings import GatewaySettings
+from gateway_core.embeddings import EmbeddingRequest
 from gateway_core.errors import EmbeddingFailed, MalformedResponse
 from gateway_core.messages import ImagePart, Message, TextPart, ToolCall, ToolDefinition
 from gateway_core.request import InferenceRequest
 from gateway_core.response import TokenUsage
-from workers.providers.base import CallContext, ProviderAdapter, ProviderDelta, ProviderResult
+from workers.providers.base import (
+    CallContext,
+    EmbeddingResult,
+    ProviderAdapter,
+    ProviderDelta,
+    ProviderResult,
+)
 from workers.providers.http import HttpErrorMapper, http_client, iter_sse_data
 
 
@@ -69,15 +76,25 @@ class OpenAIAdapter(ProviderAdapter):
 
     async def embed(self, texts: list[str], model: str | None = None) -> list[list[float]]:
         body = {"model": model or "text-embedding-3-small", "input": texts}
+        try:
+            return (await self._embeddings(body)).vectors
+        except MalformedResponse as exc:
+            raise EmbeddingFailed(exc.message) from None
+
+    async def create_embeddings(
+        self, request: EmbeddingRequest, model: ModelSpec, ctx: CallContext
+    ) -> EmbeddingResult:
+        body: dict[str, Any] = {"model": model.api_name, "input": request.input}
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        return await self._embeddings(body)
+
+    async def _embeddings(self, body: dict[str, Any]) -> EmbeddingResult:
         async with self._errors.boundary():
             response = await self._client.post("embeddings", json=body)
             self._errors.raise_for_status(response)
             data = self._errors.json(response)
-        try:
-            rows = sorted(data["data"], key=lambda row: row["index"])
-            return [[float(x) for x in row["embedding"]] for row in rows]
-        except (KeyError, TypeError) as exc:
-            raise EmbeddingFailed(f"openai: unexpected embeddings shape ({exc!r})") from None
+        return parse_embeddings(data)
 
     async def health(self) -> dict[str, Any]:
         async with self._errors.boundary():
@@ -170,6 +187,17 @@ def parse_usage(usage: dict[str, Any]) -> TokenUsage:
         cached_tokens=int(prompt_details.get("cached_tokens") or 0),
         reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
     )
+
+
+def parse_embeddings(data: dict[str, Any]) -> EmbeddingResult:
+    """``{"data": [{"index", "embedding"}...], "usage": {"prompt_tokens"...}}``, rows in any
+    order; E4600 for another shape."""
+    try:
+        rows = sorted(data["data"], key=lambda row: row["index"])
+        vectors = [[float(x) for x in row["embedding"]] for row in rows]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedResponse(f"openai: unexpected embeddings shape ({exc!r})") from None
+    return EmbeddingResult(vectors=vectors, usage=parse_usage(data.get("usage") or {}))
 
 
 def parse_completion(data: dict[str, Any]) -> ProviderResult:
