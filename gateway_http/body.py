@@ -7,6 +7,7 @@ reaches the fleet unless it parsed and validated.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any, TypeVar
 
@@ -54,7 +55,9 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         raise ClientGone from None  # it left before its body ended: no answer, no error
     raw = b"".join(chunks)
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_constant, parse_float=_finite)
+    except _NumberRefused as exc:
+        raise BodyRefused(request_error(400, f"the body is not JSON ({exc})")) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         message = "the body is empty" if not raw.strip() else f"the body is not JSON ({exc})"
         raise BodyRefused(request_error(400, message)) from None
@@ -71,6 +74,23 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
             request_error(400, "the body's JSON has a lone surrogate escape (\\ud800-\\udfff)")
         )
     return data
+
+
+class _NumberRefused(ValueError):
+    """A number JSON has no room for: ``NaN``, ``Infinity``, or one past a double."""
+
+
+def _constant(name: str) -> Any:
+    # json.loads takes JavaScript's NaN and Infinity; RFC 8259 does not, nor do the providers a
+    # field of any shape (a tool's parameters, a JSON schema) is passed on to.
+    raise _NumberRefused(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NumberRefused(f"the number {text[:40]} is past the range of a double")
+    return value
 
 
 def _lone_surrogate(data: Any) -> bool:

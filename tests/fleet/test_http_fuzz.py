@@ -128,6 +128,9 @@ def _messages(content: str, more: str = "") -> bytes:
     return f"{head}{content}}}]{more}}}".encode()
 
 
+TOOL_NAN = '{"name":"f","parameters":{"type":"object","properties":{"x":{"minimum":NaN}}}}'
+SCHEMA_1E400 = '{"type":"json_schema","json_schema":{"name":"r","schema":{"maximum":1e400}}}'
+
 FOUND = [
     # json.loads raises a plain ValueError (not JSONDecodeError) past 4,300 digits: was a 502.
     Case("a 5,000-digit number", CHAT, _chat('"x"', ',"seed":' + "9" * 5000), 400),
@@ -139,6 +142,20 @@ FOUND = [
     Case("a lone surrogate in a key", MESSAGES, _messages('"x"', r',"metadata":{"\ud800":1}'), 400),
     Case("a lone surrogate, deep", CHAT, _chat('"x"', r',"l04":{"region":"\udbff"}'), 400),
     Case("a surrogate pair", CHAT, _chat(r'"\ud83d\ude00"'), 200, code=""),
+    # NaN, Infinity and numbers past a double (1e400 reads as inf) are not JSON (RFC 8259):
+    # json.loads took them, and in a field of any shape (a tool's parameters, a schema) they
+    # went on to the provider, written as NaN / Infinity, which a real API refuses (a 502).
+    Case(
+        "NaN", CHAT, _chat('"x"', ',"tools":[{"type":"function","function":' + TOOL_NAN + "}]"), 400
+    ),
+    Case(
+        "Infinity",
+        MESSAGES,
+        _messages('"x"', ',"tools":[{"name":"f","input_schema":{"a":-Infinity}}]'),
+        400,
+    ),
+    Case("1e400", CHAT, _chat('"x"', ',"response_format":' + SCHEMA_1E400), 400),
+    Case("1e-400 (it reads as 0.0)", CHAT, _chat('"x"', ',"temperature":1e-400'), 200, code=""),
     # A path or a method not served was FastAPI's {"detail": "Not Found"}, in neither API's shape.
     Case("a path not served", "/v1/nope", b"{}", 404),
     Case("a path not served", "/", b"", 404, method="GET"),
