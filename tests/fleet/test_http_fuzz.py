@@ -144,7 +144,8 @@ FOUND = [
     Case("a surrogate pair", CHAT, _chat(r'"\ud83d\ude00"'), 200, code=""),
     # NaN, Infinity and numbers past a double (1e400 reads as inf) are not JSON (RFC 8259):
     # json.loads took them, and in a field of any shape (a tool's parameters, a schema) they
-    # went on to the provider, written as NaN / Infinity, which a real API refuses (a 502).
+    # went on to the provider, written as NaN / Infinity, which a strict JSON parser refuses
+    # (a provider error, a 502).
     Case(
         "NaN", CHAT, _chat('"x"', ',"tools":[{"type":"function","function":' + TOOL_NAN + "}]"), 400
     ),
