@@ -33,6 +33,7 @@ from gateway_core.errors import (
     InvalidMessages,
     InvalidParameters,
     InvalidRequest,
+    KeyRefused,
     QueueFull,
     unknown_job,
 )
@@ -50,6 +51,7 @@ from gateway_core.redis_pool import make_redis
 from gateway_core.request import InferenceRequest, RoutingStrategy, parse_request
 from gateway_core.response import InferenceResponse, StreamChunk
 from gateway_core.store_errors import job_store_errors
+from gateway_core.virtual_keys import KeyCache, VirtualKey, VirtualKeyStore
 from gateway_core.wire import JOB_ID_PATTERN, make_envelope
 from tasks.app_config import create_app
 from tasks.message import build_task_message, publish_job, redis_list_for
@@ -87,6 +89,7 @@ class ModelGateway:
             wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
         self._listener = EventListener(self._redis, self._store)
+        self._keys = KeyCache(VirtualKeyStore(self._redis))
         self._broker_url = settings.effective_broker_url
         self._broker_is_state_redis = self._broker_url == settings.redis_url
         # An AMQP broker (RabbitMQ) is reached through Celery/kombu only, never as a Redis.
@@ -177,7 +180,8 @@ class ModelGateway:
         """Enqueue ``request``; the same ``job_id`` submitted twice is one job.
 
         ``key_id``: the virtual key the job came through (the HTTP front door), whose own
-        limits the workers' admission applies beside the model's and the agent's.
+        limits the workers' admission applies beside the model's and the agent's. Its models
+        bound the routing (E4409), and an unknown, revoked or expired key is E4408.
         """
         try:
             with job_store_errors():
@@ -225,7 +229,7 @@ class ModelGateway:
         if job_id is not None and not JOB_ID_PATTERN.match(job_id):
             raise InvalidRequest("job_id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
         job_id = job_id or uuid.uuid4().hex
-        chain = await self._chain(request)
+        chain = await self._chain(request, key_id)
         spec = chain[0]
         now = time.time()
         deadline = request.deadline or now + request.timeout
@@ -274,11 +278,16 @@ class ModelGateway:
             return parse_embedding_request(request)
         return parse_request(request)
 
-    async def _chain(self, request: InferenceRequest | EmbeddingRequest) -> list[ModelSpec]:
+    async def _chain(
+        self, request: InferenceRequest | EmbeddingRequest, key_id: str | None
+    ) -> list[ModelSpec]:
         """The models that may answer, in order: an embeddings job has its one model."""
         if isinstance(request, EmbeddingRequest):
-            return [embedding_model(self.catalog, request)]
-        return await self._route(request)
+            spec = embedding_model(self.catalog, request)
+            if key_id is not None:
+                (await self._usable_key(key_id)).check_model(spec.model_id, *spec.aliases)
+            return [spec]
+        return await self._route(request, key_id)
 
     async def _existing(self, job_id: str, kind: JobKind) -> JobHandle:
         """The handle of the job that has ``job_id`` already; E4500 if it is of another kind."""
@@ -370,8 +379,10 @@ class ModelGateway:
             job_id, deadline, self._store, self._listener, self.settings.deadline_grace, kind
         )
 
-    async def _route(self, request: InferenceRequest) -> list[ModelSpec]:
-        """The model to answer and its fallbacks (see :class:`LLMRouter`)."""
+    async def _route(self, request: InferenceRequest, key_id: str | None = None) -> list[ModelSpec]:
+        """The model to answer and its fallbacks (see :class:`LLMRouter`), among the models
+        the virtual key ``key_id`` may use."""
+        key = await self._usable_key(key_id) if key_id is not None else None
         needs_health = request.model_id is None or bool(request.routing.fallback_models)
         unavailable = await self._open_breakers() if needs_health else set()
         latencies = (
@@ -379,8 +390,16 @@ class ModelGateway:
             if request.routing.strategy is RoutingStrategy.LATENCY_OPTIMIZED
             else {}
         )
-        router = LLMRouter(self.catalog, latencies_ms=latencies, unavailable=unavailable)
+        router = LLMRouter(self.catalog, latencies_ms=latencies, unavailable=unavailable, key=key)
         return router.route(request, tokens.count_messages(request.messages))
+
+    async def _usable_key(self, key_id: str) -> VirtualKey:
+        """The key's record (read at most once a second), or E4408."""
+        key = await self._keys.get(key_id)
+        if key is None:
+            raise KeyRefused(f"unknown virtual key {key_id!r}", details={"key_id": key_id})
+        key.check_usable()
+        return key
 
     async def _open_breakers(self) -> set[str]:
         """Providers ("openai") and deployments ("openai:gpt-4o") whose breaker is open now."""

@@ -16,6 +16,10 @@ Only chat models answer chat requests: an embedding model (``kind = "embedding"`
 candidate, and naming one is E4101. An embeddings job is not routed: it names its model, which
 must be an embedding model (:func:`embedding_model`), and has no fallbacks (vectors of two
 models are not comparable, so another model's answer would be a wrong one).
+
+A request made with a virtual key whose ``models`` are limited is routed among those only: a
+model it names (or the default) outside them is E4409, its fallbacks outside them are left out
+of the chain, and a strategy ranks only them. So no model the key may not use is ever called.
 """
 
 from __future__ import annotations
@@ -34,11 +38,13 @@ from gateway_core.errors import (
     CapabilityNotSupported,
     ContextLengthExceeded,
     InvalidParameters,
+    ModelNotAllowed,
     NoSuitableModel,
     ResidencyNotSatisfiable,
     RoutingError,
 )
 from gateway_core.request import InferenceRequest, RoutingStrategy
+from gateway_core.virtual_keys import VirtualKey
 
 MAX_CHAIN = 4
 
@@ -49,11 +55,14 @@ class LLMRouter:
         catalog: Catalog,
         latencies_ms: Mapping[str, float] | None = None,
         unavailable: set[str] | None = None,
+        key: VirtualKey | None = None,
     ) -> None:
         self.catalog = catalog
         self.latencies_ms = dict(latencies_ms or {})
         # Models (or whole providers) whose circuit breaker is open.
         self.unavailable = set(unavailable or ())
+        # The virtual key the request came with: only its models may answer.
+        self.key = key
 
     def route(self, request: InferenceRequest, prompt_tokens: int) -> list[ModelSpec]:
         """The chain: the model that answers first, then its fallbacks, never empty."""
@@ -64,14 +73,16 @@ class LLMRouter:
             named_model = self.catalog.default_model
         if named_model is not None:
             named = [self.catalog.resolve(named_model)]
-            named += [self.catalog.resolve(m) for m in options.fallback_models]
-            for model in named:
+            fallbacks = [self.catalog.resolve(m) for m in options.fallback_models]
+            for model in named + fallbacks:
                 if model.kind is not ModelKind.CHAT:
                     raise CapabilityNotSupported(
                         f"model {model.model_id} is an embedding model: it does not chat",
                         details={"model_id": model.model_id, "kind": model.kind.value},
                     )
-            candidates = named
+            if self.key is not None:
+                self.key.check_model(named[0].model_id, *named[0].aliases)
+            candidates = named + [m for m in fallbacks if self._allowed(m)]
         else:
             candidates = [
                 m
@@ -82,6 +93,15 @@ class LLMRouter:
                 if not options.provider:
                     raise NoSuitableModel("provider_pinned routing needs routing.provider")
                 candidates = [m for m in candidates if m.provider == options.provider]
+            if self.key is not None and candidates:
+                allowed = [m for m in candidates if self._allowed(m)]
+                if not allowed:
+                    raise ModelNotAllowed(
+                        f"no candidate model is one key {self.key.id} may use; it may use "
+                        + ", ".join(self.key.models),
+                        details={"key_id": self.key.id, "allowed": list(self.key.models)},
+                    )
+                candidates = allowed
         fitting = self._fitting(candidates, request, prompt_tokens, explicit=bool(request.model_id))
         healthy = [m for m in fitting if not self._down(m)]
         if not healthy:
@@ -92,6 +112,9 @@ class LLMRouter:
         if named_model is None:
             healthy.sort(key=self._rank_key(request, prompt_tokens))
         return healthy[:MAX_CHAIN]
+
+    def _allowed(self, model: ModelSpec) -> bool:
+        return self.key is None or self.key.allows(model.model_id, *model.aliases)
 
     def _down(self, model: ModelSpec) -> bool:
         return model.provider in self.unavailable or (

@@ -93,9 +93,16 @@ class SyncModelGateway:
         self._gateway = self._runner.run(build())
 
     def submit(
-        self, request: InferenceRequest, job_id: str | None = None, *, stream: bool = False
+        self,
+        request: InferenceRequest,
+        job_id: str | None = None,
+        *,
+        stream: bool = False,
+        key_id: str | None = None,
     ) -> SyncJobHandle:
-        handle = self._runner.run(self._gateway.submit(request, job_id, stream=stream))
+        handle = self._runner.run(
+            self._gateway.submit(request, job_id, stream=stream, key_id=key_id)
+        )
         return SyncJobHandle(handle, self._runner)
 
     def job(self, job_id: str) -> SyncJobHandle:

@@ -103,9 +103,41 @@ def orphan_sweep(token: str) -> str:
     return f"{PREFIX}:orphans:{{{token}}}"
 
 
-def quota(agent: str, period: int) -> str:
-    """Hash: an agent's spend (tokens, micro-USD) in one quota period."""
-    return f"{PREFIX}:quota:{{{agent}}}:{period}"
+def quota(owner: str, period: int) -> str:
+    """Hash: the spend (tokens, micro-USD) in one quota period of an agent (``owner`` is its
+    DID) or of a virtual key (``owner`` is :func:`key_scope` of its id)."""
+    return f"{PREFIX}:quota:{{{owner}}}:{period}"
+
+
+def key_scope(key_id: str) -> str:
+    """The owner of a virtual key's quota and rate limits: ``key:<id>``, never a DID (a DID
+    starts with ``did:``), so a key's counts cannot mix with an agent's."""
+    return f"key:{key_id}"
+
+
+def key_rate_limit(key_id: str, name: str) -> str:
+    """Hash of sub-bucket counts of a virtual key's own limit (``rpm``, ``tpm``): one bucket per
+    key across all models, so its hash tag is the key's, not a model's (Redis Cluster is not
+    supported: a decision touches both)."""
+    return f"{PREFIX}:rl:{{{key_scope(key_id)}}}:{name}"
+
+
+def virtual_key(secret_sha256: str) -> str:
+    """Hash: a virtual key's record (:mod:`gateway_core.virtual_keys`), named by the SHA-256 of
+    the key, so that authenticating a request is one HGETALL. It holds no key, and no TTL:
+    keys are configuration, kept after revocation or expiry so that ``l04 keys list`` shows
+    them."""
+    return f"{PREFIX}:vkey:sha256:{secret_sha256}"
+
+
+def virtual_key_id(key_id: str) -> str:
+    """String: the SHA-256 of the virtual key ``key_id``, where its record is (by id: ``get``,
+    ``revoke``)."""
+    return f"{PREFIX}:vkey:id:{key_id}"
+
+
+VIRTUAL_KEYS = f"{PREFIX}:vkeys"
+"""Set: the id of every virtual key ever made (``l04 keys list``)."""
 
 
 CACHE_STATS = f"{PREFIX}:cache:stats"

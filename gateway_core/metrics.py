@@ -133,6 +133,7 @@ agent_label = _AgentLabels()
 def set_gateway_info() -> None:
     GATEWAY.labels(version=__version__, layer="L04").set(1)
 
+
 # -- the HTTP front door (`l04 serve`) ---------------------------------------------------------
 # ``endpoint`` is the route's template (/v1/chat/completions, /v1/models/{model}), never the raw
 # path; ``key_id`` is the virtual key's id (never the key), "none" without auth: both bounded.

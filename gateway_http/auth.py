@@ -17,9 +17,12 @@ LOCAL_AGENT = "did:l04:local"
 
 
 class KeyRecord(Protocol):
-    id: str
-    agent_did: str
-    models: list[str]
+    @property
+    def id(self) -> str: ...
+    @property
+    def agent_did(self) -> str: ...
+    @property
+    def models(self) -> list[str]: ...
 
 
 class KeyStore(Protocol):

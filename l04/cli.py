@@ -12,6 +12,7 @@ from config.settings import parse_worker_processes
 from gateway_core.errors import GatewayError
 from l04.batch_cmd import add_batch_commands
 from l04.dlq_cmd import add_dlq_commands
+from l04.keys_cmd import add_keys_commands
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -174,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_commands(sub)
     add_dlq_commands(sub)
+    add_keys_commands(sub)
 
     health = sub.add_parser("health", help="Redis, workers per queue, queue depths")
     health.set_defaults(func=_cmd_health)

@@ -42,6 +42,7 @@ class Claim:
     chain: tuple[str, ...] = ()  # the models that may answer, in order
     priority: str = "normal"
     kind: JobKind = JobKind.CHAT
+    key_id: str | None = None  # the virtual key it was submitted with (its limits apply)
 
 
 class WorkerJobStore(JobRecords):
@@ -101,6 +102,7 @@ class WorkerJobStore(JobRecords):
             chain=tuple(json.loads(parts[10])),
             priority=parts[11],
             kind=JobKind(parts[12]),
+            key_id=parts[13] or None,
         )
 
     async def append(self, job_id: str, worker_id: str, event: dict[str, Any]) -> int:

@@ -42,6 +42,7 @@ from gateway_core.job_records import JobKind
 from gateway_core.job_states import ClaimOutcome
 from gateway_core.request import InferenceRequest, parse_request
 from gateway_core.response import InferenceResponse, TokenUsage
+from gateway_core.virtual_keys import VirtualKey
 from tasks.outcomes import RunOutcome
 from workers import observe
 from workers.cache.response_cache import Lookup, ResponseCache, cached_chunks
@@ -231,9 +232,10 @@ class JobPipeline:
         spec = self._catalog.resolve(claim.model)
         adapter = self._providers.get(claim.provider)
         ctx = CallContext(job_id=job_id, attempt=claim.attempt)
+        key = await self._admission.virtual_key(claim.key_id)
         prompt_tokens = (
             request.input_tokens(spec.tokenizer)
-            if self._admission.needs_token_count(spec, request.agent_did)
+            if self._admission.needs_token_count(spec, request.agent_did, key)
             else 0
         )
 
@@ -243,6 +245,7 @@ class JobPipeline:
                 spec,
                 ctx,
                 claim,
+                key,
                 prompt_tokens,
                 lambda: adapter.create_embeddings(request, spec, ctx),
             )
@@ -400,9 +403,10 @@ class JobPipeline:
         writer: EventWriter,
         claim: Claim,
     ) -> ProviderResult:
+        key = await self._admission.virtual_key(claim.key_id)
         prompt_tokens = (
             adapter.count_tokens(request, spec)
-            if self._admission.needs_token_count(spec, request.agent_did)
+            if self._admission.needs_token_count(spec, request.agent_did, key)
             else 0
         )
 
@@ -411,7 +415,7 @@ class JobPipeline:
                 return await self._stream(adapter, request, spec, ctx, writer)
             return await adapter.complete(request, spec, ctx)
 
-        return await self._admitted_calls(request, spec, ctx, claim, prompt_tokens, attempt)
+        return await self._admitted_calls(request, spec, ctx, claim, key, prompt_tokens, attempt)
 
     async def _admitted_calls(
         self,
@@ -419,6 +423,7 @@ class JobPipeline:
         spec: ModelSpec,
         ctx: CallContext,
         claim: Claim,
+        key: VirtualKey | None,
         prompt_tokens: int,
         attempt: Callable[[], Awaitable[U]],
     ) -> U:
@@ -435,6 +440,7 @@ class JobPipeline:
                 priority=claim.priority,
                 deadline=claim.deadline,
                 prompt_tokens=prompt_tokens,
+                key=key,
             )
             active = metrics.ACTIVE_REQUESTS.labels(spec.provider)
             active.inc()

@@ -7,7 +7,8 @@ an adapter cannot be mirrored here and cancel out.
 
 Behaviour: ``--latency-ms`` delays every answer; ``POST /_mock/faults`` queues faults for the next
 requests (``{"status": 503, "count": 2, "retry_after": 1}``, ``{"cut_after_chunks": 2}``,
-``{"stall_after_chunks": 1}``, ``{"chunk_delay_ms": 300}`` before each piece of a stream); ``GET /_mock/stats`` counts requests by path.
+``{"stall_after_chunks": 1}``, ``{"chunk_delay_ms": 300}`` before each piece of a stream);
+``GET /_mock/stats`` counts requests by path.
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ def test_access_log_lines_are_json_without_prompts(
 
 def test_no_auth_is_refused_on_a_non_loopback_address() -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "l04", "serve", "--no-auth", "--host", "0.0.0.0", "--port", "1"],  # noqa: S104
+        [sys.executable, "-m", "l04", "serve", "--no-auth", "--host", "0.0.0.0", "--port", "1"],
         cwd=ROOT,
         capture_output=True,
         timeout=60,

@@ -14,8 +14,9 @@ import pytest
 import redis
 
 from config.catalog import load_catalog
-from gateway_client import GatewayError, ModelGateway
+from gateway_client import GatewayError, InferenceResponse, ModelGateway
 from gateway_client.batch import BatchRunner
+from gateway_core.virtual_keys import VirtualKeyStore
 from tests.brokers import poison
 from tests.conftest import make_request
 from tests.processes import MockUpstreamProcess, WorkerProcess
@@ -57,6 +58,10 @@ requests_per_minute = 50
 # messages delivered but not yet acknowledged (``unacked``/``unacked_index``: emptied as messages
 # are acknowledged; an empty hash or set does not exist).
 BROKER_KEYS = ("_kombu.", "unacked", "unacked_index")
+# Virtual keys' records: configuration an operator makes with `l04 keys create` (a handful, not
+# one per job), kept after revocation for `l04 keys list`. What a key's jobs write (its rate
+# limits and quotas) expires like everything else.
+KEY_RECORDS = ("l04:vkey:", "l04:vkeys")
 
 
 @pytest.fixture
@@ -77,7 +82,7 @@ def keys_without_expiry(redis_client: redis.Redis) -> list[str]:
     found = []
     for key in redis_client.scan_iter("*", count=1000):
         name = key.decode()
-        if redis_client.ttl(key) == -1 and not name.startswith(BROKER_KEYS):
+        if redis_client.ttl(key) == -1 and not name.startswith(BROKER_KEYS + KEY_RECORDS):
             found.append(name)
     return sorted(found)
 
@@ -102,6 +107,15 @@ async def exercise_everything(
         )
         for _ in range(6)
     ]
+    key, _ = await VirtualKeyStore(client.redis).create(
+        agent_did="did:key:keyed", rpm=100, tpm=100_000, token_quota=100_000, cost_quota=10.0
+    )
+
+    async def keyed(text: str) -> InferenceResponse:
+        handle = await client.submit(make_request(text, agent_did=key.agent_did), key_id=key.id)
+        return await handle.result(timeout=30)
+
+    jobs += [keyed(f"keyed {i}") for i in range(3)]
     jobs += [client.execute(make_request("same question", temperature=0.0)) for _ in range(3)]
     jobs += [client.execute(make_request("the same question?", temperature=0.0))]
     results = await asyncio.gather(*jobs, return_exceptions=True)
@@ -162,3 +176,5 @@ async def test_every_key_expires_or_belongs_to_a_live_job(
     assert {"job", "cache", "rl", "quota", "batch", "dlq", "cb", "usage", "latency"} <= written, (
         written
     )
+    # (a key's rate-limit counts, like a model's, are gone by now: they live a window)
+    assert redis_client.keys("l04:quota:{key:*}:*"), "the keyed jobs took from the key's quota"

@@ -20,6 +20,7 @@ from gateway_client import (
 )
 from gateway_core import keys
 from gateway_core.queues import redis_priority_lists
+from gateway_core.virtual_keys import VirtualKeyStore
 from tests.conftest import make_request
 
 
@@ -35,12 +36,13 @@ def embed_request(**fields: object) -> EmbeddingRequest:
 async def test_an_embeddings_job_is_queued_once_per_job_id(
     gateway: ModelGateway, redis_client: redis.Redis
 ) -> None:
-    job = await gateway.embed(embed_request(priority="high"), "emb-1", key_id="key-7")
-    again = await gateway.embed(embed_request(), "emb-1", key_id="key-7")
+    key, _ = await VirtualKeyStore(gateway.redis).create(agent_did="did:key:test")
+    job = await gateway.embed(embed_request(priority="high"), "emb-1", key_id=key.id)
+    again = await gateway.embed(embed_request(), "emb-1", key_id=key.id)
     assert job.job_id == again.job_id == "emb-1"
     assert queued(redis_client) == 1
     record = {k.decode(): v.decode() for k, v in redis_client.hgetall(keys.job("emb-1")).items()}
-    assert record["kind"] == "embed" and record["key_id"] == "key-7"
+    assert record["kind"] == "embed" and record["key_id"] == key.id
     assert (record["provider"], record["model"], record["queue"]) == (
         "mock",
         "mock-embed",
@@ -106,7 +108,7 @@ async def test_a_full_queue_refuses_embeddings_jobs_too(redis_url: str) -> None:
 
 def test_the_sync_client_submits_inspects_and_cancels_embeddings_jobs(redis_url: str) -> None:
     with SyncModelGateway(redis_url=redis_url) as gateway:
-        job = gateway.embed(embed_request(), "sync-emb", key_id="k")
+        job = gateway.embed(embed_request(), "sync-emb")
         assert job.job_id == "sync-emb"
         assert (job.status().state, job.status().kind) == ("queued", "embed")
         again = gateway.embedding_job("sync-emb")

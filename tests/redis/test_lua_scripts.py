@@ -345,11 +345,17 @@ def test_claim_a_queued_job(redis_client: redis.Redis) -> None:
     assert float(got[6]) == float(hgetall(r, J)["deadline"])
     assert got[7] == "1234" and got[8] == "1"  # created_ms, events so far
     assert before <= int(got[9]) <= server_ms(r)
-    assert got[10:] == ["[]", "normal", "chat"]  # no chain, priority, kind stored: the defaults
+    assert got[10:] == ["[]", "normal", "chat", ""]  # no chain, priority, kind, key: defaults
     record = hgetall(r, J)
     assert (record["state"], record["attempt"], record["worker"]) == ("running", "1", "w1")
     assert record["started_ms"] == got[9]
     assert s(r.get(LEASE)) == "w1" and 0 < r.pttl(LEASE) <= 5_000
+
+
+@case("job_claim", "submitted with a virtual key")
+def test_claim_a_job_submitted_with_a_virtual_key(redis_client: redis.Redis) -> None:
+    a_job(redis_client, "queued", key_id="vk_0123456789abcdef", priority="high")
+    assert claim(redis_client)[11:] == ["high", "chat", "vk_0123456789abcdef"]
 
 
 @case("job_claim", "running, its lease lapsed (worker died)")
@@ -366,7 +372,7 @@ def test_claim_a_job_whose_worker_died(redis_client: redis.Redis) -> None:
         kind="embed",
     )
     got = claim(r)
-    assert got[:2] == ["run", "2"] and got[10:] == ['["a","b"]', "high", "embed"]
+    assert got[:2] == ["run", "2"] and got[10:13] == ['["a","b"]', "high", "embed"]
     record = hgetall(r, J)
     assert (record["attempt"], record["worker"], record["started_ms"]) == ("2", "w1", "99")
     assert s(r.get(LEASE)) == "w1"

@@ -1,4 +1,6 @@
-"""Per-agent quotas in tokens and in cost, per period, kept in Redis for the whole fleet.
+"""Quotas in tokens and in cost, per period, kept in Redis for the whole fleet: an agent's (from
+the catalog) and a virtual key's (its ``token_quota`` / ``cost_quota``), each under its owner
+(the agent's DID, or ``key:<id>``: :func:`gateway_core.keys.key_scope`).
 
 A quota is a budget, not a rate: once spent it stays spent until its period ends, so a job over
 it fails at once with E4402 instead of waiting. Like tokens per minute, a job reserves its
@@ -43,7 +45,7 @@ class Quotas:
 
     async def reserve(
         self,
-        agent: str,
+        owner: str,
         period_s: int,
         token_quota: int | None,
         cost_quota: float | None,
@@ -54,7 +56,7 @@ class Quotas:
         period = int(time.time() // period_s)
         for _ in range(3):
             raw = await self._reserve(
-                keys=[keys.quota(agent, period)],
+                keys=[keys.quota(owner, period)],
                 args=[
                     period,
                     period_s,
@@ -68,7 +70,7 @@ class Quotas:
                 break
             period = int(raw[1])  # the server's clock decides the period
         if int(raw[0]) == 1:
-            return QuotaReservation(keys.quota(agent, int(raw[1])), tokens, micro)
+            return QuotaReservation(keys.quota(owner, int(raw[1])), tokens, micro)
         which = raw[1].decode() if isinstance(raw[1], bytes) else str(raw[1])
         scale = MICRO if which == "cost" else 1
         return QuotaRefusal(which, int(raw[2]) / scale, int(raw[3]) / scale, int(raw[4]))

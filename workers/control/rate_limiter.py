@@ -16,9 +16,10 @@ The decision is ``workers/lua/rate_limit_admit.lua``, the settlement ``rate_limi
 Tokens are reserved up front (prompt tokens + max_tokens) and settled with the real usage once
 the provider answered (:meth:`RateLimiter.settle`), in the sub-bucket the reservation went to.
 
-Keys share the hash tag of the model they limit (``l04:rl:{provider:model}:...``), so all the
-keys of one decision live in one Redis Cluster slot; per-agent limits are therefore per agent
-and model.
+Keys share the hash tag of the model they limit (``l04:rl:{provider:model}:...``); per-agent
+limits are therefore per agent and model. A virtual key's limits count across all models, under
+the key's own tag (``l04:rl:{key:<id>}:...``), so a decision may touch two slots: Redis Cluster
+is not supported (see the README).
 """
 
 from __future__ import annotations
