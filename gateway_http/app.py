@@ -246,7 +246,7 @@ def create_app(
             404: f"no such endpoint: {where}",
             405: f"method not allowed: {where}",
         }.get(exc.status_code, f"{where}: {exc.detail}")
-        return _error(request_error(exc.status_code, message), dialect, exc.headers)
+        return _error(request_error(exc.status_code, message), dialect, dict(exc.headers or {}))
 
     def door() -> Door:
         return state["door"]
