@@ -24,7 +24,7 @@ from config.settings import GatewaySettings, load_settings
 from gateway_client.gateway import ModelGateway
 from gateway_client.handle import JobHandle
 from gateway_core import keys
-from gateway_core.errors import GatewayError, ProviderFailed
+from gateway_core.errors import GatewayError, ModelNotFound, ProviderFailed
 from gateway_core.response import StreamChunk
 from gateway_http import anthropic_messages, openai_chat, openai_embeddings
 from gateway_http.access import AccessMiddleware, Drain
@@ -285,16 +285,21 @@ def create_app(
     @app.get("/v1/models", tags=["OpenAI"], summary="List the catalog's models")
     async def list_models(request: Request) -> Response:
         async def handler() -> Response:
-            _note(request, "/v1/models", await door().auth.caller(request))
-            return JSONResponse(model_list(door().gateway.catalog))
+            caller = await door().auth.caller(request)
+            _note(request, "/v1/models", caller)
+            return JSONResponse(model_list(door().gateway.catalog, caller.models))
 
         return await _guarded(request, "openai", handler)
 
     @app.get("/v1/models/{model:path}", tags=["OpenAI"], summary="One model of the catalog")
     async def get_model(request: Request, model: str) -> Response:
         async def handler() -> Response:
-            _note(request, "/v1/models/{model}", await door().auth.caller(request))
-            return JSONResponse(model_object(door().gateway.catalog.resolve(model)))
+            caller = await door().auth.caller(request)
+            _note(request, "/v1/models/{model}", caller)
+            spec = door().gateway.catalog.resolve(model)
+            if caller.models and spec.model_id not in caller.models:
+                raise ModelNotFound(f"model {model!r} is not in the catalog")  # not for this key
+            return JSONResponse(model_object(spec))
 
         return await _guarded(request, "openai", handler)
 

@@ -30,8 +30,13 @@ def model_object(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-def model_list(catalog: Catalog) -> dict[str, Any]:
+def model_list(catalog: Catalog, only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The catalog's models that serve, ``only`` those a key may use when it names some."""
     return {
         "object": "list",
-        "data": [model_object(spec) for spec in catalog if spec.status is not ModelStatus.DISABLED],
+        "data": [
+            model_object(spec)
+            for spec in catalog
+            if spec.status is not ModelStatus.DISABLED and (not only or spec.model_id in only)
+        ],
     }

@@ -118,9 +118,17 @@ def configure_logging(log_level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def _run(server: DrainingServer, sockets: list[socket.socket] | None = None) -> None:
+    # uvicorn raises the signal it stopped on once it has shut down, to die of it; a drained
+    # server has done what SIGTERM asks and exits 0 instead.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    server.run(sockets=sockets)
+
+
 def _child(config: uvicorn.Config, sock: socket.socket, log_level: str) -> None:
     configure_logging(log_level)
-    DrainingServer(config).run(sockets=[sock])
+    _run(DrainingServer(config), [sock])
 
 
 def serve(
@@ -148,7 +156,7 @@ def serve(
     config = _config(settings, host, port, log_level)
     if workers <= 1:
         server = DrainingServer(config)
-        server.run()
+        _run(server)
         return 0 if server.started else 1
     return _run_workers(config, workers, log_level)
 

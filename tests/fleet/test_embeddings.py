@@ -22,6 +22,7 @@ from gateway_client import (
     RateLimited,
 )
 from gateway_core import keys
+from gateway_core.virtual_keys import VirtualKeyStore
 from tests.fleet.test_deadlines_and_cancel import openai_env, wait_until_drained
 from tests.processes import MockUpstreamProcess, WorkerProcess
 from workers.providers.mock import mock_vector
@@ -49,7 +50,8 @@ async def test_a_mock_embeddings_job_runs_end_to_end(
     gateway: ModelGateway, embed_worker: WorkerProcess, redis_client: redis.Redis
 ) -> None:
     texts = ["reset my password", "how do I reset my password", "bake a cake"]
-    job = await gateway.embed(embed_request(texts), key_id="key-1")
+    key, _ = await VirtualKeyStore(gateway.redis).create(agent_did="did:key:test")
+    job = await gateway.embed(embed_request(texts), key_id=key.id)
     response = await job.result(timeout=20)
     assert (response.provider, response.model_id, response.job_id) == (
         "mock",
@@ -63,7 +65,7 @@ async def test_a_mock_embeddings_job_runs_end_to_end(
     assert response.cached is False and response.cost == 0.0 and response.attempt == 1
     status = await job.status()
     assert (status.state, status.kind) == ("succeeded", "embed")
-    assert redis_client.hget(keys.job(job.job_id), "key_id") == b"key-1"
+    assert redis_client.hget(keys.job(job.job_id), "key_id") == key.id.encode()
 
     # Any process takes it up again by its id; read as a chat job, it is a typed error.
     assert await (await gateway.embedding_job(job.job_id)).result() == response
