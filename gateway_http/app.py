@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -41,7 +42,7 @@ from gateway_http.door import (
     unless_gone,
     wait_for_answer,
 )
-from gateway_http.errors import Dialect, HttpError
+from gateway_http.errors import Dialect, HttpError, request_error
 from gateway_http.metrics_endpoint import metrics_response
 from gateway_http.models import model_list, model_object
 from gateway_http.sse import EventStreamResponse
@@ -85,6 +86,8 @@ async def _guarded(
         return await handler()
     except BodyRefused as refused:
         return _error(refused.error, dialect)
+    except ClientGone:
+        return Response(status_code=499)  # nobody reads it
     except GatewayError as error:
         return _error(HttpError.of(error), dialect)
     except Exception as exc:
@@ -232,6 +235,18 @@ def create_app(
         redoc_url=None,
     )
     app.add_middleware(AccessMiddleware, drain=drain)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def not_served(request: Request, exc: StarletteHTTPException) -> Response:
+        """A path or a method the door does not serve (404, 405), in its API's error shape
+        rather than FastAPI's ``{"detail": ...}``."""
+        dialect: Dialect = "anthropic" if request.url.path == "/v1/messages" else "openai"
+        where = f"{request.method} {request.url.path[:200]}"
+        message = {
+            404: f"no such endpoint: {where}",
+            405: f"method not allowed: {where}",
+        }.get(exc.status_code, f"{where}: {exc.detail}")
+        return _error(request_error(exc.status_code, message), dialect, dict(exc.headers or {}))
 
     def door() -> Door:
         return state["door"]
