@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.types import Receive
 
 from config.catalog import Catalog
 from gateway_client.handle import JobHandle
+from gateway_core import keys
 from gateway_core.errors import InvalidParameters, InvalidRequest, ModelNotAllowed
+from gateway_core.queues import PROVIDERS
 from gateway_core.request import MAX_TIMEOUT_S, InferenceRequest, Priority, RoutingStrategy
 from gateway_http.sse import disconnected
 
@@ -53,6 +57,13 @@ class L04Extension(BaseModel):
     semantic_cache: bool | None = None
     enable_cache: bool = True
 
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str | None) -> str | None:
+        if value is not None and value not in PROVIDERS:
+            raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}")
+        return value
+
     def request_fields(self) -> dict[str, Any]:
         """The :class:`InferenceRequest` fields this extension sets."""
         routing: dict[str, Any] = {"fallback_models": list(self.fallback_models)}
@@ -81,6 +92,27 @@ class Caller:
         return self.key_id or "none"
 
 
+async def hold_idempotency_key(
+    redis: Redis, options: JobOptions, endpoint: str, body: dict[str, Any], ttl_s: float
+) -> None:
+    """The first request with an Idempotency-Key fixes what the key means: the same key with
+    another endpoint or body is refused (E4500), not answered with the first request's answer.
+    One ``SET NX GET`` on the key's fingerprint, only for requests that carry a key."""
+    if options.job_id is None:
+        return
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    fingerprint = hashlib.sha256(f"{endpoint}\n{canonical}".encode()).hexdigest()
+    held = await redis.set(
+        keys.idempotency(options.job_id), fingerprint, nx=True, get=True, ex=int(ttl_s) + 1
+    )
+    if held is not None and (held.decode() if isinstance(held, bytes) else held) != fingerprint:
+        raise InvalidRequest(
+            "this Idempotency-Key was used with another request (endpoint or body): use a new "
+            "key for a new request",
+            details={"param": "Idempotency-Key"},
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class JobOptions:
     request_id: str
@@ -98,8 +130,10 @@ def job_options(
 ) -> JobOptions:
     """Priority, deadline, request id and idempotency from the headers (and ``service_tier``)."""
     headers = request.headers
+    request_id = _request_id(headers.get("x-request-id"))
+    request.scope["l04.request_id"] = request_id
     return JobOptions(
-        request_id=_request_id(headers.get("x-request-id")),
+        request_id=request_id,
         priority=_priority(service_tier, headers.get("x-l04-priority")),
         timeout=_timeout(headers.get("x-l04-timeout"), default_timeout),
         job_id=_idempotent_job_id(caller, headers.get("idempotency-key")),
