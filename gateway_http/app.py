@@ -54,6 +54,7 @@ from gateway_http.door import (
 from gateway_http.errors import Dialect, HttpError, request_error
 from gateway_http.metrics_endpoint import metrics_response
 from gateway_http.models import model_list, model_object
+from gateway_http.openapi import document, error_responses, operation
 from gateway_http.sse import EventStreamResponse
 
 log = logging.getLogger("l04.http")
@@ -316,6 +317,7 @@ def create_app(
         redoc_url=None,
     )
     app.add_middleware(AccessMiddleware, drain=drain)
+    app.openapi = lambda: document(app)  # type: ignore[method-assign]
 
     @app.exception_handler(StarletteHTTPException)
     async def not_served(request: Request, exc: StarletteHTTPException) -> Response:
@@ -336,7 +338,7 @@ def create_app(
         "/v1/chat/completions",
         tags=["OpenAI"],
         summary="Create a chat completion (OpenAI Chat Completions API)",
-        openapi_extra=_body_schema(openai_chat.ChatCompletionBody),
+        openapi_extra=operation(openai_chat.ChatCompletionBody, "openai", streams=True),
     )
     async def chat_completions(request: Request) -> Response:
         return await _guarded(
@@ -347,7 +349,7 @@ def create_app(
         "/v1/messages",
         tags=["Anthropic"],
         summary="Create a message (Anthropic Messages API)",
-        openapi_extra=_body_schema(anthropic_messages.MessagesBody),
+        openapi_extra=operation(anthropic_messages.MessagesBody, "anthropic", streams=True),
     )
     async def messages(request: Request) -> Response:
         return await _guarded(
@@ -358,12 +360,17 @@ def create_app(
         "/v1/embeddings",
         tags=["OpenAI"],
         summary="Create embeddings (OpenAI Embeddings API), as jobs on the fleet",
-        openapi_extra=_body_schema(openai_embeddings.EmbeddingsBody),
+        openapi_extra=operation(openai_embeddings.EmbeddingsBody, "openai", streams=False),
     )
     async def embeddings(request: Request) -> Response:
         return await _guarded(request, "openai", lambda: _embeddings(request, door()))
 
-    @app.get("/v1/models", tags=["OpenAI"], summary="List the catalog's models")
+    @app.get(
+        "/v1/models",
+        tags=["OpenAI"],
+        summary="List the catalog's models (a key limited to some models sees those)",
+        responses=error_responses("openai", only=(401, 503)),
+    )
     async def list_models(request: Request) -> Response:
         async def handler() -> Response:
             caller = await door().auth.caller(request)
@@ -372,7 +379,12 @@ def create_app(
 
         return await _guarded(request, "openai", handler)
 
-    @app.get("/v1/models/{model:path}", tags=["OpenAI"], summary="One model of the catalog")
+    @app.get(
+        "/v1/models/{model:path}",
+        tags=["OpenAI"],
+        summary="One model of the catalog, by id or alias",
+        responses=error_responses("openai", only=(401, 404, 503)),
+    )
     async def get_model(request: Request, model: str) -> Response:
         async def handler() -> Response:
             caller = await door().auth.caller(request)
@@ -424,14 +436,3 @@ async def _readiness(door: Door) -> Response:
             status_code=503,
         )
     return JSONResponse({"status": "ready", "redis": True, "redis_ms": ping_ms})
-
-
-def _body_schema(model: Any) -> dict[str, Any]:
-    """The OpenAPI request body of an endpoint that reads its body itself (to answer bad input
-    in its API's error shape, not FastAPI's)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }

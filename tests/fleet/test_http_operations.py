@@ -68,6 +68,10 @@ def test_the_openapi_document_describes_every_endpoint(
         assert method in paths[path], path
     body = paths["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
     assert "messages" in json.dumps(body)
+    assert "bearer" in document["components"]["securitySchemes"]
+    chat = paths["/v1/chat/completions"]["post"]
+    assert {"400", "401", "429", "503"} <= set(chat["responses"]) and "422" not in chat["responses"]
+    assert {p["name"] for p in chat["parameters"]} >= {"Idempotency-Key", "X-L04-Timeout"}
 
 
 def test_request_metrics_are_summed_over_server_processes(
