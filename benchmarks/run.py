@@ -21,7 +21,10 @@ measures:
    relayed per second;
 5. the rate limiter: decisions per second in one process, and admitted vs the limit;
 6. worker memory (RSS): at the peak of the 10 s calls, and its growth over many jobs;
-7. interactive jobs beside a batch; 8. a batch's rate at a limit.
+7. interactive jobs beside a batch; 8. a batch's rate at a limit;
+9. (``http-door``) the HTTP front door beside ``gateway_client`` and LiteLLM's proxy, with
+   processes of its own once the others are stopped: see ``benchmarks/http_door.py``
+   (LiteLLM's column needs ``L04_BENCH_LITELLM``).
 
 Each figure is printed beside its baseline and their ratio, and each section with its setup
 (pools, concurrency, processes, upstream latency). The bare workers send task events exactly
@@ -72,13 +75,31 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-def start(name: str, argv: list[str], env: dict[str, str], ready: Callable[[], bool]) -> Any:
+def start(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    ready: Callable[[], bool],
+    *,
+    cwd: Path = ROOT,
+    inherit_env: bool = True,
+    wait: float = 60.0,
+) -> Any:
+    """Start ``argv`` (output in test-artifacts/bench-NAME.log) and wait until ``ready()``.
+
+    ``inherit_env=False`` gives the process ``env`` alone (an outside program that should not
+    see the benchmark's REDIS_URL and keys); ``wait`` is how long it may take to be ready.
+    """
     LOGS.mkdir(exist_ok=True)
     with (LOGS / f"bench-{name}.log").open("wb") as log:
         process = subprocess.Popen(
-            argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            argv,
+            env={**os.environ, **env} if inherit_env else env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
         )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + wait
     while not ready():
         if process.poll() is not None or time.monotonic() > deadline:
             stop_process(process)
@@ -520,6 +541,7 @@ SECTIONS = (
     "batch",
     "batch-limit",
     "memory",
+    "http-door",
 )
 
 
@@ -602,6 +624,12 @@ async def main(
         for process in processes:
             stop_process(process)
         server.stop()
+    if "http-door" in only:
+        from benchmarks import http_door
+
+        lines += await http_door.figures(
+            int(600 * scale), 6, int(2000 * scale), os.environ.get(http_door.LITELLM_VARIABLE)
+        )
     print("\n".join(lines))
     (LOGS / "benchmarks.json").write_text(json.dumps(lines, indent=1))
 

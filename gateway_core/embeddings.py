@@ -160,6 +160,7 @@ class EmbeddingResponse(BaseModel):
     cached: bool = False  # embeddings jobs are never answered from a cache
     cost: float = 0.0  # USD, from the catalog's prices
     attempt: int = 1
+    queue_ms: float | None = None  # as InferenceResponse.queue_ms
 
     @field_validator("vectors", mode="before")
     @classmethod

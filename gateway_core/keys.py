@@ -183,3 +183,9 @@ def batch_done(batch_id: str) -> str:
 def batch_driver(batch_id: str) -> str:
     """String with a TTL: the process driving the batch, while it lives."""
     return f"{PREFIX}:batch:{{{batch_id}}}:driver"
+
+
+def idempotency(job_id: str) -> str:
+    """The fingerprint of the request an HTTP ``Idempotency-Key`` (its job ``job_id``) was first
+    used with (gateway_http/door.py)."""
+    return f"{PREFIX}:idem:{{{job_id}}}"

@@ -39,6 +39,9 @@ class InferenceResponse(BaseModel):
     cached: bool = False
     cost: float = 0.0  # USD, from the catalog's prices
     attempt: int = 1
+    # From the job's creation to the claim that answered it: the time it waited in the queue
+    # (a deferral over a rate limit included). None from a worker older than this field.
+    queue_ms: float | None = None
 
 
 class StreamChunk(BaseModel):

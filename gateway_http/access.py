@@ -7,6 +7,7 @@ never a prompt, a response or a key (the path is logged without its query string
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -14,13 +15,11 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway_core import metrics
+from gateway_http.errors import Dialect, HttpError
 
 log = logging.getLogger("l04.http.access")
 
-DRAINING_BODY = (
-    b'{"error":{"message":"the server is shutting down; retry on another server",'
-    b'"type":"service_unavailable_error","param":null,"code":"E4400"}}'
-)
+DRAINING_MESSAGE = "the server is shutting down; retry on another server"
 
 
 class Drain:
@@ -43,7 +42,7 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         if self.drain.draining:
-            await _refuse(send)
+            await _refuse(scope, send)
             _account(scope, 503, time.monotonic(), None)
             return
         started = time.monotonic()
@@ -62,7 +61,11 @@ class AccessMiddleware:
             _account(scope, seen["status"], started, seen["first_byte"])
 
 
-async def _refuse(send: Send) -> None:
+async def _refuse(scope: Scope, send: Send) -> None:
+    dialect: Dialect = (
+        "anthropic" if str(scope.get("path", "")).startswith("/v1/messages") else "openai"
+    )
+    body = json.dumps(HttpError(503, "E4400", DRAINING_MESSAGE).body(dialect)).encode()
     await send(
         {
             "type": "http.response.start",
@@ -74,7 +77,7 @@ async def _refuse(send: Send) -> None:
             ],
         }
     )
-    await send({"type": "http.response.body", "body": DRAINING_BODY})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _account(scope: Scope, status: int, started: float, first_byte: float | None) -> None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway_core.errors import InvalidParameters
 from gateway_core.request import InferenceRequest, parse_request
 from gateway_core.response import InferenceResponse
+from gateway_http.content import check_tools, inline_image
 from gateway_http.door import Caller, JobOptions, L04Extension
 
 STOP_REASONS = {
@@ -27,7 +28,7 @@ STOP_REASONS = {
 
 
 class ImageSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["base64", "url"]
     media_type: str | None = None
     data: str | None = None
@@ -35,7 +36,7 @@ class ImageSource(BaseModel):
 
 
 class ContentBlock(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["text", "image", "tool_use", "tool_result"]
     text: str | None = None
     source: ImageSource | None = None
@@ -50,13 +51,13 @@ class ContentBlock(BaseModel):
 
 
 class AnthropicMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     role: Literal["user", "assistant"]
     content: str | list[ContentBlock]
 
 
 class AnthropicTool(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str
     description: str = ""
     input_schema: dict[str, Any]
@@ -65,17 +66,24 @@ class AnthropicTool(BaseModel):
 
 
 class SystemBlock(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["text"]
     text: str
     cache_control: dict[str, Any] | None = None
     citations: Any = None
 
 
+class AnthropicMetadata(BaseModel):
+    """Anthropic's request metadata has one field."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    user_id: str | None = Field(default=None, max_length=256)
+
+
 class MessagesBody(BaseModel):
     """The request body of ``POST /v1/messages`` (what the fleet reads of it)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     model: str = Field(min_length=1, max_length=256)
     max_tokens: int = Field(ge=1)
     messages: list[AnthropicMessage] = Field(min_length=1)
@@ -87,7 +95,7 @@ class MessagesBody(BaseModel):
     stream: bool | None = False
     tools: list[AnthropicTool] | None = None
     tool_choice: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: AnthropicMetadata | None = None
     service_tier: Literal["auto", "standard_only"] | None = None
     thinking: dict[str, Any] | None = None
     l04: L04Extension | None = None
@@ -98,6 +106,13 @@ def to_request(body: MessagesBody, caller: Caller, options: JobOptions) -> Infer
         raise InvalidParameters(
             "top_k is not supported by this gateway", details={"param": "top_k"}
         )
+    if body.tool_choice and body.tool_choice.get("disable_parallel_tool_use") is True:
+        raise InvalidParameters(
+            "tool_choice.disable_parallel_tool_use is not supported by this gateway",
+            details={"param": "tool_choice"},
+        )
+    choice = _tool_choice(body.tool_choice)
+    check_tools([t.name for t in body.tools or []], choice)
     if body.thinking is not None and body.thinking.get("type") != "disabled":
         raise InvalidParameters(
             "thinking is not supported by this gateway", details={"param": "thinking"}
@@ -114,8 +129,8 @@ def to_request(body: MessagesBody, caller: Caller, options: JobOptions) -> Infer
     for index, message in enumerate(body.messages):
         messages.extend(_turn(message, index))
     metadata: dict[str, Any] = {}
-    if body.metadata and body.metadata.get("user_id") is not None:
-        metadata["anthropic.user_id"] = str(body.metadata["user_id"])
+    if body.metadata is not None and body.metadata.user_id is not None:
+        metadata["anthropic.user_id"] = body.metadata.user_id
     fields: dict[str, Any] = {
         "request_id": options.request_id,
         "agent_did": caller.agent_did,
@@ -131,7 +146,7 @@ def to_request(body: MessagesBody, caller: Caller, options: JobOptions) -> Infer
             {"name": t.name, "description": t.description, "parameters": t.input_schema}
             for t in body.tools or []
         ],
-        "tool_choice": _tool_choice(body.tool_choice),
+        "tool_choice": choice,
         "metadata": metadata,
     }
     if body.l04 is not None:
@@ -195,7 +210,7 @@ def _image(block: ContentBlock, where: str) -> dict[str, Any]:
         raise InvalidParameters(
             f"{where}: a base64 image needs data and media_type", details={"param": where}
         )
-    return {"type": "image", "data": source.data, "media_type": source.media_type}
+    return inline_image(source.data, source.media_type, where)
 
 
 def _result_text(content: str | list[ContentBlock] | None) -> str:

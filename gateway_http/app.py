@@ -8,6 +8,7 @@ with E4200 (never a 500 with a traceback, never a dead server).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -24,7 +25,14 @@ from config.settings import GatewaySettings, load_settings
 from gateway_client.gateway import ModelGateway
 from gateway_client.handle import JobHandle
 from gateway_core import keys
-from gateway_core.errors import GatewayError, ModelNotFound, ProviderFailed
+from gateway_core.errors import (
+    BrokerUnavailable,
+    GatewayError,
+    JobStoreUnavailable,
+    ModelNotFound,
+    ProviderFailed,
+    UnknownJob,
+)
 from gateway_core.response import StreamChunk
 from gateway_http import anthropic_messages, openai_chat, openai_embeddings
 from gateway_http.access import AccessMiddleware, Drain
@@ -38,6 +46,7 @@ from gateway_http.door import (
     answer_headers,
     check_model,
     check_models,
+    hold_idempotency_key,
     job_options,
     unless_gone,
     wait_for_answer,
@@ -48,6 +57,9 @@ from gateway_http.models import model_list, model_object
 from gateway_http.sse import EventStreamResponse
 
 log = logging.getLogger("l04.http")
+
+#: Past a request's deadline and the worker's grace, how long the door still waits on Redis.
+STORE_SLACK_S = 3.0
 
 
 class Door:
@@ -60,6 +72,8 @@ class Door:
         self.gateway = gateway
         self.auth = auth
         self.drain = drain
+        # How long an Idempotency-Key's request is remembered: as long as its answer is.
+        self.ttl = settings.result_ttl + settings.http_timeout + settings.deadline_grace
 
 
 def _error(error: HttpError, dialect: Dialect, headers: dict[str, str] | None = None) -> Response:
@@ -89,11 +103,46 @@ async def _guarded(
     except ClientGone:
         return Response(status_code=499)  # nobody reads it
     except GatewayError as error:
-        return _error(HttpError.of(error), dialect)
+        return _error(HttpError.of(error), dialect, _ids(request))
     except Exception as exc:
         log.exception("%s %s: unexpected %s", request.method, request.url.path, type(exc).__name__)
         bug = ProviderFailed(f"internal error in the HTTP server ({type(exc).__name__})")
-        return _error(HttpError.of(bug), dialect)
+        return _error(HttpError.of(bug), dialect, _ids(request))
+
+
+def _ids(request: Request) -> dict[str, str]:
+    """The request's and its job's ids, on an error as on an answer (when they were made)."""
+    ids = {}
+    if "l04.request_id" in request.scope:
+        ids["x-request-id"] = request.scope["l04.request_id"]
+    if "l04.job_id" in request.scope:
+        ids["x-l04-job-id"] = request.scope["l04.job_id"]
+    return ids
+
+
+def _ends(door: Door, options: JobOptions) -> float:
+    """When the request must have its answer by, on the loop's clock: its deadline, the grace
+    the worker has to report, and a little more; past it the job store is not answering (a
+    frozen Redis), and the client gets 503 E4407 instead of waiting on."""
+    slack = door.settings.deadline_grace + STORE_SLACK_S
+    return asyncio.get_running_loop().time() + options.timeout + slack
+
+
+def _unanswered() -> JobStoreUnavailable:
+    return JobStoreUnavailable(
+        "the job store did not answer before the request's deadline", details={"retry_after": 1}
+    )
+
+
+def _lost(error: GatewayError) -> GatewayError:
+    """A job this request just made that the store no longer knows was lost with Redis's data
+    (a restart without persistence): retryable, not the 404 of a lookup by id."""
+    if isinstance(error, UnknownJob):
+        return JobStoreUnavailable(
+            "the job's record is gone (Redis lost its data?): send the request again",
+            details={"retry_after": 1},
+        )
+    return error
 
 
 async def _inference(
@@ -120,14 +169,25 @@ async def _inference(
         stream = bool(messages.stream)
         include_usage, tier = False, None
     check_models(caller, door.gateway.catalog, job)
-    handle = await door.gateway.submit(job, options.job_id, stream=stream, key_id=caller.key_id)
-    request.scope["l04.job_id"] = handle.job_id
-    if stream:
-        return await _stream(request, handle, options, dialect, include_usage)
+    ends = _ends(door, options)
     try:
-        response, headers = await wait_for_answer(handle, handle.result(), options, request.receive)
+        async with asyncio.timeout_at(ends):
+            await hold_idempotency_key(door.gateway.redis, options, endpoint, data, door.ttl)
+            handle = await door.gateway.submit(
+                job, options.job_id, stream=stream, key_id=caller.key_id
+            )
+            request.scope["l04.job_id"] = handle.job_id
+            if stream:
+                return await _stream(request, handle, options, dialect, include_usage, ends)
+            response, headers = await wait_for_answer(
+                handle, handle.result(), options, request.receive
+            )
     except ClientGone:
         return Response(status_code=499)  # nobody reads it
+    except TimeoutError:
+        raise _unanswered() from None
+    except GatewayError as error:
+        raise _lost(error) from None
     body = (
         openai_chat.completion_object(response, tier)
         if dialect == "openai"
@@ -145,21 +205,34 @@ async def _embeddings(request: Request, door: Door) -> Response:
     options = job_options(request, caller, None, door.settings.http_timeout)
     embedding = openai_embeddings.to_request(body, caller, options)
     check_model(caller, door.gateway.catalog, embedding.model_id)
-    job = await door.gateway.embed(embedding, options.job_id, key_id=caller.key_id)
-    request.scope["l04.job_id"] = job.job_id
     try:
-        response, headers = await wait_for_answer(
-            job.handle, job.result(), options, request.receive
-        )
+        async with asyncio.timeout_at(_ends(door, options)):
+            await hold_idempotency_key(
+                door.gateway.redis, options, "/v1/embeddings", data, door.ttl
+            )
+            job = await door.gateway.embed(embedding, options.job_id, key_id=caller.key_id)
+            request.scope["l04.job_id"] = job.job_id
+            response, headers = await wait_for_answer(
+                job.handle, job.result(), options, request.receive
+            )
     except ClientGone:
         return Response(status_code=499)
+    except TimeoutError:
+        raise _unanswered() from None
+    except GatewayError as error:
+        raise _lost(error) from None
     return JSONResponse(
         openai_embeddings.embeddings_object(response, body.encoding_format), headers=headers
     )
 
 
 async def _stream(
-    request: Request, handle: JobHandle, options: JobOptions, dialect: Dialect, include_usage: bool
+    request: Request,
+    handle: JobHandle,
+    options: JobOptions,
+    dialect: Dialect,
+    include_usage: bool,
+    ends: float,
 ) -> Response:
     """Wait for the job's first event, then stream. An error before it is a plain HTTP error
     (the SDKs raise their exception classes on it); one after it is an SSE error event."""
@@ -194,15 +267,23 @@ async def _stream(
                     return
                 if chunk.content_delta:
                     yield writer.text(chunk.content_delta)
-                chunk = await chunks.__anext__()
+                async with asyncio.timeout_at(ends):
+                    chunk = await chunks.__anext__()
         except GatewayError as error:
-            yield HttpError.of(error).sse(dialect)
+            yield HttpError.of(_lost(error)).sse(dialect)
+        except TimeoutError:
+            yield HttpError.of(_unanswered()).sse(dialect)
         except StopAsyncIteration:
             return
         finally:
             await chunks.aclose()
 
-    return EventStreamResponse(events(), headers, on_disconnect=lambda: abandon(handle, options))
+    cut = HttpError.of(
+        BrokerUnavailable("the server shut down before the stream ended; retry on another")
+    ).sse(dialect)
+    return EventStreamResponse(
+        events(), headers, on_disconnect=lambda: abandon(handle, options), on_cut=cut
+    )
 
 
 def create_app(
@@ -296,6 +377,8 @@ def create_app(
         async def handler() -> Response:
             caller = await door().auth.caller(request)
             _note(request, "/v1/models/{model}", caller)
+            if not model:
+                raise ModelNotFound("no model id in the path: GET /v1/models/{model}")
             spec = door().gateway.catalog.resolve(model)
             if caller.models and spec.model_id not in caller.models:
                 raise ModelNotFound(f"model {model!r} is not in the catalog")  # not for this key

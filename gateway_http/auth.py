@@ -36,7 +36,6 @@ def presented_key(request: Request) -> str | None:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-        return None
     api_key = request.headers.get("x-api-key")
     return api_key.strip() if api_key and api_key.strip() else None
 

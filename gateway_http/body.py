@@ -20,6 +20,9 @@ from gateway_http.errors import HttpError, request_error
 Model = TypeVar("Model", bound=pydantic.BaseModel)
 
 
+JSON_MEDIA = frozenset({"", "application/json", "application/x-www-form-urlencoded"})
+
+
 class BodyRefused(Exception):
     """The request cannot be read; carries the answer to send."""
 
@@ -41,7 +44,8 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
             raise BodyRefused(_too_large(max_bytes))
     content_type = request.headers.get("content-type", "application/json")
     media = content_type.split(";", 1)[0].strip().lower()
-    if media and media != "application/json" and not media.endswith("+json"):
+    # curl -d sends application/x-www-form-urlencoded unless told otherwise: read it as JSON.
+    if media not in JSON_MEDIA and not media.endswith("+json"):
         raise BodyRefused(request_error(415, f"the body must be application/json, not {media!r}"))
     chunks: list[bytes] = []
     size = 0

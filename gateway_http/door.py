@@ -8,21 +8,24 @@ hand it here with the :class:`JobOptions` read from the headers and the ``l04`` 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
+import json
 import re
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.types import Receive
 
 from config.catalog import Catalog
 from gateway_client.handle import JobHandle
+from gateway_core import keys
 from gateway_core.errors import InvalidParameters, InvalidRequest, ModelNotAllowed
+from gateway_core.queues import PROVIDERS
 from gateway_core.request import MAX_TIMEOUT_S, InferenceRequest, Priority, RoutingStrategy
 from gateway_http.sse import disconnected
 
@@ -54,6 +57,13 @@ class L04Extension(BaseModel):
     semantic_cache: bool | None = None
     enable_cache: bool = True
 
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str | None) -> str | None:
+        if value is not None and value not in PROVIDERS:
+            raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}")
+        return value
+
     def request_fields(self) -> dict[str, Any]:
         """The :class:`InferenceRequest` fields this extension sets."""
         routing: dict[str, Any] = {"fallback_models": list(self.fallback_models)}
@@ -82,6 +92,27 @@ class Caller:
         return self.key_id or "none"
 
 
+async def hold_idempotency_key(
+    redis: Redis, options: JobOptions, endpoint: str, body: dict[str, Any], ttl_s: float
+) -> None:
+    """The first request with an Idempotency-Key fixes what the key means: the same key with
+    another endpoint or body is refused (E4500), not answered with the first request's answer.
+    One ``SET NX GET`` on the key's fingerprint, only for requests that carry a key."""
+    if options.job_id is None:
+        return
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    fingerprint = hashlib.sha256(f"{endpoint}\n{canonical}".encode()).hexdigest()
+    held = await redis.set(
+        keys.idempotency(options.job_id), fingerprint, nx=True, get=True, ex=int(ttl_s) + 1
+    )
+    if held is not None and (held.decode() if isinstance(held, bytes) else held) != fingerprint:
+        raise InvalidRequest(
+            "this Idempotency-Key was used with another request (endpoint or body): use a new "
+            "key for a new request",
+            details={"param": "Idempotency-Key"},
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class JobOptions:
     request_id: str
@@ -99,8 +130,10 @@ def job_options(
 ) -> JobOptions:
     """Priority, deadline, request id and idempotency from the headers (and ``service_tier``)."""
     headers = request.headers
+    request_id = _request_id(headers.get("x-request-id"))
+    request.scope["l04.request_id"] = request_id
     return JobOptions(
-        request_id=_request_id(headers.get("x-request-id")),
+        request_id=request_id,
         priority=_priority(service_tier, headers.get("x-l04-priority")),
         timeout=_timeout(headers.get("x-l04-timeout"), default_timeout),
         job_id=_idempotent_job_id(caller, headers.get("idempotency-key")),
@@ -169,13 +202,25 @@ class Answered(Protocol):
     def model_id(self) -> str: ...
     @property
     def cached(self) -> bool: ...
+    @property
+    def queue_ms(self) -> float | None: ...
 
 
 async def answer_headers(
     handle: JobHandle, options: JobOptions, response: Answered | None
 ) -> dict[str, str]:
-    """x-request-id, x-l04-job-id, -provider, -model, -cache and -queue-ms."""
+    """x-request-id, x-l04-job-id, -provider, -model, -cache and -queue-ms.
+
+    A whole answer says all of it; the start of a stream (``response`` None) is read from the
+    job's record: provider, model and queue time, the cache not yet known.
+    """
     headers = {"x-request-id": options.request_id, "x-l04-job-id": handle.job_id}
+    if response is not None and response.queue_ms is not None:
+        headers["x-l04-provider"] = response.provider
+        headers["x-l04-model"] = response.model_id
+        headers["x-l04-cache"] = "hit" if response.cached else "miss"
+        headers["x-l04-queue-ms"] = str(round(response.queue_ms))
+        return headers
     status = await handle.status()
     provider = response.provider if response else status.provider
     model = response.model_id if response else status.model_id
@@ -197,19 +242,33 @@ class ClientGone(Exception):
 
 async def unless_gone(awaitable: Awaitable[T], receive: Receive) -> T:
     """``awaitable``'s value, or :class:`ClientGone` (and ``awaitable`` cancelled) when the
-    client disconnects first."""
-    task = asyncio.ensure_future(awaitable)
-    watcher = asyncio.ensure_future(disconnected(receive))
+    client disconnects first.
+
+    One watcher task per request, which cancels this one if the client goes: cheaper than
+    running ``awaitable`` as a task of its own beside it (measured: BENCHMARKS.md, issue 15).
+    """
+    waiting = asyncio.current_task()
+    assert waiting is not None
+    gone = asyncio.Event()
+    answered = False
+
+    async def watch() -> None:
+        await disconnected(receive)
+        if not answered:
+            gone.set()
+            waiting.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        value = await awaitable
+        answered = True  # no await since the line above: the watcher cannot cut in between
+        return value
+    except asyncio.CancelledError:
+        if gone.is_set() and waiting.uncancel() == 0:
+            raise ClientGone from None
+        raise
     finally:
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise ClientGone
-    return task.result()
 
 
 async def abandon(handle: JobHandle, options: JobOptions) -> None:

@@ -108,6 +108,8 @@ class HttpError:
     def of(cls, error: GatewayError, param: str | None = None) -> HttpError:
         status = STATUS_BY_CODE.get(error.code, 502)
         retry_after = error.retry_after
+        if retry_after is None and error.details.get("resets_in") is not None:
+            retry_after = float(error.details["resets_in"])  # a spent quota: when it resets
         if retry_after is None and status in RETRY_AFTER_STATUSES:
             retry_after = 1.0
         if param is None:
@@ -115,6 +117,9 @@ class HttpError:
             param = str(named) if named else None
         if param is None and error.code in MODEL_CODES:
             param = "model"
+        if param is None and error.details.get("errors"):
+            # A validation error's first problem, "stop: List should have at most 16 items".
+            param = str(error.details["errors"][0]).split(":", 1)[0] or None
         return cls(status, error.code, error.message, param, retry_after)
 
     @property

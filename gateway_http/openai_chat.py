@@ -9,8 +9,6 @@ OpenAI answers it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import time
 from typing import Any, Literal
@@ -20,19 +18,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway_core.errors import InvalidParameters
 from gateway_core.request import InferenceRequest, parse_request
 from gateway_core.response import InferenceResponse, TokenUsage
+from gateway_http.content import check_tools, image_part
 from gateway_http.door import Caller, JobOptions, L04Extension
 
 FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter", "function_call"}
 
 
 class ImageUrl(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     url: str = Field(min_length=1)
     detail: Literal["auto", "low", "high"] | None = None
 
 
 class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["text", "image_url", "refusal"]
     text: str | None = None
     image_url: ImageUrl | None = None
@@ -40,20 +39,20 @@ class ContentPart(BaseModel):
 
 
 class FunctionCall(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str
     arguments: str = "{}"
 
 
 class ToolCallIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     id: str = Field(min_length=1)
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -63,7 +62,7 @@ class ChatMessage(BaseModel):
 
 
 class FunctionDefinition(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
@@ -71,13 +70,13 @@ class FunctionDefinition(BaseModel):
 
 
 class ChatTool(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["function"]
     function: FunctionDefinition
 
 
 class JsonSchemaFormat(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = "response"
     description: str | None = None
     schema_: dict[str, Any] = Field(alias="schema")
@@ -85,13 +84,13 @@ class JsonSchemaFormat(BaseModel):
 
 
 class ResponseFormatIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     include_usage: bool = False
     include_obfuscation: bool | None = None
 
@@ -99,7 +98,7 @@ class StreamOptions(BaseModel):
 class ChatCompletionBody(BaseModel):
     """The request body of ``POST /v1/chat/completions`` (what the fleet reads of it)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     model: str | None = Field(default=None, min_length=1, max_length=256)
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -169,6 +168,12 @@ def to_request(body: ChatCompletionBody, caller: Caller, options: JobOptions) ->
                 + (f" (only {json.dumps(harmless[0])})" if harmless else ""),
                 details={"param": name},
             )
+    if body.stream_options is not None and not body.stream:
+        raise InvalidParameters(
+            "stream_options is only allowed when stream is true",
+            details={"param": "stream_options"},
+        )
+    check_tools([t.function.name for t in body.tools or []], body.tool_choice)
     both = body.max_tokens is not None and body.max_completion_tokens is not None
     if both and body.max_tokens != body.max_completion_tokens:
         raise InvalidParameters(
@@ -245,26 +250,6 @@ def _part(part: ContentPart, index: int) -> dict[str, Any]:
             f"{where}: an image_url part needs image_url", details={"param": where}
         )
     return image_part(part.image_url.url, where)
-
-
-def image_part(url: str, where: str) -> dict[str, Any]:
-    """An image by URL, or a ``data:`` URL as inline base64 data with its media type."""
-    if not url.startswith("data:"):
-        return {"type": "image", "url": url}
-    header, _, data = url.partition(",")
-    media_type = header[5:].split(";", 1)[0]
-    if ";base64" not in header or not media_type.startswith("image/") or not data:
-        raise InvalidParameters(
-            f"{where}: a data URL image must be data:image/<type>;base64,<data>",
-            details={"param": where},
-        )
-    try:
-        base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidParameters(
-            f"{where}: the image's base64 data does not decode", details={"param": where}
-        ) from None
-    return {"type": "image", "data": data, "media_type": media_type}
 
 
 def _tool_choice(choice: str | dict[str, Any] | None) -> str | None:

@@ -20,7 +20,7 @@ from gateway_http.door import Caller, JobOptions
 class EmbeddingsBody(BaseModel):
     """The request body of ``POST /v1/embeddings``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     input: str | list[str] | list[int] | list[list[int]]
     model: str = Field(min_length=1, max_length=256)
     dimensions: int | None = Field(default=None, ge=1)

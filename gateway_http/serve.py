@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -68,6 +69,10 @@ def app_from_env() -> Any:
 
 
 class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, grace: float) -> None:
+        super().__init__(config)
+        self.grace = grace
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         _DRAIN.start()
         super().handle_exit(sig, frame)
@@ -77,12 +82,14 @@ class DrainingServer(uvicorn.Server):
             server.close()  # no new connections from here on
         for sock in sockets or []:
             sock.close()
-        grace = self.config.timeout_graceful_shutdown or 0
-        ends = time.monotonic() + grace
+        ends = time.monotonic() + self.grace
         # Requests in flight and open streams finish; idle kept-alive connections stay open
         # meanwhile, so that a request on one gets the door's 503 instead of a reset.
         while self.server_state.tasks and time.monotonic() < ends and not self.force_exit:  # noqa: ASYNC110 - uvicorn signals no event for this
             await asyncio.sleep(0.05)
+        # What is left of the grace, for uvicorn's own wait (0: cancel what still runs; the
+        # streams cut so end with an error event and cancel their jobs, see sse.py).
+        self.config.timeout_graceful_shutdown = max(0, ends - time.monotonic())  # type: ignore[assignment]
         await super().shutdown(sockets=None)
 
 
@@ -98,7 +105,7 @@ def _config(settings: GatewaySettings, host: str, port: int, log_level: str) -> 
         access_log=False,  # the door logs its own access lines, as JSON
         log_config=None,
         log_level=log_level.lower(),
-        timeout_graceful_shutdown=int(settings.http_drain_grace) or None,
+        timeout_graceful_shutdown=0,  # DrainingServer.shutdown sets what is left of the grace
         timeout_keep_alive=30,
         backlog=4096,
     )
@@ -119,6 +126,7 @@ def configure_logging(log_level: str) -> None:
 
 
 def _run(server: DrainingServer, sockets: list[socket.socket] | None = None) -> None:
+    logging.getLogger("uvicorn.access").disabled = True  # the door logs its own (access.py)
     # uvicorn raises the signal it stopped on once it has shut down, to die of it; a drained
     # server has done what SIGTERM asks and exits 0 instead.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -126,9 +134,9 @@ def _run(server: DrainingServer, sockets: list[socket.socket] | None = None) -> 
     server.run(sockets=sockets)
 
 
-def _child(config: uvicorn.Config, sock: socket.socket, log_level: str) -> None:
+def _child(config: uvicorn.Config, sock: socket.socket, log_level: str, grace: float) -> None:
     configure_logging(log_level)
-    _run(DrainingServer(config), [sock])
+    _run(DrainingServer(config, grace), [sock])
 
 
 def serve(
@@ -155,19 +163,19 @@ def serve(
     configure_logging(log_level)
     config = _config(settings, host, port, log_level)
     if workers <= 1:
-        server = DrainingServer(config)
+        server = DrainingServer(config, settings.http_drain_grace)
         _run(server)
         return 0 if server.started else 1
-    return _run_workers(config, workers, log_level)
+    return _run_workers(config, workers, log_level, settings.http_drain_grace)
 
 
-def _run_workers(config: uvicorn.Config, workers: int, log_level: str) -> int:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="l04-serve-metrics-")
+def _run_workers(config: uvicorn.Config, workers: int, log_level: str, grace: float) -> int:
+    metrics_dir = tempfile.mkdtemp(prefix="l04-serve-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     sock = config.bind_socket()
     context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(target=_child, args=(config, sock, log_level)) for _ in range(workers)
-    ]
+    child_args = (config, sock, log_level, grace)
+    processes = [context.Process(target=_child, args=child_args) for _ in range(workers)]
     stopping: list[int] = []
 
     def forward(sig: int, frame: FrameType | None) -> None:
@@ -199,9 +207,10 @@ def _run_workers(config: uvicorn.Config, workers: int, log_level: str) -> int:
                 continue
             # A server process died while the others serve: start another in its place.
             log.warning("server process %s exited %s: restarting it", process.pid, process.exitcode)
-            replacement = context.Process(target=_child, args=(config, sock, log_level))
+            replacement = context.Process(target=_child, args=child_args)
             replacement.start()
             started[id(replacement)] = time.monotonic()
             processes.insert(index, replacement)
     sock.close()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     return status

@@ -31,6 +31,7 @@ class EventStreamResponse(Response):
         headers: dict[str, str],
         on_disconnect: Callable[[], Awaitable[None]],
         on_end: Callable[[int], None] | None = None,
+        on_cut: bytes | None = None,
     ) -> None:
         self._events = events
         self._head: dict[str, str] = {
@@ -41,6 +42,7 @@ class EventStreamResponse(Response):
         }
         self._on_disconnect = on_disconnect
         self._on_end = on_end
+        self._on_cut = on_cut  # the last event when the server cuts the stream short
         self.status_code = 200
         self.background = None
 
@@ -68,7 +70,10 @@ class EventStreamResponse(Response):
         try:
             await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
+            # The server cut the stream (its drain's grace ran out): the client learns why, and
+            # the job, which nobody will read, is cancelled like a disconnected client's.
             pump.cancel()
+            await asyncio.shield(self._cut(send))
             raise
         finally:
             watch.cancel()
@@ -81,6 +86,13 @@ class EventStreamResponse(Response):
         elif pump.exception() is not None and not isinstance(pump.exception(), OSError):
             raise pump.exception()  # type: ignore[misc]
         await self._on_disconnect()
+
+    async def _cut(self, send: Send) -> None:
+        with contextlib.suppress(Exception):
+            if self._on_cut is not None:
+                await send({"type": "http.response.body", "body": self._on_cut, "more_body": False})
+        with contextlib.suppress(Exception):
+            await self._on_disconnect()
 
     async def _pump(self, send: Send) -> None:
         async for piece in self._events:

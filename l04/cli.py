@@ -54,6 +54,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve(args.host, args.port, args.workers, no_auth=args.no_auth, log_level=args.loglevel)
 
 
+def _at_least_one(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 1 or more: {value!r}")
+    return number
+
+
 def _cmd_mock_provider(args: argparse.Namespace) -> int:
     from l04.mock_upstream import serve
 
@@ -143,7 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=None, help="port (default 8004, or L04_HTTP_PORT)"
     )
     serve.add_argument(
-        "--workers", type=int, default=1, help="server processes on the one socket (default 1)"
+        "--workers",
+        type=_at_least_one,
+        default=1,
+        help="server processes on the one socket (default 1)",
     )
     serve.add_argument(
         "--no-auth",

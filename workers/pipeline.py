@@ -263,6 +263,7 @@ class JobPipeline:
             latency_ms=round((time.monotonic() - started) * 1000, 3),
             cost=spec.cost(usage.prompt_tokens, 0),
             attempt=claim.attempt,
+            queue_ms=queue_ms(claim),
         )
         return Answer(request, spec, response, RunOutcome.SUCCEEDED)
 
@@ -533,6 +534,13 @@ def _request_id(request_json: str) -> str:
     return request_json[start : request_json.find('"', start)]
 
 
+def queue_ms(claim: Claim) -> float | None:
+    """How long the job waited in the queue before this claim (None: no creation time)."""
+    if not claim.created_ms:
+        return None
+    return float(max(0, claim.started_ms - claim.created_ms))
+
+
 def _response(
     job_id: str,
     request: InferenceRequest,
@@ -559,4 +567,5 @@ def _response(
         cached=cached,
         cost=0.0 if cached else spec.cost(usage.prompt_tokens, usage.completion_tokens),
         attempt=claim.attempt,
+        queue_ms=queue_ms(claim),
     )

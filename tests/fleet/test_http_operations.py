@@ -15,6 +15,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from gateway_client import ModelGateway
+from l04.redis_server import LocalRedis
 from tests.fleet.test_providers_end_to_end import fleet_env
 from tests.processes import ROOT, MockUpstreamProcess, ServerProcess, WorkerProcess
 
@@ -165,3 +167,58 @@ def test_auth_is_on_by_default(start_server: Callable[..., ServerProcess], path:
     answer = method(f"{server.url}{path}", timeout=10)  # type: ignore[operator]
     assert answer.status_code == 401
     assert answer.json()
+
+
+async def test_a_frozen_redis_is_a_503_by_the_deadline() -> None:
+    """Redis stops answering (SIGSTOP: a network partition): a request gets 503 E4407 soon
+    after its deadline instead of hanging, and the server answers again once Redis does."""
+    store = LocalRedis().start()
+    server = ServerProcess(store.url, no_auth=True, env={"L04_DEADLINE_GRACE": "0.5"}).start()
+    try:
+        assert store.process is not None
+        store.process.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            frozen = await client.post(CHAT, json=SLOW, headers={"X-L04-Timeout": "2"})
+            waited = time.monotonic() - started
+            assert frozen.status_code == 503, frozen.text
+            assert frozen.json()["error"]["code"] == "E4407"
+            assert frozen.headers["retry-after"]
+            assert waited < 2 + 0.5 + 3 + 2  # deadline, grace, the door's slack, a margin
+            store.process.send_signal(signal.SIGCONT)
+            thawed = await client.post(CHAT, json=SLOW, headers={"X-L04-Timeout": "2"})
+            assert thawed.status_code in (200, 504)  # no worker here: its deadline passes
+            assert "Traceback" not in server.log()
+    finally:
+        if store.process is not None:
+            store.process.send_signal(signal.SIGCONT)
+        server.stop()
+        store.stop()
+
+
+async def test_a_stream_cut_by_the_drains_end_says_so_and_cancels_its_job(
+    start_server: Callable[..., ServerProcess],
+    start_worker: Callable[..., WorkerProcess],
+    mock_upstream: MockUpstreamProcess,
+    gateway: ModelGateway,
+) -> None:
+    start_worker("openai", env=fleet_env(mock_upstream))
+    server = start_server(no_auth=True, env={"L04_HTTP_DRAIN_GRACE": "1"})
+    mock_upstream.faults({"stall_after_chunks": 2, "count": 1})
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "s"}]}
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=30) as client,
+        client.stream("POST", CHAT, json=body) as stream,
+    ):
+        job_id = stream.headers["x-l04-job-id"]
+        pieces = stream.aiter_text()
+        await pieces.__anext__()
+        assert server.process is not None
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        rest = "".join([piece async for piece in pieces])
+    assert '"code":"E4400"' in rest  # the last event: the server shut down, retry elsewhere
+    assert server.process.wait(timeout=30) == 0
+    assert time.monotonic() - started < 1 + 3  # the grace, once
+    status = await (await gateway.job(job_id)).status()
+    assert status.state == "cancelled"

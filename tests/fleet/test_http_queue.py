@@ -235,3 +235,40 @@ async def test_over_a_limit_waits_and_only_an_unservable_one_gets_429(
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "E4401"
     assert int(refused.headers["retry-after"]) >= 1
+
+
+async def test_an_idempotency_key_is_one_request(door: ServerProcess) -> None:
+    headers = {"Idempotency-Key": "one-meaning"}
+    async with httpx.AsyncClient(base_url=door.url, timeout=30) as client:
+        first = await client.post(CHAT, json=chat_body("a", model="mock"), headers=headers)
+        assert first.status_code == 200
+        other = await client.post(CHAT, json=chat_body("b", model="mock"), headers=headers)
+        assert other.status_code == 400
+        assert other.json()["error"]["param"] == "Idempotency-Key"
+        elsewhere = await client.post(
+            "/v1/messages",
+            json={
+                "model": "mock",
+                "max_tokens": 10,
+                "messages": [{"role": "user", "content": "a"}],
+            },
+            headers=headers,
+        )
+        assert elsewhere.status_code == 400
+        again = await client.post(CHAT, json=chat_body("a", model="mock"), headers=headers)
+        assert again.json()["choices"] == first.json()["choices"]
+
+
+async def test_an_error_answer_carries_the_request_and_job_ids(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    server = start_server(no_auth=True)  # no worker: the job's deadline passes in the queue
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        late = await client.post(
+            CHAT,
+            json=chat_body("late"),
+            headers={"X-L04-Timeout": "1", "X-Request-Id": "req-7"},
+        )
+    assert late.status_code == 504
+    assert late.headers["x-request-id"] == "req-7"
+    assert late.headers["x-l04-job-id"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -28,7 +30,7 @@ from gateway_client import (
     ToolCall,
     ToolDefinition,
 )
-from l04.mock_upstream import REPLY
+from l04.mock_upstream import REPLY, REPLY_PIECES
 from tests.processes import MockUpstreamProcess
 from workers.providers import CallContext, ProviderAdapter, build_adapter
 
@@ -354,6 +356,20 @@ async def test_cut_or_stalled_stream_is_E4604(
     with pytest.raises(GatewayError) as caught:
         await collect(adapter_for[provider], request(USER), provider)
     assert caught.value.code == "E4604" and caught.value.retryable
+
+
+async def test_paused_stream_arrives_whole_and_spread_out(
+    adapter_for: dict[str, ProviderAdapter], mock_upstream: MockUpstreamProcess
+) -> None:
+    """The upstream's ``chunk_delay_ms`` (benchmarks/http_door.py holds streams open with it)."""
+    mock_upstream.faults({"chunk_delay_ms": 100})
+    arrived = []
+    async for delta in adapter_for["openai"].stream(request(USER), spec("openai"), CTX):
+        if delta.text:
+            arrived.append((time.monotonic(), delta.text))
+    assert "".join(text for _, text in arrived) == REPLY
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(arrived)]
+    assert len(gaps) == len(REPLY_PIECES) - 1 and min(gaps) >= 0.09
 
 
 async def test_slow_provider_times_out_with_E4202(mock_upstream: MockUpstreamProcess) -> None:

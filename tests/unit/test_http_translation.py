@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pydantic
 import pytest
 
 from gateway_core.errors import ERROR_CODES, GatewayError, InvalidParameters, ValidationError
@@ -277,3 +278,55 @@ def test_a_whole_answer_with_text_and_tool_calls_streams_both() -> None:
     sequence = (events.start() + events.end(both)).decode()
     assert '"text_delta","text":"checking"' in sequence
     assert '"type":"tool_use"' in sequence
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"stream_options": {"include_usage": True}},  # without stream
+        {"tools": [{"type": "function", "function": {"name": "f"}}] * 2},
+        {"tool_choice": "required"},  # and no tools
+    ],
+)
+def test_openai_bodies_that_would_be_ignored_are_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(InvalidParameters):
+        chat(**bad)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"temperature": "0.5"},
+        {"stream": "yes"},
+        {"l04": {"provider": "nope"}},
+    ],
+)
+def test_openai_bodies_are_read_strictly(bad: dict[str, Any]) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        openai_chat.ChatCompletionBody.model_validate(
+            {"model": "mock", "messages": [{"role": "user", "content": "x"}], **bad}
+        )
+
+
+def test_anthropic_bodies_that_would_be_ignored_are_refused() -> None:
+    with pytest.raises(pydantic.ValidationError):
+        messages(metadata={"user_id": "u", "session": "s"})
+    with pytest.raises(InvalidParameters):
+        messages(tool_choice={"type": "auto", "disable_parallel_tool_use": True})
+    for source in (
+        {"type": "base64", "media_type": "image/png", "data": "@@not base64@@"},
+        {"type": "base64", "media_type": "text/plain", "data": "aGk="},
+    ):
+        with pytest.raises(InvalidParameters):
+            messages(messages=[{"role": "user", "content": [{"type": "image", "source": source}]}])
+
+
+def test_a_spent_quota_says_when_it_resets() -> None:
+    spent = GatewayError("spent", code="E4402", details={"resets_in": 3600})
+    assert HttpError.of(spent).headers() == {"retry-after": "3600"}
+
+
+def test_a_validation_error_names_its_parameter() -> None:
+    with pytest.raises(ValidationError) as caught:
+        chat(stop=["a"] * 40)
+    assert HttpError.of(caught.value).param == "stop"
