@@ -130,6 +130,27 @@ def start_server(redis_url: str) -> Iterator[Callable[..., ServerProcess]]:
         server.stop(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def module_door(
+    request: pytest.FixtureRequest, redis_server: LocalRedis, upstream: MockUpstreamProcess
+) -> Iterator[ServerProcess]:
+    """One ``l04 serve --no-auth`` and one worker for a whole test module (its
+    ``DOOR_PROVIDERS``), on a Redis emptied once, at the module's start: for modules whose tests
+    only talk to the door, to spare a server and a worker start per test."""
+    from tests.fleet.test_providers_end_to_end import fleet_env
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    providers = getattr(request.module, "DOOR_PROVIDERS", "mock")
+    env = {**FAST_RECOVERY, **fleet_env(upstream)}
+    worker = WorkerProcess(redis_server.url, providers, 50, env).start()
+    server = ServerProcess(redis_server.url, no_auth=True).start()
+    yield server
+    server.stop(timeout=10)
+    worker.stop(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[MockUpstreamProcess]:
     server = MockUpstreamProcess().start()

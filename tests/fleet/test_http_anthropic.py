@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import anthropic
 import pytest
 
-from tests.fleet.test_providers_end_to_end import fleet_env
-from tests.processes import MockUpstreamProcess, ServerProcess, WorkerProcess
+from tests.processes import MockUpstreamProcess, ServerProcess
 
 WEATHER = {
     "name": "get_weather",
@@ -20,15 +19,14 @@ WEATHER = {
 }
 
 
+DOOR_PROVIDERS = "mock,openai,anthropic"
+
+
 @pytest.fixture
-def door(
-    start_server: Callable[..., ServerProcess],
-    start_worker: Callable[..., WorkerProcess],
-    upstream: MockUpstreamProcess,
-) -> ServerProcess:
+def door(module_door: ServerProcess, upstream: MockUpstreamProcess) -> ServerProcess:
+    """The module's server and worker (conftest's ``module_door``), the upstream reset."""
     upstream.reset()
-    start_worker("mock,openai,anthropic", env=fleet_env(upstream))
-    return start_server(no_auth=True)
+    return module_door
 
 
 @pytest.fixture

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
 
 from gateway_core.embeddings import vector_from_base64
-from tests.fleet.test_providers_end_to_end import fleet_env
-from tests.processes import MockUpstreamProcess, ServerProcess, WorkerProcess
+from tests.processes import MockUpstreamProcess, ServerProcess
 
 TOOLS = [
     {
@@ -30,16 +29,14 @@ TOOLS = [
 ]
 
 
+DOOR_PROVIDERS = "mock,openai"
+
+
 @pytest.fixture
-def door(
-    start_server: Callable[..., ServerProcess],
-    start_worker: Callable[..., WorkerProcess],
-    upstream: MockUpstreamProcess,
-) -> ServerProcess:
-    """A server without keys, a worker for the mock and openai providers, the upstream."""
+def door(module_door: ServerProcess, upstream: MockUpstreamProcess) -> ServerProcess:
+    """The module's server and worker (conftest's ``module_door``), the upstream reset."""
     upstream.reset()
-    start_worker("mock,openai", env=fleet_env(upstream))
-    return start_server(no_auth=True)
+    return module_door
 
 
 @pytest.fixture
