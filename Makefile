@@ -22,8 +22,8 @@ test-slow: install
 	.venv/bin/python -m pytest -m slow
 
 lint:
-	.venv/bin/ruff check .
-	.venv/bin/ruff format --check .
+	.venv/bin/ruff check --no-cache .
+	.venv/bin/ruff format --no-cache --check .
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from gateway_core.virtual_keys import VirtualKeyStore
-
 from gateway_client.gateway import ModelGateway
+from gateway_core.virtual_keys import VirtualKeyStore
 
 
 def key_store(gateway: ModelGateway) -> VirtualKeyStore:
