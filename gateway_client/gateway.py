@@ -60,6 +60,15 @@ from tasks.queue_depth import read_depths
 PROMPT_PREVIEW_CHARS = 120
 
 
+def _count_refusal(error: GatewayError, request: object) -> None:
+    """A submit refused: by code, and a full queue as a refusal of the agent's too."""
+    metrics.SUBMIT_REFUSALS.labels(error.code).inc()
+    if isinstance(error, QueueFull):
+        metrics.RATE_LIMIT_REJECTIONS.labels(
+            metrics.agent_label(getattr(request, "agent_did", "unknown")), "refused"
+        ).inc()
+
+
 class ModelGateway:
     """Submit inference jobs to the fleet and get their answers.
 
@@ -187,11 +196,7 @@ class ModelGateway:
             with job_store_errors():
                 return await self._submit(request, job_id, stream, key_id)
         except GatewayError as error:
-            metrics.SUBMIT_REFUSALS.labels(error.code).inc()
-            if isinstance(error, QueueFull):
-                metrics.RATE_LIMIT_REJECTIONS.labels(
-                    metrics.agent_label(getattr(request, "agent_did", "unknown")), "refused"
-                ).inc()
+            _count_refusal(error, request)
             raise
 
     async def embed(
@@ -209,11 +214,7 @@ class ModelGateway:
             with job_store_errors():
                 handle = await self._submit(request, job_id, False, key_id)
         except GatewayError as error:
-            metrics.SUBMIT_REFUSALS.labels(error.code).inc()
-            if isinstance(error, QueueFull):
-                metrics.RATE_LIMIT_REJECTIONS.labels(
-                    metrics.agent_label(getattr(request, "agent_did", "unknown")), "refused"
-                ).inc()
+            _count_refusal(error, request)
             raise
         return EmbeddingJob(handle)
 
