@@ -10,7 +10,7 @@ demo: install
 test: install lint
 	.venv/bin/python -m pytest
 
-# The fast tiers (about a minute): tests/unit (no Redis) and tests/redis (a real redis-server,
+# The fast tiers (about a minute and a half): tests/unit (no Redis) and tests/redis (a real redis-server,
 # no worker). `make test` runs them and tests/fleet (real workers).
 test-fast: install lint
 	.venv/bin/python -m pytest tests/unit tests/redis
