@@ -80,7 +80,9 @@ async def wait_until_running(gateway: ModelGateway, job_ids: list[str], timeout:
 def two_processes(redis_url: str) -> Iterator[tuple[WorkerProcess, int]]:
     port = free_port()
     env = {**FAST_RECOVERY, "L04_METRICS_PORT": str(port)}
-    worker = WorkerProcess(redis_url, env=env, processes=2).start()
+    # Eight slots each: a process takes at most its free slots at once, so thirty jobs submitted
+    # together cannot all go to one (with fifty slots one take could hold them all).
+    worker = WorkerProcess(redis_url, concurrency=8, env=env, processes=2).start()
     yield worker, port
     worker.stop(timeout=30)
 
