@@ -112,7 +112,7 @@ class BatchStore:
         created = await self.redis.hsetnx(record, "status", BatchStatus.VALIDATING.value)
         if not created:
             return False
-        fields: dict[str, Any] = {
+        fields: dict[Any, Any] = {
             "created_at": repr(now),
             "expires_at": repr(now + completion_window_s),
             "input_file": input_file,
