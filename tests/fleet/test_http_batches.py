@@ -174,6 +174,28 @@ def test_a_batch_over_two_providers_answers_every_line_once(fleet: Fleet) -> Non
             client.files.retrieve(file_id)
 
 
+def test_an_embeddings_batch(fleet: Fleet) -> None:
+    def line(i: int, **body: Any) -> str:
+        body = {"model": "mock-embed", "input": [f"text {i}", "more"], **body}
+        return json.dumps(
+            {"custom_id": f"e-{i}", "method": "POST", "url": "/v1/embeddings", "body": body}
+        )
+
+    lines = [line(i) for i in range(20)] + [line(20, dimensions=0)]
+    with fleet.client() as client:
+        batch = client.batches.create(
+            input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+        )
+        done = wait_for(client, batch.id, {"completed", "failed", "expired", "cancelled"})
+        assert done.status == "completed" and done.endpoint == "/v1/embeddings"
+        output = read_jsonl(client, done.output_file_id)
+        errors = read_jsonl(client, done.error_file_id)
+    assert len(output) == 20 and [e["custom_id"] for e in errors] == ["e-20"]
+    body = output[0]["response"]["body"]
+    assert body["object"] == "list" and len(body["data"]) == 2
+    assert len(body["data"][0]["embedding"]) == 16
+
+
 def test_bad_lines_go_to_the_error_file_and_the_rest_runs(fleet: Fleet) -> None:
     lines = [
         chat_line("ok-1", "mock", "bad lines, fine one"),
