@@ -1,12 +1,13 @@
 """The fleet drives the HTTP batches: every ``l04 serve`` process runs this loop.
 
-Every half lease period it looks at the batches not yet ended (``l04:batches:fleet``) and takes
-the lease of any that nobody holds (:class:`BatchLease`), then runs it with the ordinary
-:class:`BatchRunner` (``resume``: lines already answered are skipped, lines in flight are
-attached to by their job ids, so no provider is called twice for a line), renewing the lease
-every third of a period. A server that dies stops renewing; its lease lapses after a period and
-another server takes the batch within the next half period: within two periods in all. A driver
-that finds it lost its lease (paused too long) stops at once, leaving the batch to the holder.
+Every half lease period (and at once when a batch is made on this server) it looks at the
+batches not yet ended (``l04:batches:fleet``) and takes the lease of any that nobody holds
+(:class:`BatchLease`), then runs it with the ordinary :class:`BatchRunner` (``resume``: lines
+already answered are skipped, lines in flight are attached to by their job ids, so no provider
+is called twice for a line), renewing the lease every third of a period. A server that dies
+stops renewing; its lease lapses after a period and another server takes the batch within the
+next half period: within two periods in all. A driver that finds it lost its lease (paused too
+long) stops at once, leaving the batch to the holder.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ class BatchDriver:
         self.on_end = on_end
         self.store = BatchStore(gateway.redis)
         self.driving: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Sweep now (a batch was just made here), not at the next half period."""
+        self._wake.set()
 
     async def run(self) -> None:
         """Until cancelled (the server's shutdown): look for batches to drive."""
@@ -56,7 +62,9 @@ class BatchDriver:
                     await self.sweep()
                 except Exception as exc:  # Redis away: try again at the next sweep
                     log.warning("batch sweep failed: %s", type(exc).__name__)
-                await asyncio.sleep(self.lease_s / 2)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.lease_s / 2)
+                self._wake.clear()
         finally:
             for task in list(self.driving.values()):
                 task.cancel()

@@ -95,7 +95,9 @@ def add_batch_routes(
         data = await read_json(request, door().settings.http_max_body)
         body = validate(batches.BatchBody, data)
         s = service()
-        return await batches.create(body, caller, s.files, s.store, BATCH_KINDS, s.settings)
+        answer = await batches.create(body, caller, s.files, s.store, BATCH_KINDS, s.settings)
+        s.driver.wake()
+        return answer
 
     async def get_batch(request: Request, caller: Any) -> Response:
         info = await batches.find(service().store, caller, request.path_params["batch_id"])
