@@ -36,6 +36,11 @@ from l04.processes import stop_process
 from l04.redis_server import LocalRedis, free_port
 
 
+def drive_s(batch: dict[str, float | None]) -> float:
+    """The driver's own time: from in_progress_at to finalizing_at (whole seconds: OpenAI's)."""
+    return float((batch["finalizing_at"] or 0) - (batch["in_progress_at"] or 0))
+
+
 def through_http(url: str, source: Path) -> tuple[float, int]:
     client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=600)
     started = time.perf_counter()
@@ -51,6 +56,7 @@ def through_http(url: str, source: Path) -> tuple[float, int]:
     output = client.files.content(batch.output_file_id).text
     elapsed = time.perf_counter() - started
     client.close()
+    print(f"  http: driven in {drive_s(batch.model_dump()):.0f} s", flush=True)
     return elapsed, len(output.splitlines())
 
 
@@ -60,6 +66,18 @@ async def through_command(source: Path, batch_id: str, out: Path) -> tuple[float
     assert await process.wait() == 0
     elapsed = time.perf_counter() - started
     results = (out / f"{batch_id}.results.jsonl").read_text().splitlines()
+    from redis.asyncio import Redis
+
+    from gateway_client.batch.store import BatchStore
+
+    redis = Redis.from_url(os.environ["REDIS_URL"])
+    info = await BatchStore(redis).get(batch_id)
+    await redis.aclose()
+    assert info is not None
+    stamps = info.timestamps
+    print(
+        f"  cli: driven in {stamps['finalizing_at'] - stamps['in_progress_at']:.1f} s", flush=True
+    )
     return elapsed, len(results)
 
 

@@ -17,7 +17,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,8 @@ class Progress:
 #: Called once a batch reaches its end status (completed, cancelled, expired), by the process
 #: that moved it there: the place for ``batch.completed`` and the other batch events.
 OnEnd = Callable[[BatchInfo], Awaitable[None]]
+#: A batch's lines (parsed as they are reached) and their number.
+Lines = tuple[Iterator[BatchLine | LineError], int]
 
 
 class BatchRunner:
@@ -132,8 +134,7 @@ class BatchRunner:
         info = await self._info(batch_id)
         if info.status in ENDED:
             return info
-        lines = await self._read(info)
-        return await self._drive(info, lines)
+        return await self._drive(info, *await self._read(info))
 
     async def run_requests(
         self,
@@ -164,7 +165,7 @@ class BatchRunner:
         info = await self._info(batch_id)
         if info.status in ENDED:
             return info
-        return await self._drive(info, items)
+        return await self._drive(info, items, len(items))
 
     # -- cancel, results, progress --------------------------------------------------------------
 
@@ -180,7 +181,7 @@ class BatchRunner:
         if not info.input_file:
             await self.store.move(batch_id, BatchStatus.CANCELLED, BatchStatus.CANCELLING)
             return await self._info(batch_id)
-        return await self._drive(await self._info(batch_id), await self._read(info))
+        return await self._drive(await self._info(batch_id), *await self._read(info))
 
     async def write_results(
         self, batch_id: str, out_dir: str | Path | None = None
@@ -223,22 +224,30 @@ class BatchRunner:
             raise InvalidRequest(f"no batch {batch_id!r}")
         return info
 
-    async def _read(self, info: BatchInfo) -> list[BatchLine | LineError]:
+    async def _read(self, info: BatchInfo) -> Lines:
+        """The batch's lines, parsed lazily as the driver reaches them (so the first jobs are
+        queued at once, and parsing overlaps the answers of the first), and how many there are."""
         if info.input_file_id:
-            return list(
-                parse_jsonl(
-                    [line async for line in self.files.lines(info.input_file_id)],
-                    agent_did=info.agent_did or DEFAULT_AGENT,
-                    priority=info.priority,
-                    kinds=self.kinds,
-                )
-            )
-        return _read_local(info, self.kinds)
+            texts = [line async for line in self.files.lines(info.input_file_id)]
+            model = None
+        else:
+            texts = _read_local(info)
+            model = info.model or None
+        parsed = parse_jsonl(
+            texts,
+            agent_did=info.agent_did or DEFAULT_AGENT,
+            model=model,
+            priority=info.priority,
+            kinds=self.kinds,
+        )
+        return parsed, sum(1 for text in texts if text.strip())
 
-    async def _drive(self, info: BatchInfo, items: list[BatchLine | LineError]) -> BatchInfo:
+    async def _drive(
+        self, info: BatchInfo, items: Iterable[BatchLine | LineError], total: int
+    ) -> BatchInfo:
         batch_id = info.batch_id
         store = self.store
-        await store.set_total(batch_id, len(items))
+        await store.set_total(batch_id, total)
         await store.move(batch_id, BatchStatus.IN_PROGRESS, BatchStatus.VALIDATING)
         answered = await store.answered(batch_id)
         stopping = asyncio.Event()
@@ -404,19 +413,11 @@ class BatchRunner:
         await self.store.record(batch_id, item.index, line, ok=False)
 
 
-def _read_local(info: BatchInfo, kinds: Mapping[str, LineKind]) -> list[BatchLine | LineError]:
+def _read_local(info: BatchInfo) -> list[str]:
     """The lines of a batch whose input is a local file (``l04 batch submit``)."""
     try:
         with open(info.input_file, encoding="utf-8") as lines:
-            return list(
-                parse_jsonl(
-                    lines,
-                    agent_did=info.agent_did or DEFAULT_AGENT,
-                    model=info.model or None,
-                    priority=info.priority,
-                    kinds=kinds,
-                )
-            )
+            return list(lines)
     except OSError as exc:
         raise InvalidRequest(
             f"cannot read the batch input {info.input_file}: {exc.strerror}"

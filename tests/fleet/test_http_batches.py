@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,6 +38,7 @@ class Fleet:
     upstream: MockUpstreamProcess
     key: dict[str, str]
     other: dict[str, str]
+    mock_only: dict[str, str]
 
     def alive(self) -> ServerProcess:
         return next(s for s in self.servers if s.process and s.process.poll() is None)
@@ -55,10 +57,12 @@ def fleet(redis_server: LocalRedis, upstream: MockUpstreamProcess) -> Iterator[F
     client.close()
     key = create_key(redis_server.url, "--agent", "did:key:batcher")
     other = create_key(redis_server.url, "--agent", "did:key:someone-else")
+    mock_only = create_key(redis_server.url, "--agent", "did:key:limited", "--models", "mock")
     env = {
         "L04_BATCH_LEASE_S": str(LEASE_S),
         "L04_BATCH_WINDOW": "20",
         "L04_FILE_MAX_BYTES": str(256 * 1024),
+        "L04_FILES_MAX_BYTES": str(4 * 1024 * 1024),
     }
     worker = WorkerProcess(
         redis_server.url,
@@ -67,7 +71,7 @@ def fleet(redis_server: LocalRedis, upstream: MockUpstreamProcess) -> Iterator[F
         {**FAST_RECOVERY, **fleet_env(upstream), "L04_MOCK_LATENCY_MS": "20"},
     ).start()
     servers = [ServerProcess(redis_server.url, env=env).start() for _ in range(2)]
-    yield Fleet(redis_server.url, servers, worker, upstream, key, other)
+    yield Fleet(redis_server.url, servers, worker, upstream, key, other, mock_only)
     for server in servers:
         server.stop(timeout=10)
     worker.stop(timeout=10)
@@ -139,6 +143,10 @@ def test_a_batch_over_two_providers_answers_every_line_once(fleet: Fleet) -> Non
         assert first["error"] is None and first["response"]["status_code"] == 200
         assert first["response"]["body"]["object"] == "chat.completion"
         assert batch.id in [b.id for b in client.batches.list(limit=100)]
+        first_page = client.batches.list(limit=1)
+        assert len(first_page.data) == 1 and first_page.has_more
+        rest = client.batches.list(after=first_page.data[0].id, limit=100).data
+        assert first_page.data[0].id not in [b.id for b in rest] and rest
     assert fleet.upstream.requests_to("/v1/messages") == 150  # each Anthropic line once
 
     # Another key sees none of it.
@@ -233,6 +241,21 @@ def test_bad_lines_go_to_the_error_file_and_the_rest_runs(fleet: Fleet) -> None:
     assert all(e["response"]["status_code"] in (400, 404) for e in errors)
 
 
+def test_the_batch_key_s_models_apply_to_its_lines(fleet: Fleet) -> None:
+    lines = [chat_line("allowed", "mock", "limited key"), chat_line("not", CLAUDE, "limited")]
+    with fleet.client(fleet.mock_only["key"]) as client:
+        batch = client.batches.create(
+            input_file_id=upload(client, lines),
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+        )
+        done = wait_for(client, batch.id, {"completed", "failed", "expired", "cancelled"})
+        output = read_jsonl(client, done.output_file_id)
+        errors = read_jsonl(client, done.error_file_id)
+    assert [o["custom_id"] for o in output] == ["allowed"]
+    assert [(e["custom_id"], e["error"]["code"]) for e in errors] == [("not", "E4409")]
+
+
 def test_a_file_that_cannot_be_a_batch_is_a_4xx(fleet: Fleet) -> None:
     good = chat_line("a", "mock", "fine")
     cases = {
@@ -289,6 +312,37 @@ def test_a_file_that_cannot_be_a_batch_is_a_4xx(fleet: Fleet) -> None:
         },
     )
     assert 400 <= garbled.status_code < 500
+
+
+def test_a_full_file_store_is_a_413_until_files_are_deleted(fleet: Fleet) -> None:
+    filler = [chat_line(f"f{i}", "mock", "z" * 2000) for i in range(100)]  # about 210 KB
+    made: list[str] = []
+    with fleet.client() as client:
+        with pytest.raises(openai.APIStatusError) as full:
+            for _ in range(40):
+                made.append(upload(client, filler))
+        assert full.value.status_code == 413 and "L04_FILES_MAX_BYTES" in full.value.message
+        assert len(made) >= 5  # the cap is 4 MB
+        for file_id in made:
+            client.files.delete(file_id)
+        upload(client, filler)  # room again
+
+
+def test_a_batch_from_l04_batch_submit_is_seen_over_http(fleet: Fleet, tmp_path: Path) -> None:
+    source = tmp_path / "cli.jsonl"
+    source.write_text(
+        "\n".join(chat_line(f"cli-{i}", "mock", f"from the CLI {i}") for i in range(5))
+    )
+    command = [sys.executable, "-m", "l04", "batch", "submit", str(source), "--id", "cli-parity"]
+    command += ["--out", str(tmp_path), "--agent", "did:key:batcher", "--quiet"]
+    env = {**os.environ, "REDIS_URL": fleet.redis_url}
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)
+    with fleet.client() as client:  # a key of the agent the batch ran as
+        seen = client.batches.retrieve("cli-parity")
+        assert seen.status == "completed" and seen.request_counts is not None
+        assert seen.request_counts.completed == 5
+    with fleet.client(fleet.other["key"]) as stranger, pytest.raises(openai.NotFoundError):
+        stranger.batches.retrieve("cli-parity")
 
 
 def test_cancel_stops_the_queued_lines_and_keeps_what_was_answered(fleet: Fleet) -> None:
