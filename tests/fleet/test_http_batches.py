@@ -143,10 +143,6 @@ def test_a_batch_over_two_providers_answers_every_line_once(fleet: Fleet) -> Non
         assert first["error"] is None and first["response"]["status_code"] == 200
         assert first["response"]["body"]["object"] == "chat.completion"
         assert batch.id in [b.id for b in client.batches.list(limit=100)]
-        first_page = client.batches.list(limit=1)
-        assert len(first_page.data) == 1 and first_page.has_more
-        rest = client.batches.list(after=first_page.data[0].id, limit=100).data
-        assert first_page.data[0].id not in [b.id for b in rest] and rest
     assert fleet.upstream.requests_to("/v1/messages") == 150  # each Anthropic line once
 
     # Another key sees none of it.
@@ -341,6 +337,10 @@ def test_a_batch_from_l04_batch_submit_is_seen_over_http(fleet: Fleet, tmp_path:
         seen = client.batches.retrieve("cli-parity")
         assert seen.status == "completed" and seen.request_counts is not None
         assert seen.request_counts.completed == 5
+        first_page = client.batches.list(limit=1)  # the newest first, then the next page
+        assert [b.id for b in first_page.data] == ["cli-parity"] and first_page.has_more
+        rest = client.batches.list(after="cli-parity", limit=100).data
+        assert rest and "cli-parity" not in [b.id for b in rest]
     with fleet.client(fleet.other["key"]) as stranger, pytest.raises(openai.NotFoundError):
         stranger.batches.retrieve("cli-parity")
 
