@@ -165,9 +165,9 @@ class GatewaySettings(BaseSettings):
     file_max_bytes: int = Field(default=200 * 1024**2, gt=0, alias="L04_FILE_MAX_BYTES")
     batch_max_lines: int = Field(default=50_000, gt=0, alias="L04_BATCH_MAX_LINES")
     files_ttl: float = Field(default=30 * 86_400.0, gt=0, alias="L04_FILES_TTL")
-    # Every `l04 serve` drives the HTTP batches: one at a time each, under a lease in Redis that
-    # it renews; a server that dies loses it, and another takes the batch over within two
-    # lease periods. batch_window: a batch's jobs queued or running at a time.
+    # Every `l04 serve` drives HTTP batches, each under a lease in Redis that its driver renews;
+    # a server that dies loses its leases, and another takes each batch over within two lease
+    # periods. batch_window: a batch's jobs queued or running at a time.
     batch_lease_s: float = Field(default=30.0, gt=0, alias="L04_BATCH_LEASE_S")
     batch_window: int = Field(default=256, ge=1, alias="L04_BATCH_WINDOW")
 
