@@ -282,7 +282,8 @@ def served_post_fields(server: ServerProcess) -> dict[str, list[str]]:
     document = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
     fields = {}
     for path, item in document["paths"].items():
-        if "post" in item:
+        if "post" in item and "OpenAI Batch" not in item["post"].get("tags", []):
+            # (The Batch API's bodies make no job; test_http_batches sends them bad input.)
             schema = item["post"]["requestBody"]["content"]["application/json"]["schema"]
             if "$ref" in schema:
                 schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
