@@ -343,8 +343,9 @@ class BatchRunner:
         self.in_flight += 1
         try:
             kind = self.kinds.get(item.url, CHAT)
-            if stopping.is_set():
-                # Only what was already queued or running.
+            if stopping.is_set() or time.time() > info.expires_at:
+                # Only what was already queued or running (past the window, a new job could
+                # not be made: its deadline, the window's end, would have passed).
                 attached = await self._attach(kind, job_id)
                 if attached is None:
                     await self._end_unrun(batch_id, item, info)

@@ -4,6 +4,7 @@ malformed uploads, cancel, another key, and the server driving a batch SIGKILLed
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -19,7 +20,10 @@ import httpx
 import openai
 import pytest
 import redis
+from redis.asyncio import Redis
 
+from gateway_client.batch.store import BatchStore
+from gateway_core import keys
 from l04.redis_server import LocalRedis
 from tests.conftest import FAST_RECOVERY
 from tests.fleet.test_http_keys import create_key
@@ -369,6 +373,39 @@ def test_cancel_stops_the_queued_lines_and_keeps_what_was_answered(fleet: Fleet)
         assert len(output) == counts.completed and len(errors) == counts.failed
         assert {e["error"]["code"] for e in errors} == {"E4405"}
         assert done.cancelling_at and done.cancelled_at
+
+
+async def test_a_batch_past_its_completion_window_ends_expired(fleet: Fleet) -> None:
+    """A batch made with a 2 s window (the API only takes 24h: the record is written here as
+    POST /v1/batches writes it) and slow lines: the fleet drives it, it ends ``expired``."""
+    fleet.upstream.reset()
+    fleet.upstream.faults({"latency_ms": 400, "count": 200, "path": "/v1/messages"})
+    lines = [chat_line(f"x-{i}", CLAUDE, f"expiring question {i}") for i in range(200)]
+    with fleet.client() as client:
+        file_id = upload(client, lines)
+    client_redis = Redis.from_url(fleet.redis_url)
+    store = BatchStore(client_redis)
+    await store.create(
+        "batch_expiring",
+        input_file="",
+        output_dir="",
+        model=None,
+        priority="low",
+        agent_did=fleet.key["agent_did"],
+        completion_window_s=2.0,
+        http={"key_id": fleet.key["id"], "input_file_id": file_id, "completion_window": "24h"},
+    )
+    await client_redis.sadd(keys.FLEET_BATCHES, "batch_expiring")
+    await client_redis.aclose()
+    with fleet.client() as client:
+        done = await asyncio.to_thread(wait_for, client, "batch_expiring", {"expired"}, 30)
+        counts = done.request_counts
+        assert counts is not None and counts.total == 200 and counts.failed > 0
+        assert counts.completed + counts.failed == 200 and done.expired_at
+        errors = read_jsonl(client, done.error_file_id)
+    assert "batch_expired" in {e["error"]["code"] for e in errors}
+    assert fleet.upstream.requests_to("/v1/messages") < 200  # the rest never reached it
+    fleet.upstream.reset()
 
 
 def test_a_killed_driver_is_replaced_and_no_line_is_called_twice(fleet: Fleet) -> None:
