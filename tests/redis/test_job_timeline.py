@@ -146,8 +146,9 @@ async def test_the_timeline_is_capped_keeping_its_first_and_latest_steps(redis: 
 
 async def test_a_record_without_a_timeline_still_tells_its_times(redis: Redis) -> None:
     now = int(time.time() * 1000)
-    fields = {"state": "succeeded", "created_ms": now, "started_ms": now + 5, "finished_ms": now + 9}
-    await redis.hset(keys.job("old"), mapping={**fields, "provider": "mock", "model": "m"})
+    times = {"created_ms": now, "started_ms": now + 5, "finished_ms": now + 9}
+    fields = {"state": "succeeded", "provider": "mock", "model": "m"}
+    await redis.hset(keys.job("old"), mapping={**times, **fields})
     trace = await trace_of(redis, "old")
     assert trace.entries == (
         TimelineEntry(now, "created", {}),
