@@ -47,7 +47,7 @@ local function finish(job, events, lease, channel, state_to, event_json, ttl)
     end
   end
   timeline_add(job, {event='ended', state=state_to, code=code,
-                     worker=redis.call('HGET', job, 'finished_by') or nil})
+                     worker=redis.call('HGET', job, 'finished_by') or nil}, ttl)
 end
 
 -- Records the job in the index of queued jobs (the orphan sweeper's: workers/orphans.py) with the
