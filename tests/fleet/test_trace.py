@@ -97,16 +97,25 @@ def entries(trace: JobTrace, event: str) -> list[dict[str, object]]:
     return [e.details for e in trace.entries if e.event == event]
 
 
-def l04_trace(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REDIS_URL": redis_url}
-    return subprocess.run(
-        [sys.executable, "-m", "l04", "trace", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+def l04_trace(*runs: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
+    """``l04 trace ARGS...`` with ``REDIS_URL``, for each ``(redis_url, *args)``; started at
+    once (a Python start-up each is most of the time)."""
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "l04", "trace", *args],
+            cwd=ROOT,
+            env={**os.environ, "REDIS_URL": redis_url},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for redis_url, *args in runs
+    ]
+    done = []
+    for process in started:
+        stdout, stderr = process.communicate(timeout=30)
+        done.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return done
 
 
 async def test_a_plain_job_and_the_command(client: ModelGateway, fleet: Fleet) -> None:
@@ -129,7 +138,9 @@ async def test_a_plain_job_and_the_command(client: ModelGateway, fleet: Fleet) -
     assert response.queue_ms is not None  # the record's timestamps, read within a ms of ours
     assert abs(response.queue_ms - trace.queue_wait_ms) <= 2
 
-    shown = l04_trace(fleet.redis_url, handle.job_id)
+    shown, as_json = l04_trace(
+        (fleet.redis_url, handle.job_id), (fleet.redis_url, handle.job_id, "--json")
+    )
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert lines[0] == f"job {handle.job_id}: succeeded, now on mock:mock"
@@ -142,16 +153,16 @@ async def test_a_plain_job_and_the_command(client: ModelGateway, fleet: Fleet) -
     assert lines[3].split()[4] == "ended" and "state=succeeded" in lines[3]
     assert lines[-1] == f"queue wait {trace.queue_wait_ms} ms, total {trace.total_ms} ms"
 
-    as_json = l04_trace(fleet.redis_url, handle.job_id, "--json")
     assert as_json.returncode == 0, as_json.stderr
     assert json.loads(as_json.stdout) == trace.to_json()
 
 
 async def test_unknown_job_and_unreachable_redis_exit_non_zero(fleet: Fleet) -> None:
-    unknown = l04_trace(fleet.redis_url, "no-such-job")
+    unknown, away = l04_trace(
+        (fleet.redis_url, "no-such-job"), (f"redis://127.0.0.1:{free_port()}/0", "any-job")
+    )
     assert unknown.returncode == 1 and unknown.stdout == ""
     assert "E4406" in unknown.stderr and "no-such-job" in unknown.stderr
-    away = l04_trace(f"redis://127.0.0.1:{free_port()}/0", "any-job")
     assert away.returncode == 2 and away.stdout == ""
     assert "E4407" in away.stderr
 
