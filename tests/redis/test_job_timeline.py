@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from gateway_client.gateway import ModelGateway
 from gateway_client.job_store import JobStore
+from gateway_client.sync import SyncModelGateway
 from gateway_core import keys
 from gateway_core.errors import UnknownJob
 from gateway_core.job_states import ClaimOutcome, FinishOutcome, JobState
@@ -173,3 +174,12 @@ async def test_a_handle_gives_its_timeline_until_its_record_expires(
     await redis.delete(keys.job("handled"))
     with pytest.raises(UnknownJob):
         await handle.timeline()
+
+
+def test_a_sync_handle_gives_its_timeline_too(redis_url: str) -> None:
+    with SyncModelGateway(redis_url=redis_url) as gateway:
+        handle = gateway.submit(make_request(), job_id="synced")
+        assert [e.event for e in handle.timeline().entries] == ["created"]
+        assert handle.cancel()
+        ended = handle.timeline().entries[-1]
+        assert (ended.event, ended.details) == ("ended", {"state": "cancelled", "code": "E4405"})
