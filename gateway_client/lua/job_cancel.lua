@@ -6,6 +6,7 @@
 --   already ended                -> 0; nothing written (one terminal event per job)
 --   no record                    -> 0
 -- include: clock
+-- include: timeline
 -- include: job
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or TERMINAL[state] then return 0 end

@@ -10,6 +10,7 @@
 --   no deadline field                  -> -3
 --   already ended, or no record        -> 0
 -- include: clock
+-- include: timeline
 -- include: job
 local f = redis.call('HMGET', KEYS[1], 'state', 'deadline')
 local state, deadline = f[1], tonumber(f[2])

@@ -14,6 +14,7 @@
 --   ended by this same worker (a retried call whose first reply was lost) -> 1, nothing written
 --   ended otherwise, or no record           -> 0
 -- include: clock
+-- include: timeline
 -- include: job
 local f = redis.call('HMGET', KEYS[1], 'state', 'finished_by')
 local state = f[1]
