@@ -111,7 +111,7 @@ def metric_names(expr: str) -> set[str]:
     text = _RANGE.sub(" ", text)
     text = _GROUPING.sub(" ", text)
     text = _NUMBER.sub(" ", text)
-    names = set()
+    names: set[str] = set()
     for match in _WORD.finditer(text):
         word = match.group()
         called = text[match.end() :].lstrip().startswith("(")
@@ -168,7 +168,7 @@ def defined_sample_names() -> set[str]:
 
     from gateway_core import metrics
 
-    names = set()
+    names: set[str] = set()
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase):
             for family in value.describe():

@@ -4,13 +4,23 @@ does not run here, so their shape is checked, and promtool checks and unit-tests
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
 import pytest
 import yaml
 
-from tests.promql import ALERTS, DASHBOARD, ROOT, alert_rules, dashboard, metric_names, panels
+from tests.promql import (
+    ALERTS,
+    DASHBOARD,
+    ROOT,
+    alert_rules,
+    dashboard,
+    dashboard_exprs,
+    metric_names,
+    panels,
+)
 
 PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
 
@@ -90,3 +100,13 @@ def test_grafana_provisioning_files() -> None:
     (provider,) = yaml.safe_load((PROVISIONING / "dashboards" / "l04.yml").read_text())["providers"]
     assert provider["type"] == "file" and provider["options"]["path"].startswith("/var/lib/")
     assert DASHBOARD.is_file()
+
+
+def test_every_metric_the_readme_lists_is_on_a_panel() -> None:
+    readme = (ROOT / "README.md").read_text()
+    listed = set(re.findall(r"`(l04_[a-z0-9_]+)", readme))
+    assert {"l04_gateway_info", "l04_queue_depth", "l04_http_open_streams"} <= listed
+    queried = {name for expr in dashboard_exprs(dashboard()) for name in metric_names(expr)}
+    suffixes = ("", "_bucket", "_count", "_sum")
+    missing = {m for m in listed if not any(m + s in queried for s in suffixes)}
+    assert missing == set()
