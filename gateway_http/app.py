@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,6 +25,7 @@ from starlette.responses import Response
 from config.settings import GatewaySettings, load_settings
 from gateway_client.gateway import ModelGateway
 from gateway_client.handle import JobHandle
+from gateway_client.metrics import FleetStateCollector
 from gateway_core import keys
 from gateway_core.errors import (
     BrokerUnavailable,
@@ -52,7 +54,7 @@ from gateway_http.door import (
     wait_for_answer,
 )
 from gateway_http.errors import Dialect, HttpError, request_error
-from gateway_http.metrics_endpoint import metrics_response
+from gateway_http.metrics_endpoint import fleet_registry, metrics_response
 from gateway_http.models import model_list, model_object
 from gateway_http.openapi import document, error_responses, operation
 from gateway_http.sse import EventStreamResponse
@@ -75,6 +77,14 @@ class Door:
         self.drain = drain
         # How long an Idempotency-Key's request is remembered: as long as its answer is.
         self.ttl = settings.result_ttl + settings.http_timeout + settings.deadline_grace
+        self.fleet_metrics = fleet_registry(
+            FleetStateCollector(
+                settings.redis_url,
+                settings.effective_broker_url,
+                sorted(gateway.catalog.providers),
+                settings.sentinel,
+            )
+        )
 
 
 def _error(error: HttpError, dialect: Dialect, headers: dict[str, str] | None = None) -> Response:
@@ -411,7 +421,7 @@ def create_app(
     @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics of this server")
     async def prometheus(request: Request) -> Response:
         _note(request, "/metrics")
-        return metrics_response()
+        return await run_in_threadpool(metrics_response, door().fleet_metrics)
 
     return app
 
