@@ -9,8 +9,10 @@ v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``, keyed by the base64-deco
 secret after ``whsec_``.
 
 The outbox (``keys.WEBHOOK_OUTBOX``) is a sorted set in Redis, written in the same Lua script as
-the state change that causes the event (``gateway_core/lua/webhook.lua``): a job's end, or a
-batch's (:meth:`WebhookOutbox.add`). Workers deliver it (``workers/webhook_delivery.py``).
+the state change that causes the event (``gateway_core/lua/webhook.lua``): a job's end
+(its ``notify`` field), a batch's (``gateway_client/lua/batch_move.lua``), or
+:meth:`gateway_client.webhook_outbox.WebhookOutbox.add`. Workers deliver it
+(``workers/webhook_delivery.py``).
 """
 
 from __future__ import annotations
@@ -20,12 +22,7 @@ import binascii
 import hashlib
 import hmac
 import secrets
-from typing import Any
 from urllib.parse import urlsplit
-
-from redis.asyncio import Redis
-
-from gateway_core.lua_scripts import register
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 -- a prefix, not a secret
 #: The fewest key bytes a secret may decode to (Standard Webhooks: 24 to 64).
@@ -102,29 +99,6 @@ def notify_field(notify: str, job_id: str) -> str:
     if len(object_id) > 200 or not object_id.isprintable() or object_id.strip() != object_id:
         raise ValueError("notify's object id must be 1-200 printable characters")
     return f"{kind}:{object_id}"
-
-
-class WebhookOutbox:
-    """Adds events to the outbox outside a job's transitions (a batch's end).
-
-    :meth:`add` is one Lua script; a status change that must be atomic with its event does it
-    in its own script by including ``gateway_core/lua/webhook.lua`` (``-- include: webhook``,
-    after ``-- include: clock``) and calling ``webhook_enqueue(type, object_id, key_id)``.
-    """
-
-    def __init__(self, redis: Redis) -> None:
-        self._add = register(redis, "gateway_core", "webhook_add")
-
-    async def add(
-        self, event_type: str, object_id: str, key_id: str | None = None, *, client: Any = None
-    ) -> None:
-        """Add one event. ``client``: a pipeline (``transaction=True``) to queue it in, so that
-        it runs in the same MULTI as the change that causes it."""
-        if event_type not in EVENT_TYPES:
-            raise ValueError(f"{event_type!r} is not a webhook event type")
-        if not object_id:
-            raise ValueError("an event needs its object's id")
-        await self._add(keys=[], args=[event_type, object_id, key_id or ""], client=client)
 
 
 def webhook_url_problem(url: str) -> str | None:
