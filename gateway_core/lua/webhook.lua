@@ -14,6 +14,7 @@ local function webhook_enqueue(event_type, object_id, key_id)
   redis.call('ZADD', 'l04:webhooks:outbox', now_ms(), member)
   redis.call('LPUSH', 'l04:webhooks:bell', '1')
   redis.call('LTRIM', 'l04:webhooks:bell', 0, 63)
+  redis.call('EXPIRE', 'l04:webhooks:bell', 60)
 end
 
 -- A job that ends with a `notify` field ("response:<object id>", set at creation) adds its
