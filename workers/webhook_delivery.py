@@ -144,7 +144,7 @@ class WebhookDeliverer:
         if not targets:
             metrics.WEBHOOK_DELIVERIES.labels(event_type, "dropped").inc()
             log.debug("webhook %s: no URL to send it to", event_type)
-        await self._settle(keys=[keys.WEBHOOK_OUTBOX], args=[member, *left])
+        await self._settle(keys=[keys.WEBHOOK_OUTBOX, keys.WEBHOOK_BELL], args=[member, *left])
 
     async def _attempt(self, target: str, key_id: str, webhook_id: str, body: str) -> str:
         """One signed POST: ``delivered`` (2xx), ``retry``, or ``dropped`` (the key's webhook

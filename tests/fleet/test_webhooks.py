@@ -56,6 +56,7 @@ class Receiver:
     got: dict[str, list[Received]] = field(default_factory=dict)
     script: dict[str, list[int]] = field(default_factory=dict)
     hang: dict[str, threading.Event] = field(default_factory=dict)
+    held: list[threading.Event] = field(default_factory=list)  # released at the end
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def url(self, path: str) -> str:
@@ -89,6 +90,8 @@ def serve(receiver: Receiver) -> ThreadingHTTPServer:
                 planned = receiver.script.get(self.path) or []
                 status = planned.pop(0) if planned else 200
                 hang = receiver.hang.pop(self.path, None)
+                if hang is not None:
+                    receiver.held.append(hang)
             if hang is not None:
                 hang.wait(30)
             self.send_response(status)
@@ -109,7 +112,7 @@ def receiver() -> Iterator[Receiver]:
     found = Receiver(free_port())
     server = serve(found)
     yield found
-    for event in found.hang.values():
+    for event in [*found.hang.values(), *found.held]:
         event.set()
     server.shutdown()
     server.server_close()
@@ -227,6 +230,25 @@ def test_a_receiver_answering_500_twice_gets_the_event_three_times_with_one_id(
     for attempt in attempts:
         assert attempt.unwrap(secret).data.id == "batch_f1"
     assert attempts[1].at - attempts[0].at >= 0.9  # the backoff: 2 s, jittered down to 1
+
+
+def test_a_receiver_that_times_out_is_retried_and_holds_up_no_other(
+    redis_server: LocalRedis, worker: WorkerProcess, receiver: Receiver
+) -> None:
+    slow_key, slow_secret = asyncio.run(a_key(redis_server.url, "/slow", receiver))
+    fast_key, fast_secret = asyncio.run(a_key(redis_server.url, "/fast", receiver))
+    receiver.hang["/slow"] = threading.Event()  # its first request never gets an answer
+    asyncio.run(add_event(redis_server.url, "batch.completed", "batch_s1", slow_key.id))
+    receiver.wait_for("/slow", 1, timeout=5)
+    added = time.monotonic()
+    asyncio.run(add_event(redis_server.url, "batch.completed", "batch_q1", fast_key.id))
+    (fast,) = receiver.wait_for("/fast", 1, timeout=5)
+    assert fast.at - added < 1.0  # while the slow one still hangs
+    assert fast.unwrap(fast_secret).data.id == "batch_q1"
+    first, second = receiver.wait_for("/slow", 2, timeout=10)  # timed out after 1 s: again
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert second.unwrap(slow_secret).data.id == "batch_s1"
+    assert second.at - first.at >= 1.0
 
 
 def test_cancelled_and_incomplete_responses_send_their_events(

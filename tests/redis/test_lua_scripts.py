@@ -2373,8 +2373,8 @@ def test_claim_a_delivery_whose_lease_lapsed(redis_client: redis.Redis) -> None:
 def test_settle_a_delivered_delivery(redis_client: redis.Redis) -> None:
     member = delivery()
     redis_client.zadd(OUTBOX, {member: 1})
-    assert run(redis_client, "webhook_settle", [OUTBOX], [member]) == 1
-    assert not redis_client.exists(OUTBOX)
+    assert run(redis_client, "webhook_settle", [OUTBOX, keys.WEBHOOK_BELL], [member]) == 1
+    assert not redis_client.exists(OUTBOX, keys.WEBHOOK_BELL)
 
 
 @case("webhook_settle", "some targets failed")
@@ -2382,14 +2382,31 @@ def test_settle_a_delivery_with_retries(redis_client: redis.Redis) -> None:
     r = redis_client
     member, retry_g, retry_k = delivery(), delivery(1), delivery(1)
     r.zadd(OUTBOX, {member: 1})
-    assert run(r, "webhook_settle", [OUTBOX], [member, 2_000, retry_g, 9_000, retry_k]) == 1
+    assert (
+        run(
+            r,
+            "webhook_settle",
+            [OUTBOX, keys.WEBHOOK_BELL],
+            [member, 2_000, retry_g, 9_000, retry_k],
+        )
+        == 1
+    )
     now = server_ms(r)
     due = {s(m): score for m, score in r.zrange(OUTBOX, 0, -1, withscores=True)}
     assert set(due) == {retry_g, retry_k}
     assert 0 < due[retry_g] - now <= 2_000 and 7_000 < due[retry_k] - now <= 9_000
+    assert r.llen(keys.WEBHOOK_BELL) == 1  # an idle deliverer wakes to the new due times
 
 
 @case("webhook_settle", "gone (settled by another)")
 def test_settle_a_delivery_another_deliverer_settled(redis_client: redis.Redis) -> None:
-    assert run(redis_client, "webhook_settle", [OUTBOX], [delivery(), 1_000, delivery(1)]) == 0
+    assert (
+        run(
+            redis_client,
+            "webhook_settle",
+            [OUTBOX, keys.WEBHOOK_BELL],
+            [delivery(), 1_000, delivery(1)],
+        )
+        == 0
+    )
     assert not redis_client.exists(OUTBOX)
