@@ -109,10 +109,16 @@ class WebhookDeliverer:
             log.warning("webhook delivery failed: %s", type(exc).__name__)
 
     async def _deliver_member(self, member: str) -> None:
-        delivery = json.loads(member)
-        body: str = delivery["e"]
-        event = json.loads(body)
-        event_type = str(event.get("type", ""))
+        try:
+            delivery = json.loads(member)
+            body: str = delivery["e"]
+            event = json.loads(body)
+            event_type = str(event["type"])
+        except (ValueError, KeyError, TypeError):  # not ours: never retried, never a crash
+            log.error("webhook outbox: a delivery that is no event; dropped")
+            metrics.WEBHOOK_DELIVERIES.labels("unknown", "dropped").inc()
+            await self._settle(keys=[keys.WEBHOOK_OUTBOX, keys.WEBHOOK_BELL], args=[member])
+            return
         key_id = str(delivery.get("k") or "")
         if "t" in delivery:
             targets = [str(delivery["t"])]

@@ -76,3 +76,23 @@ async def test_an_event_with_no_target_is_dropped_at_once(
         await client.aclose()
     assert not redis_client.exists(keys.WEBHOOK_OUTBOX)
     assert count("response.failed", "dropped") - before == 1
+
+
+async def test_a_delivery_that_is_no_event_is_dropped_not_retried(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    redis_client.zadd(keys.WEBHOOK_OUTBOX, {"not json": 0, '{"e": "[1]"}': 0})
+    client = Redis.from_url(redis_url)
+    deliverer = WebhookDeliverer(client, load_settings())
+    before = count("unknown", "dropped")
+    try:
+        await deliverer.deliver_once()
+        for _ in range(50):
+            if not redis_client.exists(keys.WEBHOOK_OUTBOX):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await deliverer.aclose()
+        await client.aclose()
+    assert not redis_client.exists(keys.WEBHOOK_OUTBOX)
+    assert count("unknown", "dropped") - before == 2
