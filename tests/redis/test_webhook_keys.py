@@ -4,6 +4,7 @@ the key's record for deliverers only, and never shown by ``l04 keys list``."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import redis
 from redis.asyncio import Redis
@@ -42,20 +43,27 @@ async def test_create_with_a_webhook_prints_its_secret_once(
         assert await store.webhook("vk_0000000000000000") is None
     finally:
         await client.aclose()
-    listed = l04("list")
+    with ThreadPoolExecutor(4) as pool:  # each is a Python start-up: at once
+        runs = [
+            pool.submit(l04, *args)
+            for args in (
+                ("list",),
+                ("list", "--json"),
+                ("create", "--agent", "did:key:a", "--webhook-url", url, "--json"),
+                ("create", "--agent", "did:key:a", "--json"),
+            )
+        ]
+        listed, as_json, made_json_run, plain_run = (run.result() for run in runs)
     assert url in listed.stdout and "WEBHOOK" in listed.stdout
-    as_json = l04("list", "--json")
-    (shown,) = json.loads(as_json.stdout)
+    (shown,) = [k for k in json.loads(as_json.stdout) if k["id"] == key_id]  # others made at once
     assert shown["webhook_url"] == url and "webhook_secret" not in shown
     for output in (listed, as_json):
         assert secret not in output.stdout + output.stderr
         assert secret.removeprefix("whsec_") not in output.stdout + output.stderr
-    made_json = json.loads(
-        l04("create", "--agent", "did:key:a", "--webhook-url", url, "--json").stdout
-    )
+    made_json = json.loads(made_json_run.stdout)
     assert secret_problem(made_json["webhook_secret"]) is None
     assert made_json["webhook_secret"] != secret  # a secret of its own per key
-    plain = json.loads(l04("create", "--agent", "did:key:a", "--json").stdout)
+    plain = json.loads(plain_run.stdout)
     assert plain["webhook_url"] is None and "webhook_secret" not in plain
     assert not redis_client.exists(keys.virtual_key_webhook(plain["id"]))
 
