@@ -10,7 +10,7 @@ local function webhook_enqueue(event_type, object_id, key_id)
   local event = cjson.encode({
     id = 'evt_' .. string.sub(redis.sha1hex(event_type .. '\n' .. object_id), 1, 32),
     object = 'event', created_at = created, type = event_type, data = {id = object_id}})
-  local member = cjson.encode({e = event, k = key_id or '', n = 0, f = created * 1000})
+  local member = cjson.encode({e = event, k = key_id or '', n = 0, f = now_ms()})
   redis.call('ZADD', 'l04:webhooks:outbox', now_ms(), member)
   redis.call('LPUSH', 'l04:webhooks:bell', '1')
   redis.call('LTRIM', 'l04:webhooks:bell', 0, 63)

@@ -30,7 +30,7 @@ async def test_a_target_that_never_answers_is_retried_then_dropped(
     settings = load_settings(
         L04_WEBHOOK_URL=f"http://127.0.0.1:{free_port()}/nobody",  # refused: nothing listens
         L04_WEBHOOK_SECRET=secret,
-        L04_WEBHOOK_RETRY_HOURS=1 / 3600,  # one second
+        L04_WEBHOOK_RETRY_HOURS=2 / 3600,  # two seconds
         L04_WEBHOOK_BACKOFF_S=0.1,
         L04_WEBHOOK_TIMEOUT=1,
     )
