@@ -24,6 +24,13 @@ def job_lease(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:lease"
 
 
+def job_timeline(job_id: str) -> str:
+    """List: the job's timeline, one JSON entry per step (created, claimed, deferred, ...), for
+    ``l04 trace``; written by the transitions' scripts (``gateway_core/lua/timeline.lua``, which
+    spells it the same), capped, and expiring with the record."""
+    return f"{PREFIX}:job:{{{job_id}}}:timeline"
+
+
 def job_channel(job_id: str) -> str:
     """Pub/sub channel announcing new events of the job (the stream is the record)."""
     return f"{PREFIX}:job:{{{job_id}}}:notify"

@@ -361,7 +361,9 @@ class JobPipeline:
         log.info(
             "job %s: %s on %s, failing over to %s", job_id, error.code, claim.model, spec.model_id
         )
-        moved = await self._failover.hand_off(job_id, self._worker_id, claim, spec)
+        moved = await self._failover.hand_off(
+            job_id, self._worker_id, claim, spec, reason=error.code
+        )
         if moved:
             metrics.FAILOVERS.labels(claim.model, spec.model_id).inc()
         return RunOutcome.FAILED_OVER if moved else RunOutcome.FENCED
@@ -372,7 +374,9 @@ class JobPipeline:
             metrics.agent_label(deferred.agent_did), "deferred"
         ).inc()
         message, target = self._requeue.message(job_id, claim.provider, claim.priority)
-        parked = await self._store.defer(job_id, self._worker_id, deferred.wait_ms, message, target)
+        parked = await self._store.defer(
+            job_id, self._worker_id, deferred.wait_ms, message, target, limit=deferred.limit
+        )
         log.info(
             "job %s: over the %s limit of %s, deferred %d ms",
             job_id,
@@ -470,6 +474,7 @@ class JobPipeline:
                     "job %s: %s, call %d retried in %.2fs", ctx.job_id, error.code, call, delay
                 )
                 metrics.RETRIES.labels(spec.provider, error.code).inc()
+                await self._note_retry(ctx.job_id, error.code, call, delay)
                 await asyncio.sleep(delay)
                 call += 1
                 continue
@@ -478,6 +483,15 @@ class JobPipeline:
             cost = spec.cost(usage.prompt_tokens, usage.completion_tokens)
             await self._admission.settle(ticket, usage, cost)
             return result
+
+    async def _note_retry(self, job_id: str, code: str, call: int, delay: float) -> None:
+        """The retry on the job's timeline; a Redis failure here costs the note, not the job
+        (the retry itself needs no Redis)."""
+        entry = {"event": "retry", "code": code, "call": call, "delay_ms": int(delay * 1000)}
+        try:
+            await self._store.note(job_id, self._worker_id, entry)
+        except REDIS_ERRORS as exc:
+            log.info("job %s: retry not noted on its timeline (%s)", job_id, type(exc).__name__)
 
     async def _stream(
         self,

@@ -7,6 +7,7 @@
 --   no record                    -> 0
 --   created with notify          -> 1; response.cancelled in the webhook outbox
 -- include: clock
+-- include: timeline
 -- include: job
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or TERMINAL[state] then return 0 end

@@ -1,5 +1,5 @@
 -- Helpers of the job's scripts (gateway_core/job_states.py draws the state machine).
--- Needs clock.lua before it.
+-- Needs clock.lua and timeline.lua before it.
 -- include: webhook
 local TERMINAL = {succeeded=true, failed=true, cancelled=true, expired=true}
 
@@ -41,6 +41,16 @@ local function finish(job, events, lease, channel, state_to, event_json, ttl)
   redis.call('DEL', lease)
   redis.call('EXPIRE', job, ttl)
   redis.call('EXPIRE', events, ttl)
+  -- The timeline's last entry: how it ended (an error event's code; who answered, if a worker).
+  local code = nil
+  if state_to ~= 'succeeded' then
+    local ok, decoded = pcall(cjson.decode, event_json)
+    if ok and type(decoded) == 'table' and type(decoded.error) == 'table' then
+      code = decoded.error.code
+    end
+  end
+  timeline_add(job, {event='ended', state=state_to, code=code,
+                     worker=redis.call('HGET', job, 'finished_by') or nil}, ttl)
 end
 
 -- Records the job in the index of queued jobs (the orphan sweeper's: workers/orphans.py) with the

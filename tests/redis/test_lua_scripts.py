@@ -2203,6 +2203,142 @@ def test_take_refuses_before_taking_when_a_key_has_another_type(
     assert r.llen(INTAKE_HIGH) == 2  # nothing popped: nothing lost
 
 
+# --- the job's timeline (gateway_core/lua/timeline.lua, read by `l04 trace`) --------------------
+
+
+def timeline(r: redis.Redis, job_id: str = JOB) -> list[dict[str, Any]]:
+    """The job's timeline entries, each with its server time checked to be now-ish."""
+    entries = [json.loads(raw) for raw in r.lrange(keys.job_timeline(job_id), 0, -1)]
+    for entry in entries:
+        assert abs(int(entry.pop("t")) - server_ms(r)) < 5_000
+    return entries
+
+
+@case("job_create", "created")
+def test_create_starts_the_timeline(redis_client: redis.Redis) -> None:
+    r = redis_client
+    assert create(r, model="mock-1", queue="l04.mock", priority="high") == "created"
+    assert timeline(r) == [
+        {
+            "event": "created",
+            "provider": "mock",
+            "model": "mock-1",
+            "queue": "l04.mock",
+            "priority": "high",
+        }
+    ]
+    assert 0 < r.pttl(keys.job_timeline(JOB)) <= r.pttl(J)  # expires with the record
+
+
+@case("job_claim", "run")
+def test_claims_on_the_timeline_name_worker_attempt_and_redelivery(
+    redis_client: redis.Redis,
+) -> None:
+    r = redis_client
+    a_job(r, "queued")
+    assert claim(r, "w1")[:2] == ["run", "1"]
+    r.delete(LEASE)  # w1 died: its lease lapsed
+    assert claim(r, "w2")[:2] == ["run", "2"]
+    assert timeline(r) == [
+        {"event": "claimed", "worker": "w1", "attempt": 1},
+        {"event": "claimed", "worker": "w2", "attempt": 2, "redelivered": True,
+         "previous_worker": "w1"},
+    ]  # fmt: skip
+
+
+@case("job_append", "the job's first event")
+def test_the_first_chunk_is_on_the_timeline_once(redis_client: redis.Redis) -> None:
+    r = redis_client
+    a_job(r, "running", attempt=2)
+    r.set(LEASE, "w1")
+    chunk = json.dumps({"type": "chunk", "delta": "a"})
+    for _ in range(3):
+        run(r, "job_append", JOB_KEYS, ["w1", CHANNEL, chunk])
+    assert timeline(r) == [{"event": "first_chunk", "worker": "w1", "attempt": 2}]
+
+
+@case("job_defer", "deferred")
+def test_a_deferral_on_the_timeline_names_its_limit_and_wait(redis_client: redis.Redis) -> None:
+    r = redis_client
+    a_job(r, "running", attempt=1)
+    r.set(LEASE, "w1")
+    args = ["w1", 2_000, "msg", "queue-list", JOB, "rpm"]
+    assert run(r, "job_defer", [J, LEASE, DEFERRED_SET], args) == 1
+    r.hset(J, "state", "running")
+    r.set(LEASE, "w1")
+    assert defer(r) == 1  # no limit named (an older worker): the entry has none
+    assert timeline(r) == [
+        {"event": "deferred", "worker": "w1", "wait_ms": 2_000, "limit": "rpm"},
+        {"event": "deferred", "worker": "w1", "wait_ms": 2_000},
+    ]
+
+
+@case("job_release", "released")
+def test_a_release_is_on_the_timeline(redis_client: redis.Redis) -> None:
+    a_deferred_job(redis_client, JOB, due_in_ms=-1)
+    assert release(redis_client) == [JOB, "mock", "high"]
+    assert timeline(redis_client) == [{"event": "released"}]
+
+
+@case("job_hand_off", "handed off")
+def test_a_failover_on_the_timeline_names_both_models(redis_client: redis.Redis) -> None:
+    r = redis_client
+    a_job(r, "running", attempt=1)
+    r.set(LEASE, "w1")
+    args = ["w1", "other", "other-1", "next", "msg", JOB, "E4200"]
+    assert run(r, "job_hand_off", [J, LEASE, QUEUE, QUEUED], args) == 1
+    assert timeline(r) == [
+        {"event": "failover", "worker": "w1", "from": "mock:mock-1", "to": "other:other-1",
+         "queue": "next", "code": "E4200"},
+    ]  # fmt: skip
+
+
+@case("orphan_requeue", "requeued")
+def test_an_orphan_requeue_is_on_the_timeline(redis_client: redis.Redis) -> None:
+    queued_since(redis_client, JOB, 60_000)
+    assert requeue(redis_client) == "requeued"
+    assert timeline(redis_client) == [{"event": "requeued", "why": "its queue message was lost"}]
+
+
+def note(r: redis.Redis, entry: Any, worker: str = "w1") -> int:
+    raw = entry if isinstance(entry, str) else json.dumps(entry)
+    return int(run(r, "job_note", [J, LEASE], [worker, raw]))
+
+
+@case("job_note", "running, lease ours")
+def test_note_a_retry(redis_client: redis.Redis) -> None:
+    r = redis_client
+    a_job(r, "running", attempt=1)
+    r.set(LEASE, "w1")
+    assert note(r, {"event": "retry", "code": "E4200", "call": 1, "delay_ms": 120}) == 1
+    assert timeline(r) == [
+        {"event": "retry", "code": "E4200", "call": 1, "delay_ms": 120, "worker": "w1"}
+    ]
+
+
+@case("job_note", "not running, or lease not ours (or gone)")
+def test_no_note_from_a_worker_that_does_not_run_the_job(redis_client: redis.Redis) -> None:
+    r = redis_client
+    a_job(r, "queued")
+    r.set(LEASE, "w1")
+    assert note(r, {"event": "retry"}) == 0
+    r.hset(J, "state", "running")
+    assert note(r, {"event": "retry"}, worker="w2") == 0
+    r.delete(LEASE)
+    assert note(r, {"event": "retry"}) == 0
+    assert not r.exists(keys.job_timeline(JOB))
+
+
+@case("job_note", "entry not a JSON object")
+def test_no_note_from_an_entry_that_is_no_json_object(redis_client: redis.Redis) -> None:
+    r = redis_client
+    a_job(r, "running", attempt=1)
+    r.set(LEASE, "w1")
+    for bad in ("not json", "[1, 2]", '"retry"', '{"no": "event"}'):
+        assert note(r, bad) == 0
+    assert not r.exists(keys.job_timeline(JOB))
+
+
 # --- webhooks: the outbox's events (gateway_core/lua/webhook.lua) and its deliverers' scripts --
 
 OUTBOX = keys.WEBHOOK_OUTBOX

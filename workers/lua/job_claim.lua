@@ -18,7 +18,10 @@
 --   no record                             -> {'gone'}
 --   submitted with a virtual key          -> run, the key's id last (it was '' above)
 --   in the index of queued jobs           -> taken out of it, whatever the outcome
+--   run                                   -> timeline entry 'claimed' (worker, attempt; after a
+--                                            lapsed lease: redelivered, previous_worker)
 -- include: clock
+-- include: timeline
 -- include: job
 -- Whatever happens next, the job is no longer waiting for a message: out of the queued index.
 redis.call('ZREM', KEYS[4], ARGV[6])
@@ -49,6 +52,10 @@ redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 local now_ms = math.floor(now * 1000)
 if attempt == 1 then redis.call('HSET', KEYS[1], 'started_ms', now_ms) end
+-- A running job claimed again: its worker's lease lapsed (the worker died or stalled).
+local previous = state == 'running' and redis.call('HGET', KEYS[1], 'worker') or nil
+timeline_add(KEYS[1], {event='claimed', worker=ARGV[1], attempt=attempt,
+                       redelivered=state == 'running' or nil, previous_worker=previous})
 redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1])
 local r = redis.call('HMGET', KEYS[1], 'request', 'provider', 'model', 'stream', 'deadline',
                      'created_ms', 'chain', 'priority', 'kind', 'key_id')

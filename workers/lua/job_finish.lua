@@ -17,6 +17,7 @@
 --                                           response.completed, .incomplete (finish_reason
 --                                           length) or .failed (gateway_core/lua/webhook.lua)
 -- include: clock
+-- include: timeline
 -- include: job
 local f = redis.call('HMGET', KEYS[1], 'state', 'finished_by')
 local state = f[1]
