@@ -52,6 +52,7 @@ from gateway_core.request import InferenceRequest, RoutingStrategy, parse_reques
 from gateway_core.response import InferenceResponse, StreamChunk
 from gateway_core.store_errors import job_store_errors
 from gateway_core.virtual_keys import KeyCache, VirtualKey, VirtualKeyStore
+from gateway_core.webhooks import notify_field
 from gateway_core.wire import JOB_ID_PATTERN, make_envelope
 from tasks.app_config import create_app
 from tasks.message import build_task_message, publish_job, redis_list_for
@@ -185,16 +186,22 @@ class ModelGateway:
         *,
         stream: bool = False,
         key_id: str | None = None,
+        notify: str | None = None,
     ) -> JobHandle:
         """Enqueue ``request``; the same ``job_id`` submitted twice is one job.
 
         ``key_id``: the virtual key the job came through (the HTTP front door), whose own
         limits the workers' admission applies beside the model's and the agent's. Its models
         bound the routing (E4409), and an unknown, revoked or expired key is E4408.
+
+        ``notify``: send a webhook when the job ends (a background response): ``"response"``
+        (the event's ``data.id`` is ``resp_<job_id>``) or ``"response:<id>"`` for another id.
+        Whichever way the job ends, the same Lua script that ends it adds the event to the
+        webhook outbox (README "Webhooks"); anything else is E4500.
         """
         try:
             with job_store_errors():
-                return await self._submit(request, job_id, stream, key_id)
+                return await self._submit(request, job_id, stream, key_id, notify)
         except GatewayError as error:
             _count_refusal(error, request)
             raise
@@ -224,12 +231,19 @@ class ModelGateway:
         job_id: str | None,
         stream: bool,
         key_id: str | None = None,
+        notify: str | None = None,
     ) -> JobHandle:
         kind = JobKind.EMBED if isinstance(request, EmbeddingRequest) else JobKind.CHAT
         request = self._parsed(request)
         if job_id is not None and not JOB_ID_PATTERN.match(job_id):
             raise InvalidRequest("job_id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
         job_id = job_id or uuid.uuid4().hex
+        notify_as = None
+        if notify is not None:
+            try:
+                notify_as = notify_field(notify, job_id)
+            except ValueError as exc:
+                raise InvalidParameters(str(exc)) from None
         chain = await self._chain(request, key_id)
         spec = chain[0]
         now = time.time()
@@ -253,6 +267,8 @@ class ModelGateway:
             fields["kind"] = kind.value
         if key_id is not None:
             fields["key_id"] = key_id
+        if notify_as is not None:  # read by gateway_core/lua/webhook.lua when the job ends
+            fields["notify"] = notify_as
         expire_at_ms = int((deadline + self.settings.result_ttl) * 1000)
         fields["reply_to"] = await self._listener.expect(
             job_id, deadline - now + self.settings.deadline_grace

@@ -189,3 +189,17 @@ HTTP_OPEN_STREAMS = Gauge(
     "Server-Sent Event streams the front door has open",
     multiprocess_mode="livesum",
 )
+
+# -- webhooks (workers/webhook_delivery.py) ----------------------------------------------------
+WEBHOOK_DELIVERIES = Counter(
+    "l04_webhook_deliveries_total",
+    "Webhook attempts by event type and outcome: delivered (2xx), retry (non-2xx, timeout or"
+    " unreachable: tried again later), dropped (past L04_WEBHOOK_RETRY_HOURS, or no target)",
+    ["event", "outcome"],
+)
+WEBHOOK_OUTBOX_PENDING = Gauge(
+    "l04_webhook_outbox_pending",
+    "Webhook deliveries waiting in the Redis outbox (due or scheduled for a retry), as a"
+    " deliverer last read it",
+    multiprocess_mode="livemax",
+)

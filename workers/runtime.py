@@ -45,6 +45,7 @@ from workers.pipeline import JobPipeline
 from workers.provider_health import ProviderHealthProbe
 from workers.providers import ProviderSet
 from workers.requeue import Requeue
+from workers.webhook_delivery import WebhookDeliverer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -119,6 +120,8 @@ class WorkerRuntime:
         self._shipper_task = (
             asyncio.create_task(self._shipper.run_forever()) if settings.usage_events else None
         )
+        self._webhooks = WebhookDeliverer(self.redis, settings)
+        self._webhooks_task = asyncio.create_task(self._webhooks.run_forever())
         heartbeat = Heartbeat(
             self.store,
             self.broker_redis,
@@ -219,6 +222,8 @@ class WorkerRuntime:
             if self._shipper_task is not None:
                 self._shipper_task.cancel()
             await self._shipper.aclose()
+            self._webhooks_task.cancel()
+            await self._webhooks.aclose()
             await self.latencies.aclose()
             await self.providers.aclose()
             await self.cache.aclose()

@@ -9,6 +9,7 @@
 --   deadline + grace not passed        -> -3; nothing written
 --   no deadline field                  -> -3
 --   already ended, or no record        -> 0
+--   created with notify                -> 1; response.failed in the webhook outbox
 -- include: clock
 -- include: timeline
 -- include: job

@@ -2337,3 +2337,212 @@ def test_no_note_from_an_entry_that_is_no_json_object(redis_client: redis.Redis)
     for bad in ("not json", "[1, 2]", '"retry"', '{"no": "event"}'):
         assert note(r, bad) == 0
     assert not r.exists(keys.job_timeline(JOB))
+
+
+# --- webhooks: the outbox's events (gateway_core/lua/webhook.lua) and its deliverers' scripts --
+
+OUTBOX = keys.WEBHOOK_OUTBOX
+
+
+def outbox(r: redis.Redis) -> list[tuple[dict[str, Any], float]]:
+    """The outbox's deliveries (each with its event decoded) and their due times (ms)."""
+    found = []
+    for member, score in r.zrange(OUTBOX, 0, -1, withscores=True):
+        delivery = json.loads(member)
+        found.append(({**delivery, "e": json.loads(delivery["e"])}, score))
+    return found
+
+
+def the_event(r: redis.Redis) -> dict[str, Any]:
+    """The outbox's one delivery: a new event, due now, for the key it names."""
+    ((delivery, due),) = outbox(r)
+    assert abs(due - server_ms(r)) < 5_000 and delivery["n"] == 0 and "t" not in delivery
+    event = delivery["e"]
+    assert set(event) == {"id", "object", "created_at", "type", "data"}
+    assert event["object"] == "event" and isinstance(event["created_at"], int)
+    assert abs(event["created_at"] - time.time()) < 5
+    assert re.fullmatch(r"evt_[0-9a-f]{32}", event["id"])
+    assert s(r.lpop(keys.WEBHOOK_BELL)) == "1"  # a deliverer waiting on the bell wakes
+    return {**event, "key_id": delivery["k"]}
+
+
+@case("job_finish", "created with notify (a background response)")
+def test_finish_a_job_made_with_notify_adds_its_webhook_event(redis_client: redis.Redis) -> None:
+    r = redis_client
+    length = json.dumps({"type": "result", "response": {"finish_reason": "length"}})
+    error = json.dumps({"type": "error", "error": {"code": "E4201"}})
+    for state, event_json, expected in [
+        ("succeeded", RESULT, "response.completed"),
+        ("succeeded", length, "response.incomplete"),
+        ("failed", error, "response.failed"),
+    ]:
+        r.flushdb()
+        a_job(r, "running", notify="response:resp_j1", key_id="vk_0123456789abcdef")
+        r.set(LEASE, "w1")
+        assert run(r, "job_finish", JOB_KEYS, ["w1", CHANNEL, state, event_json, TTL]) == 1
+        event = the_event(r)
+        assert event["type"] == expected and event["data"] == {"id": "resp_j1"}
+        assert event["key_id"] == "vk_0123456789abcdef"
+        assert run(r, "job_finish", JOB_KEYS, ["w1", CHANNEL, state, event_json, TTL]) == 1
+        assert len(outbox(r)) == 1  # a retried finish adds nothing: the job had ended
+    r.flushdb()
+    a_job(r, "running")  # no notify: no event
+    r.set(LEASE, "w1")
+    assert finish(r) == 1 and not r.exists(OUTBOX, keys.WEBHOOK_BELL)
+
+
+@case("job_cancel", "created with notify")
+def test_cancel_a_job_made_with_notify_adds_response_cancelled(redis_client: redis.Redis) -> None:
+    a_job(redis_client, "queued", notify="response:resp_j1")
+    assert cancel(redis_client) == 1
+    event = the_event(redis_client)
+    assert event["type"] == "response.cancelled" and event["key_id"] == ""
+    assert cancel(redis_client) == 0 and len(outbox(redis_client)) == 1
+
+
+@case("job_expire", "created with notify")
+def test_expire_a_job_made_with_notify_adds_response_failed(redis_client: redis.Redis) -> None:
+    a_job(redis_client, "running", deadline=repr(time.time() - 1), notify="response:resp_j1")
+    assert expire(redis_client) == 1
+    assert the_event(redis_client)["type"] == "response.failed"
+
+
+def test_a_job_lost_or_expired_at_its_claim_adds_its_event_too(redis_client: redis.Redis) -> None:
+    """Every terminal transition goes through job.lua's finish(), so none forgets the event."""
+    a_job(redis_client, "queued", deadline=repr(time.time() - 1), notify="response:resp_j1")
+    claimed = run(
+        redis_client, "job_claim", [*JOB_KEYS, QUEUED], ["w1", 1000, CHANNEL, TTL, 10, JOB]
+    )
+    assert s(claimed)[0] == "expired"
+    assert the_event(redis_client)["type"] == "response.failed"
+
+
+def test_the_same_event_has_the_same_id(redis_client: redis.Redis) -> None:
+    """An event's id is its type's and object's: a receiver can drop a repeat by it."""
+    ids = []
+    for _ in range(2):
+        redis_client.flushdb()
+        a_job(redis_client, "queued", notify="response:resp_j1")
+        cancel(redis_client)
+        ids.append(the_event(redis_client)["id"])
+    assert ids[0] == ids[1]
+
+
+@case("batch_move", "moved to an end, with notify")
+def test_move_a_batch_made_with_notify_to_an_end_adds_its_event(redis_client: redis.Redis) -> None:
+    r = redis_client
+    for end in ("completed", "failed", "expired", "cancelled"):
+        r.flushdb()
+        r.hset(
+            BATCH, mapping={"status": "finalizing", "notify": "batch:batch_b1", "key_id": "vk_1"}
+        )
+        assert move(r, "finalizing", end) == 1
+        event = the_event(r)
+        assert event["type"] == f"batch.{end}" and event["data"] == {"id": "batch_b1"}
+        assert event["key_id"] == "vk_1"
+    r.flushdb()
+    r.hset(BATCH, mapping={"status": "validating", "notify": "batch:batch_b1"})
+    assert move(r, "validating", "in_progress") == 1  # not an end: no event
+    assert move(r, "validating", "failed") == 0  # not moved: no event
+    r.hset(BATCH, mapping={"status": "in_progress"})
+    r.hdel(BATCH, "notify")
+    assert move(r, "in_progress", "completed") == 1  # no notify: no event
+    assert not r.exists(OUTBOX)
+
+
+@case("webhook_add", "a new event")
+def test_add_a_webhook_event(redis_client: redis.Redis) -> None:
+    assert run(redis_client, "webhook_add", [], ["batch.failed", "batch_9", "vk_2"]) == 1
+    event = the_event(redis_client)
+    assert event["type"] == "batch.failed" and event["data"] == {"id": "batch_9"}
+    assert event["key_id"] == "vk_2"
+
+
+@case("webhook_add", "the same event added twice")
+def test_add_the_same_webhook_event_twice(redis_client: redis.Redis) -> None:
+    for _ in range(2):
+        assert run(redis_client, "webhook_add", [], ["batch.failed", "batch_9", ""]) == 1
+    found = outbox(redis_client)
+    assert 1 <= len(found) <= 2 and len({d["e"]["id"] for d, _ in found}) == 1
+
+
+def delivery(n: int = 0) -> str:
+    return json.dumps({"e": "{}", "k": "", "n": n, "f": 0, "x": uuid.uuid4().hex})
+
+
+@case("webhook_claim", "nothing due")
+def test_claim_when_nothing_is_due(redis_client: redis.Redis) -> None:
+    r = redis_client
+    r.zadd(OUTBOX, {delivery(): server_ms(r) + 10_000})
+    next_due, *taken = run(r, "webhook_claim", [OUTBOX], [10, 30_000])
+    assert taken == [] and 5_000 < next_due <= 10_000
+
+
+@case("webhook_claim", "empty outbox")
+def test_claim_from_an_empty_outbox(redis_client: redis.Redis) -> None:
+    assert run(redis_client, "webhook_claim", [OUTBOX], [10, 30_000]) == [-1]
+
+
+@case("webhook_claim", "more due than asked")
+def test_claim_takes_the_oldest_due_ones_under_a_lease(redis_client: redis.Redis) -> None:
+    r = redis_client
+    now = server_ms(r)
+    members = [delivery() for _ in range(3)]
+    r.zadd(OUTBOX, {m: now - 100 + i for i, m in enumerate(members)})
+    next_due, *taken = run(r, "webhook_claim", [OUTBOX], [2, 30_000])
+    assert s(taken) == members[:2] and next_due == 0  # the third is due
+    for member in members[:2]:
+        assert 25_000 < (r.zscore(OUTBOX, member) or 0) - now <= 31_000  # a lease ahead
+
+
+@case("webhook_claim", "a delivery whose lease lapsed")
+def test_claim_a_delivery_whose_lease_lapsed(redis_client: redis.Redis) -> None:
+    r = redis_client
+    member = delivery()
+    r.zadd(OUTBOX, {member: server_ms(r)})
+    assert s(run(r, "webhook_claim", [OUTBOX], [10, 1])[1:]) == [member]
+    time.sleep(0.01)  # the 1 ms lease lapses: its deliverer died
+    assert s(run(r, "webhook_claim", [OUTBOX], [10, 30_000])[1:]) == [member]
+
+
+@case("webhook_settle", "delivered to every target")
+def test_settle_a_delivered_delivery(redis_client: redis.Redis) -> None:
+    member = delivery()
+    redis_client.zadd(OUTBOX, {member: 1})
+    assert run(redis_client, "webhook_settle", [OUTBOX, keys.WEBHOOK_BELL], [member]) == 1
+    assert not redis_client.exists(OUTBOX, keys.WEBHOOK_BELL)
+
+
+@case("webhook_settle", "some targets failed")
+def test_settle_a_delivery_with_retries(redis_client: redis.Redis) -> None:
+    r = redis_client
+    member, retry_g, retry_k = delivery(), delivery(1), delivery(1)
+    r.zadd(OUTBOX, {member: 1})
+    assert (
+        run(
+            r,
+            "webhook_settle",
+            [OUTBOX, keys.WEBHOOK_BELL],
+            [member, 2_000, retry_g, 9_000, retry_k],
+        )
+        == 1
+    )
+    now = server_ms(r)
+    due = {s(m): score for m, score in r.zrange(OUTBOX, 0, -1, withscores=True)}
+    assert set(due) == {retry_g, retry_k}
+    assert 0 < due[retry_g] - now <= 2_000 and 7_000 < due[retry_k] - now <= 9_000
+    assert r.llen(keys.WEBHOOK_BELL) == 1  # an idle deliverer wakes to the new due times
+
+
+@case("webhook_settle", "gone (settled by another)")
+def test_settle_a_delivery_another_deliverer_settled(redis_client: redis.Redis) -> None:
+    assert (
+        run(
+            redis_client,
+            "webhook_settle",
+            [OUTBOX, keys.WEBHOOK_BELL],
+            [delivery(), 1_000, delivery(1)],
+        )
+        == 0
+    )
+    assert not redis_client.exists(OUTBOX)
