@@ -4,6 +4,9 @@ switches (README "Tracing")."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -123,3 +126,58 @@ async def test_the_door_makes_an_incoming_traceparent_current_for_the_submit() -
     await door({"type": "http", "headers": []}, None, None)
     assert seen == [{"traceparent": TRACEPARENT, "tracestate": "vendor=1"}, {}, {}]
     assert current_fields() == {}  # detached after the request
+
+
+def _in_a_process(env: dict[str, str], code: str) -> str:
+    """Run ``code`` in a fresh interpreter (the SDK is set up once per process) with ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+SETUP = """
+import sys
+from config import tracing
+on = tracing.setup_tracing("l04-worker")
+import gateway_client, gateway_http.app, workers.pipeline
+print(on, tracing.enabled(), "opentelemetry.sdk.trace" in sys.modules)
+if on:
+    from opentelemetry import trace
+    provider = trace.get_tracer_provider()
+    print(provider.sampler.get_description(), provider.resource.attributes["service.name"])
+    tracing.shutdown_tracing()
+"""
+
+
+def test_off_the_sdks_tracing_is_not_even_imported() -> None:
+    assert _in_a_process({}, SETUP) == "False False False"
+    disabled = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_SDK_DISABLED": "true"}
+    assert _in_a_process(disabled, SETUP) == "False False False"
+
+
+def test_on_the_sdk_reads_the_sampler_and_the_service_name_from_the_environment() -> None:
+    endpoint = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9/v1/traces"}
+    assert _in_a_process(endpoint, SETUP).splitlines() == [
+        "True True True",
+        "ParentBased{root:AlwaysOnSampler,remoteParentSampled:AlwaysOnSampler,"
+        "remoteParentNotSampled:AlwaysOffSampler,localParentSampled:AlwaysOnSampler,"
+        "localParentNotSampled:AlwaysOffSampler} l04-worker",
+    ]
+    chosen = {
+        **endpoint,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.01",
+        "OTEL_SERVICE_NAME": "gateway-eu",
+    }
+    description, service = _in_a_process(chosen, SETUP).splitlines()[1].rsplit(" ", 1)
+    assert description.startswith("ParentBased{root:TraceIdRatioBased{0.01}")
+    assert service == "gateway-eu"
+    named = {**endpoint, "OTEL_RESOURCE_ATTRIBUTES": "service.name=from-resource"}
+    assert _in_a_process(named, SETUP).splitlines()[1].endswith(" from-resource")
