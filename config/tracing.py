@@ -5,9 +5,9 @@ On when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
 ``OTEL_SDK_DISABLED`` is not ``true``: a TracerProvider with a batch processor and the OTLP
 exporter (protobuf over HTTP), both configured by the SDK from the standard variables
 (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` and its ``_ARG``,
-``OTEL_BSP_*``, ``OTEL_EXPORTER_OTLP_*``): nothing here overrides them. Off: the SDK's tracing is
-not even imported, the API's no-op tracer stays, and the fleet's code asks :func:`enabled` before it
-builds any span.
+``OTEL_BSP_*``, ``OTEL_EXPORTER_OTLP_*``): nothing here overrides them. Off: the SDK's
+tracing is not even imported, the API's no-op tracer stays, and the fleet's code asks
+:func:`enabled` before it builds any span.
 
 Set up once per process, in the process that runs jobs or serves requests (a worker's runtime,
 each ``l04 serve`` process): never in a parent that forks afterwards. :func:`shutdown_tracing`
