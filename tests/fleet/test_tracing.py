@@ -8,13 +8,14 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
 import redis
 from opentelemetry.sdk.trace import TracerProvider
 
-from gateway_client import ModelGateway
+from gateway_client import GatewayError, ModelGateway
 from gateway_core import keys
 from l04.mock_upstream import REPLY
 from l04.redis_server import LocalRedis
@@ -66,6 +67,10 @@ async def producer(redis_server: LocalRedis) -> AsyncIterator[ModelGateway]:
     gateway = ModelGateway(redis_url=redis_server.url)
     yield gateway
     await gateway.close()
+
+
+def trace_id_of(span: Any) -> str:
+    return format(span.get_span_context().trace_id, "032x")
 
 
 def named(spans: list[ReceivedSpan], name: str) -> list[ReceivedSpan]:
@@ -123,6 +128,41 @@ async def test_a_job_is_one_trace_from_the_caller_through_the_queue_to_the_provi
     exported = b"".join(receiver.bodies)
     for text in (secret, REPLY, "sk-"):
         assert text.encode() not in exported
+
+
+async def test_a_cached_answer_and_a_failed_job_say_so_in_their_spans(
+    fleet: tuple[WorkerProcess, ServerProcess],
+    producer: ModelGateway,
+    receiver: OtlpReceiver,
+    upstream: MockUpstreamProcess,
+) -> None:
+    upstream.reset()
+    request = make_request("asked twice", model_id="gpt-4o-mini")
+    await producer.execute(request)
+    with caller_tracer.start_as_current_span("caller") as caller:
+        assert (await producer.execute(request)).cached
+    spans = receiver.wait_for(trace_id_of(caller), {"l04.job", "l04.cache.lookup"})
+    (lookup,) = named(spans, "l04.cache.lookup")
+    assert (lookup.attributes["l04.cache.hit"], lookup.attributes["l04.cache.kind"]) == (
+        True,
+        "exact",
+    )
+    assert named(spans, "l04.job")[0].attributes["l04.outcome"] == "cached"
+    assert named(spans, CALL) == []  # no provider call
+
+    upstream.faults({"status": 400, "count": 1, "path": CHAT})  # rejected: E4201, no retry
+    rejected = make_request("rejected", model_id="gpt-4o-mini")
+    with (
+        caller_tracer.start_as_current_span("caller") as caller,
+        pytest.raises(GatewayError) as caught,
+    ):
+        await producer.execute(rejected)
+    assert caught.value.code == "E4201"
+    spans = receiver.wait_for(trace_id_of(caller), {"l04.job", CALL})
+    for span in (named(spans, "l04.job")[0], named(spans, CALL)[0]):
+        assert (span.status_code, span.status_message) == (2, "E4201")  # ERROR
+        assert span.attributes["error.type"] == "E4201"
+    assert named(spans, "l04.job")[0].attributes["l04.outcome"] == "failed"
 
 
 async def test_a_failover_shows_both_attempts_in_the_trace(
@@ -224,17 +264,21 @@ async def test_off_exports_nothing_and_a_redelivered_job_keeps_its_trace(
         doomed.kill()
     finally:
         doomed.stop()
-    traced = WorkerProcess(redis_server.url, "mock", 10, {**off, "OTEL_SDK_DISABLED": ""})
-    traced.start()
+    # Traced, two processes (each sets itself up), exporting only every 10 minutes: what it
+    # recorded arrives because SIGTERM's drain exports it.
+    on = {**off, "OTEL_SDK_DISABLED": "", "OTEL_BSP_SCHEDULE_DELAY": "600000"}
+    traced = WorkerProcess(redis_server.url, "mock", 10, on, processes=2).start()
     try:
         # The lease lapses, the message comes back (visibility timeout), the traced worker runs it.
         response = await handle.result(timeout=30)
         assert response.attempt == 2
-        spans = receiver.wait_for(trace_id, {"l04.job", "l04.queue", "l04.claim", "chat mock"})
-        (delivery,) = named(spans, "l04.job")
-        assert delivery.attributes["l04.attempt"] == 2
-        assert delivery.attributes["l04.job_id"] == handle.job_id
-        assert delivery.parent_span_id == format(caller.get_span_context().span_id, "016x")
-        assert named(spans, "chat mock")[0].parent_span_id == delivery.span_id
+        await asyncio.sleep(0.3)
+        assert receiver.trace(trace_id) == []  # still in the worker's buffer
     finally:
         traced.stop(timeout=10)
+    spans = receiver.wait_for(trace_id, {"l04.job", "l04.queue", "l04.claim", "chat mock"}, 5)
+    (delivery,) = named(spans, "l04.job")
+    assert delivery.attributes["l04.attempt"] == 2
+    assert delivery.attributes["l04.job_id"] == handle.job_id
+    assert delivery.parent_span_id == format(caller.get_span_context().span_id, "016x")
+    assert named(spans, "chat mock")[0].parent_span_id == delivery.span_id
