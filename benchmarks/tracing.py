@@ -1,11 +1,11 @@
 """The cost of tracing (README "Tracing"): the round trip with tracing off, on with every trace
 sampled, and on with 1 in 100, in alternating rounds of one invocation.
 
-    python -m benchmarks.tracing [--jobs 300] [--rounds 3]
+    python -m benchmarks.tracing [--jobs 300] [--rounds 3] [--parent /work/main]
 
 The setup of ``benchmarks.run``'s section 1 (one job at a time, OpenAI adapter, ``l04
 mock-provider`` at 0 ms, a private redis-server on loopback): each round starts one ``l04
-worker`` per mode, in turn, and times ``--jobs`` round trips (``gateway.execute``) after a warm-up.
+worker`` per mode, in turn (each round starting with the next mode), and times ``--jobs`` round trips (``gateway.execute``) after a warm-up.
 
 * off: no OTEL_* variable; the producer has no span.
 * on, 1.0: the worker exports to an OTLP/HTTP sink in this process (``OTEL_BSP_SCHEDULE_DELAY``
@@ -13,6 +13,8 @@ worker`` per mode, in turn, and times ``--jobs`` round trips (``gateway.execute`
   job is one sampled trace; the worker's sampler is the default ``parentbased_always_on``.
 * on, 0.01: the producer's sampler is ``traceidratio`` 0.01 and the worker's
   ``parentbased_traceidratio`` 0.01: one trace in a hundred is recorded end to end.
+* with ``--parent DIR``, a fourth mode: the worker of another checkout (the parent commit, with
+  its own ``.venv``, which has no OpenTelemetry SDK), no OTEL_* variable: off against before.
 
 Not part of the test suite.
 """
@@ -28,9 +30,10 @@ import threading
 import time
 from contextlib import AbstractContextManager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-from benchmarks.run import LOGS, http_up, log_says, pct, request, start
+from benchmarks.run import LOGS, ROOT, http_up, log_says, pct, request, start
 from gateway_client import ModelGateway
 from l04.processes import stop_process
 from l04.redis_server import LocalRedis, free_port
@@ -100,7 +103,7 @@ async def measure(gateway: ModelGateway, tracer: Any, n: int, tag: str) -> list[
     return times
 
 
-async def main(jobs: int, rounds: int) -> None:
+async def main(jobs: int, rounds: int, parent: Path | None) -> None:
     server = LocalRedis().start()
     port = free_port()
     upstream = f"http://127.0.0.1:{port}"
@@ -118,15 +121,30 @@ async def main(jobs: int, rounds: int) -> None:
     argv = [sys.executable, "-m", "l04", "mock-provider", "--port", str(port)]
     mock = start("trace-upstream", argv, env, http_up(f"{upstream}/v1/models"))
     gateway = ModelGateway(redis_url=server.url)
-    results: dict[str, list[float]] = {mode: [] for mode in MODES}
+    modes = dict(MODES) | ({"parent commit, off": None} if parent else {})
+    results: dict[str, list[float]] = {mode: [] for mode in modes}
     try:
         for round_ in range(rounds):
-            for mode, ratio in MODES.items():
-                name = f"trace-{round_}-{mode.split(',')[0]}{ratio or ''}"
-                argv = [sys.executable, "-m", "l04", "worker", "--providers", "openai"]
-                argv += ["--concurrency", "2000", "--name", f"{name}@local"]
+            order = list(modes.items())
+            shift = round_ % len(order)  # each mode goes first in turn: no order effect
+            for mode, ratio in order[shift:] + order[:shift]:
+                name = f"trace-{round_}-{mode.split(',')[0].replace(' ', '-')}{ratio or ''}"
+                root = parent if mode.startswith("parent") and parent else ROOT
+                argv = [str(root / ".venv" / "bin" / "python"), "-m", "l04", "worker"]
+                argv += [
+                    "--providers",
+                    "openai",
+                    "--concurrency",
+                    "2000",
+                    "--name",
+                    f"{name}@local",
+                ]
                 worker = start(
-                    name, argv, {**env, **worker_env(ratio, sink)}, log_says(name, " ready.")
+                    name,
+                    argv,
+                    {**env, **worker_env(ratio, sink), "PYTHONDONTWRITEBYTECODE": "1"},
+                    log_says(name, " ready."),
+                    cwd=root,
                 )
                 tracer = caller_tracer(ratio, sink)
                 try:
@@ -159,6 +177,9 @@ async def main(jobs: int, rounds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="The round trip's cost of tracing")
     parser.add_argument("--jobs", type=int, default=300, help="round trips per mode and round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three modes")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the modes")
+    parser.add_argument(
+        "--parent", type=Path, help="a checkout of the parent commit (with .venv): a fourth mode"
+    )
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.jobs, arguments.rounds))
+    asyncio.run(main(arguments.jobs, arguments.rounds, arguments.parent))

@@ -91,7 +91,7 @@ def start_job(job_id: str, claim: Claim, claim_started_ns: int) -> JobSpan | Non
     return JobSpan(span, otel_context.attach(inside))
 
 
-def failed(code: str, message: str = "") -> None:
+def failed(code: str) -> None:
     """The job ends in the error ``code`` (the current span is the job's)."""
     if not tracing.enabled():
         return
