@@ -5,7 +5,8 @@ sampled, and on with 1 in 100, in alternating rounds of one invocation.
 
 The setup of ``benchmarks.run``'s section 1 (one job at a time, OpenAI adapter, ``l04
 mock-provider`` at 0 ms, a private redis-server on loopback): each round starts one ``l04
-worker`` per mode, in turn (each round starting with the next mode), and times ``--jobs`` round trips (``gateway.execute``) after a warm-up.
+worker`` per mode, in turn (each round starting with the next mode), and times ``--jobs``
+round trips (``gateway.execute``) after a warm-up.
 
 * off: no OTEL_* variable; the producer has no span.
 * on, 1.0: the worker exports to an OTLP/HTTP sink in this process (``OTEL_BSP_SCHEDULE_DELAY``
