@@ -54,9 +54,10 @@ def fleet(
     client.close()
     env = {**FAST_RECOVERY, **fleet_env(upstream), **tracing_env(receiver)}
     worker = WorkerProcess(redis_server.url, "openai,anthropic", 20, env).start()
-    server = ServerProcess(
-        redis_server.url, no_auth=True, env={**tracing_env(receiver), "OTEL_SERVICE_NAME": "door"}
-    ).start()
+    # The door exports only every 10 minutes: its spans arrive when SIGTERM's drain exports them.
+    door_env = {**tracing_env(receiver), "OTEL_SERVICE_NAME": "door"}
+    door_env["OTEL_BSP_SCHEDULE_DELAY"] = "600000"
+    server = ServerProcess(redis_server.url, no_auth=True, env=door_env).start()
     yield worker, server
     server.stop(timeout=10)
     worker.stop(timeout=10)
@@ -214,6 +215,9 @@ def test_the_front_door_continues_an_incoming_traceparent(
         timeout=30,
     )
     assert reply.status_code == 200, reply.text
+    receiver.wait_for(trace_id, {"l04.job"})  # the worker's, at once
+    assert {s.service for s in receiver.trace(trace_id)} == {"l04-worker"}
+    server.stop(timeout=10)  # the door's, when it stops (this module's last use of it)
     spans = receiver.wait_for(trace_id, {"POST /v1/chat/completions", "l04.submit", "l04.job"})
     (submit,) = named(spans, "l04.submit")
     # FastAPI's own server span (a child of the incoming context) is above the submit.
@@ -231,6 +235,10 @@ def test_the_front_door_continues_an_incoming_traceparent(
     (job,) = named(spans, "l04.job")
     assert job.parent_span_id == submit.span_id and job.service == "l04-worker"
     assert job.attributes["l04.job_id"] == submit.attributes["l04.job_id"]
+    # The door's access log line carries the caller's trace beside the job.
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    (access,) = [line for line in lines if line.get("job_id") == job.attributes["l04.job_id"]]
+    assert access["trace_id"] == trace_id
 
 
 async def test_off_exports_nothing_and_a_redelivered_job_keeps_its_trace(
