@@ -268,6 +268,7 @@ async def test_off_exports_nothing_and_a_redelivered_job_keeps_its_trace(
         assert record[b"traceparent"].decode().split("-")[1] == trace_id
         await asyncio.sleep(0.5)  # five export periods: a traced worker would have sent by now
         assert receiver.trace(trace_id) == [], "a worker with tracing off exported spans"
+        assert "tracing on" not in doomed.log()
         assert first.attempt == 1
         doomed.kill()
     finally:
