@@ -15,6 +15,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from redis.asyncio import Redis
 
 from config.catalog import Catalog, ModelSpec, cached_catalog
@@ -24,7 +26,7 @@ from gateway_client.health import fleet_health
 from gateway_client.job_store import JobStore
 from gateway_client.listener import EventListener
 from gateway_client.router import LLMRouter, embedding_model, measured_latencies
-from gateway_core import metrics, tokens
+from gateway_core import genai_attributes, metrics, tokens, trace_context
 from gateway_core.breakers import BreakerState, catalog_breakers, read_states
 from gateway_core.embeddings import EmbeddingRequest, parse_embedding_request
 from gateway_core.errors import (
@@ -59,6 +61,9 @@ from tasks.message import build_task_message, publish_job, redis_list_for
 from tasks.queue_depth import read_depths
 
 PROMPT_PREVIEW_CHARS = 120
+
+#: The OpenTelemetry API's tracer: the application's TracerProvider decides what it records.
+_tracer = trace.get_tracer("l04.gateway_client")
 
 
 def _count_refusal(error: GatewayError, request: object) -> None:
@@ -233,6 +238,29 @@ class ModelGateway:
         key_id: str | None = None,
         notify: str | None = None,
     ) -> JobHandle:
+        """The submit, in the span ``l04.submit`` (the parent of the workers' spans)."""
+        with _tracer.start_as_current_span(
+            "l04.submit", kind=SpanKind.PRODUCER, record_exception=False
+        ) as span:
+            try:
+                handle = await self._submit_traced(request, job_id, stream, key_id, notify, span)
+            except GatewayError as error:
+                span.set_attribute("error.type", error.code)
+                span.set_status(Status(StatusCode.ERROR, error.code))
+                raise
+            if span.is_recording():
+                span.set_attribute("l04.job_id", handle.job_id)
+            return handle
+
+    async def _submit_traced(
+        self,
+        request: InferenceRequest | EmbeddingRequest,
+        job_id: str | None,
+        stream: bool,
+        key_id: str | None,
+        notify: str | None,
+        span: trace.Span,
+    ) -> JobHandle:
         kind = JobKind.EMBED if isinstance(request, EmbeddingRequest) else JobKind.CHAT
         request = self._parsed(request)
         if job_id is not None and not JOB_ID_PATTERN.match(job_id):
@@ -269,6 +297,14 @@ class ModelGateway:
             fields["key_id"] = key_id
         if notify_as is not None:  # read by gateway_core/lua/webhook.lua when the job ends
             fields["notify"] = notify_as
+        # The caller's trace (this submit's span), for the workers' spans to join it.
+        fields.update(trace_context.current_fields())
+        if span.is_recording():
+            span.set_attributes(
+                genai_attributes.request_attributes(
+                    genai_attributes.operation(kind.value), spec.provider, spec.model_id
+                )
+            )
         expire_at_ms = int((deadline + self.settings.result_ttl) * 1000)
         fields["reply_to"] = await self._listener.expect(
             job_id, deadline - now + self.settings.deadline_grace

@@ -58,6 +58,7 @@ from gateway_http.metrics_endpoint import fleet_registry, metrics_response
 from gateway_http.models import model_list, model_object
 from gateway_http.openapi import document, error_responses, operation
 from gateway_http.sse import EventStreamResponse
+from gateway_http.tracing import TraceContextMiddleware
 
 log = logging.getLogger("l04.http")
 
@@ -327,6 +328,7 @@ def create_app(
         redoc_url=None,
     )
     app.add_middleware(AccessMiddleware, drain=drain)
+    app.add_middleware(TraceContextMiddleware)  # outermost: the access log is in the trace
     app.openapi = lambda: document(app)  # type: ignore[method-assign]
 
     @app.exception_handler(StarletteHTTPException)

@@ -43,6 +43,8 @@ class Claim:
     priority: str = "normal"
     kind: JobKind = JobKind.CHAT
     key_id: str | None = None  # the virtual key it was submitted with (its limits apply)
+    traceparent: str = ""  # the caller's W3C trace context ('' for none)
+    tracestate: str = ""
 
 
 class WorkerJobStore(JobRecords):
@@ -104,6 +106,8 @@ class WorkerJobStore(JobRecords):
             priority=parts[11],
             kind=JobKind(parts[12]),
             key_id=parts[13] or None,
+            traceparent=parts[14] if len(parts) > 14 else "",
+            tracestate=parts[15] if len(parts) > 15 else "",
         )
 
     async def append(self, job_id: str, worker_id: str, event: dict[str, Any]) -> int:

@@ -23,6 +23,7 @@ import uuid
 from concurrent.futures import CancelledError, Future
 from typing import Any, TypeVar
 
+from config import tracing
 from config.catalog import Catalog, cached_catalog
 from config.settings import GatewaySettings, get_settings
 from gateway_core.queues import is_redis_broker
@@ -53,6 +54,8 @@ T = TypeVar("T")
 
 class WorkerRuntime:
     def __init__(self, settings: GatewaySettings, catalog: Catalog) -> None:
+        # Here, in the process that runs the jobs (after any fork): OTEL_* decide (README).
+        tracing.setup_tracing("l04-worker")
         self.settings = settings
         self.catalog = catalog
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -234,6 +237,7 @@ class WorkerRuntime:
         try:
             self._call(shutdown())
         finally:
+            tracing.shutdown_tracing()  # the last jobs' spans, exported before the exit
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
             if not self._thread.is_alive():

@@ -345,7 +345,8 @@ def test_claim_a_queued_job(redis_client: redis.Redis) -> None:
     assert float(got[6]) == float(hgetall(r, J)["deadline"])
     assert got[7] == "1234" and got[8] == "1"  # created_ms, events so far
     assert before <= int(got[9]) <= server_ms(r)
-    assert got[10:] == ["[]", "normal", "chat", ""]  # no chain, priority, kind, key: defaults
+    # No chain, priority, kind, key, trace context: the defaults.
+    assert got[10:] == ["[]", "normal", "chat", "", "", ""]
     record = hgetall(r, J)
     assert (record["state"], record["attempt"], record["worker"]) == ("running", "1", "w1")
     assert record["started_ms"] == got[9]
@@ -355,7 +356,19 @@ def test_claim_a_queued_job(redis_client: redis.Redis) -> None:
 @case("job_claim", "submitted with a virtual key")
 def test_claim_a_job_submitted_with_a_virtual_key(redis_client: redis.Redis) -> None:
     a_job(redis_client, "queued", key_id="vk_0123456789abcdef", priority="high")
-    assert claim(redis_client)[11:] == ["high", "chat", "vk_0123456789abcdef"]
+    assert claim(redis_client)[11:14] == ["high", "chat", "vk_0123456789abcdef"]
+
+
+@case("job_claim", "submitted inside a trace")
+def test_claim_a_job_submitted_inside_a_trace(redis_client: redis.Redis) -> None:
+    """Its caller's W3C context, the same on a later attempt (the record keeps it)."""
+    r = redis_client
+    context = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    a_job(r, "queued", **context, tracestate="vendor=1")
+    assert claim(r)[14:] == [context["traceparent"], "vendor=1"]
+    r.delete(keys.job_lease(JOB))  # the worker died: the next claim is attempt 2
+    again = claim(r, worker="w2")
+    assert again[1] == "2" and again[14:] == [context["traceparent"], "vendor=1"]
 
 
 @case("job_claim", "running, its lease lapsed (worker died)")
