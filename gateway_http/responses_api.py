@@ -119,21 +119,19 @@ async def _create(request: Request, door: Door, note: Note) -> Response:
     deadline = time.time() + options.timeout
     try:
         async with asyncio.timeout_at(_until(door, deadline)):
-            redis = door.gateway.redis
-            await hold_idempotency_key(redis, options, ENDPOINT, data, door.ttl)
-            if record.store:
-                expires = deadline + door.settings.result_ttl + door.settings.deadline_grace
-                record = await responses_store.save(redis, record, expires)
+            await hold_idempotency_key(door.gateway.redis, options, ENDPOINT, data, door.ttl)
+            stream = bool(body.stream)
             if body.background:
                 handle = await submit_background(door.gateway, job, job_id, caller)
-                request.scope["l04.job_id"] = handle.job_id
+            else:
+                handle = await door.gateway.submit(job, job_id, stream=stream, key_id=caller.key_id)
+            request.scope["l04.job_id"] = handle.job_id
+            record = await _kept(door, record, handle)
+            if body.background:
                 headers = {"x-request-id": options.request_id, "x-l04-job-id": handle.job_id}
-                if body.stream:
+                if stream:
                     return _events(door, handle, record, -1, headers, on_disconnect=None)
                 return JSONResponse(response_object(record, "queued"), headers=headers)
-            stream = bool(body.stream)
-            handle = await door.gateway.submit(job, job_id, stream=stream, key_id=caller.key_id)
-            request.scope["l04.job_id"] = handle.job_id
             if stream:
                 return await _first_then_stream(request, door, handle, record, options)
             answer, headers = await wait_for_answer(
@@ -144,6 +142,20 @@ async def _create(request: Request, door: Door, note: Note) -> Response:
     except TimeoutError:
         raise _unanswered() from None
     return JSONResponse(response_object(record, status_of_answer(answer), answer), headers=headers)
+
+
+async def _kept(door: Door, record: ResponseRecord, handle: JobHandle) -> ResponseRecord:
+    """The response's record, kept as long as its job's answer (unless ``store`` is false).
+
+    Written once the job exists (a refused request leaves nothing in Redis); a retry with the
+    same Idempotency-Key finds the first request's record. A server that dies between the two
+    writes never answered, so no client holds the response's id: its retry makes the record.
+    """
+    if not record.store:
+        return record
+    settings = door.settings
+    expires = handle.deadline + settings.result_ttl + settings.deadline_grace
+    return await responses_store.save(door.gateway.redis, record, expires)
 
 
 async def _first_then_stream(
