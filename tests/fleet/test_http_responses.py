@@ -247,6 +247,25 @@ def test_background_poll_replay_and_resume_after_a_disconnect(
     assert upstream.requests_to(UPSTREAM_CHAT) == 1
 
 
+def test_a_failed_background_response_and_a_streamed_one(
+    sdk: openai.OpenAI, upstream: MockUpstreamProcess
+) -> None:
+    upstream.faults({"status": 400, "count": 1})
+    created = sdk.responses.create(model="gpt-4o-mini", input="refused", background=True)
+    failed = wait_for(sdk, created.id)
+    assert failed.status == "failed" and failed.output == []
+    assert failed.error is not None and str(failed.error.code).startswith("E4")
+    stream = sdk.responses.create(model="gpt-4o-mini", input="live", background=True, stream=True)
+    events = list(stream)
+    assert [e.type for e in events[:3]] == [
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+    ]
+    last = events[-1]
+    assert last.type == "response.completed" and last.response.output_text == REPLY
+
+
 def test_cancel_a_queued_background_response(
     door: ServerProcess,
     sdk: openai.OpenAI,
