@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis
 from openai.types.responses import Response
 
 from l04.redis_server import LocalRedis
@@ -74,7 +75,7 @@ def raw_events(url: str, response_id: str, after: int | None = None) -> list[dic
     return [json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: ")]
 
 
-def test_a_plain_response(sdk: openai.OpenAI) -> None:
+def test_a_plain_response(sdk: openai.OpenAI, redis_server: LocalRedis) -> None:
     raw = sdk.responses.with_raw_response.create(
         model="mock",
         input="hello responses",
@@ -92,6 +93,21 @@ def test_a_plain_response(sdk: openai.OpenAI) -> None:
     again = sdk.responses.retrieve(response.id)  # stored: any server answers for it
     assert again.output_text == response.output_text and again.status == "completed"
     assert again.metadata == {"ticket": "42"} and again.temperature == 0.5
+    # The record outlives the job's answer (L04_RESULT_TTL, 3600 s, after it ended) by at most
+    # the job's deadline (L04_HTTP_TIMEOUT, 120 s) and grace: past it the response is a 404.
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        job_id = raw.headers["x-l04-job-id"]
+        job_ttl = client.pttl(f"l04:job:{{{job_id}}}")
+        record_ttl = client.pttl(f"l04:job:{{{job_id}}}:response")
+    finally:
+        client.close()
+    assert 3_590_000 < job_ttl <= record_ttl <= job_ttl + 130_000, (job_ttl, record_ttl)
+    # Not stored: no record, so no response to retrieve.
+    unstored = sdk.responses.create(model="mock", input="forget me", store=False)
+    assert unstored.store is False and unstored.status == "completed"
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(unstored.id)
 
 
 def test_message_items_with_an_image_and_a_cut_answer(
@@ -255,6 +271,11 @@ def test_a_failed_background_response_and_a_streamed_one(
     failed = wait_for(sdk, created.id)
     assert failed.status == "failed" and failed.output == []
     assert failed.error is not None and str(failed.error.code).startswith("E4")
+    # The same Idempotency-Key is the same response, from its first request.
+    key = {"Idempotency-Key": "background-once"}
+    once = sdk.responses.create(model="mock", input="once", background=True, extra_headers=key)
+    twice = sdk.responses.create(model="mock", input="once", background=True, extra_headers=key)
+    assert twice.id == once.id and twice.created_at == once.created_at
     stream = sdk.responses.create(model="gpt-4o-mini", input="live", background=True, stream=True)
     events = list(stream)
     assert [e.type for e in events[:3]] == [
