@@ -75,7 +75,9 @@ def raw_events(url: str, response_id: str, after: int | None = None) -> list[dic
     return [json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: ")]
 
 
-def test_a_plain_response(sdk: openai.OpenAI, redis_server: LocalRedis) -> None:
+def test_a_plain_response(
+    door: ServerProcess, sdk: openai.OpenAI, redis_server: LocalRedis
+) -> None:
     raw = sdk.responses.with_raw_response.create(
         model="mock",
         input="hello responses",
@@ -103,6 +105,11 @@ def test_a_plain_response(sdk: openai.OpenAI, redis_server: LocalRedis) -> None:
     finally:
         client.close()
     assert 3_590_000 < job_ttl <= record_ttl <= job_ttl + 130_000, (job_ttl, record_ttl)
+    # A response that was not streamed streams afterwards, from its record and job.
+    events = raw_events(door.url, response.id)
+    assert events[-1]["type"] == "response.completed"
+    deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+    assert "".join(deltas) == response.output_text
     # Not stored: no record, so no response to retrieve.
     unstored = sdk.responses.create(model="mock", input="forget me", store=False)
     assert unstored.store is False and unstored.status == "completed"

@@ -65,6 +65,16 @@ def test_a_string_input_and_instructions_become_messages() -> None:
     assert job.max_tokens == 9 and job.temperature == 0.2 and job.agent_did == "did:l04:unit"
 
 
+def test_the_callers_ids_are_kept_in_the_jobs_metadata() -> None:
+    job = job_of(user="u-1", safety_identifier="s-1", prompt_cache_key="p-1", metadata={"a": "b"})
+    assert job.metadata == {
+        "a": "b",
+        "openai.user": "u-1",
+        "openai.safety_identifier": "s-1",
+        "openai.prompt_cache_key": "p-1",
+    }
+
+
 def test_items_of_a_tool_loop_become_the_assistant_turn_and_tool_results() -> None:
     job = job_of(
         tools=[TOOL],
@@ -105,6 +115,10 @@ def test_text_format_and_tool_choice() -> None:
         ({"truncation": "auto"}, "truncation"),
         ({"parallel_tool_calls": False}, "parallel_tool_calls"),
         ({"max_tool_calls": 2}, "max_tool_calls"),
+        ({"prompt": {"id": "pmpt_1"}}, "prompt"),
+        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"prompt_cache_retention": "24h"}, "prompt_cache_retention"),
+        ({"context_management": [{"type": "compaction"}]}, "context_management"),
         ({"background": True, "store": False}, "store"),
         ({"stream_options": {"include_obfuscation": False}}, "stream_options"),
         ({"tools": [{"type": "web_search"}]}, "tools.0"),
