@@ -73,6 +73,25 @@ ENDPOINT = "/v1/responses"
 #: Past a job's deadline and the worker's grace, how long a stream still waits on Redis.
 STORE_SLACK_S = 3.0
 
+#: The query of ``GET /v1/responses/{id}``, read by :func:`_starting_after` (not by FastAPI,
+#: so that a bad value is a 400 in OpenAI's shape, not a 422).
+RETRIEVE_PARAMETERS = [
+    {
+        "name": "stream",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "boolean", "default": False},
+        "description": "Stream the response's events (Server-Sent Events) instead",
+    },
+    {
+        "name": "starting_after",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": -1},
+        "description": "With stream=true: only the events after this sequence number",
+    },
+]
+
 Guard = Callable[[Request, Any, Callable[[], Awaitable[Response]]], Awaitable[Response]]
 Note = Callable[..., None]
 
@@ -250,7 +269,10 @@ def _events(
         except TimeoutError:
             yield HttpError.of(_unanswered()).sse("openai")
         finally:
+            # Both, here and now: closing the outer generator does not close the feed it was
+            # iterating, whose subscription would wait for the garbage collector.
             await events.aclose()  # type: ignore[attr-defined]
+            await feed.aclose()  # type: ignore[attr-defined]
 
     async def nothing() -> None:
         return None
@@ -359,6 +381,7 @@ def register(app: FastAPI, door: Callable[[], Door], guarded: Guard, note: Note)
         tags=["OpenAI"],
         summary="A response's state and output, or (stream=true) its events after starting_after",
         responses=error_responses("openai", only=(400, 401, 404, 503)),
+        openapi_extra={"parameters": RETRIEVE_PARAMETERS},
     )
     async def retrieve_response(request: Request, response_id: str) -> Response:
         return await guarded(
