@@ -21,6 +21,7 @@ import redis
 from openai.types.responses import Response
 
 from l04.redis_server import LocalRedis
+from tests.conftest import FAST_RECOVERY
 from tests.fleet.test_http_keys import create_key
 from tests.fleet.test_providers_end_to_end import fleet_env
 from tests.processes import MockUpstreamProcess, ServerProcess, WorkerProcess
@@ -361,4 +362,38 @@ def test_only_its_key_sees_a_response_and_it_outlives_a_killed_server(
             local.responses.retrieve(created.id)
     finally:
         second.stop(timeout=10)
+        first.stop(timeout=10)
+
+
+def test_a_background_response_outlives_a_killed_worker(
+    door: ServerProcess, sdk: openai.OpenAI, upstream: MockUpstreamProcess, redis_server: LocalRedis
+) -> None:
+    """The worker running a background response is SIGKILLed mid-call: another takes the job
+    over when its lease lapses, and the response completes, its events numbered as ever."""
+    env = {**FAST_RECOVERY, **fleet_env(upstream)}
+    first = WorkerProcess(redis_server.url, "ollama", 4, env).start()
+    second: WorkerProcess | None = None
+    try:
+        upstream.faults({"latency_ms": 5000, "count": 1, "path": "/api/chat"})
+        created = sdk.responses.create(model="llama3.1:8b", input="outlive", background=True)
+        deadline = time.monotonic() + 20
+        while sdk.responses.retrieve(created.id).status != "in_progress":
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.05)
+        while upstream.requests_to("/api/chat") == 0:
+            assert time.monotonic() < deadline, "the call never reached the upstream"
+            time.sleep(0.05)
+        first.kill()
+        second = WorkerProcess(redis_server.url, "ollama", 4, env).start()
+        done = wait_for(sdk, created.id, timeout=30)
+        assert done.status == "completed" and done.output_text
+        replay = raw_events(door.url, created.id)
+        assert [e["sequence_number"] for e in replay] == list(range(len(replay)))
+        assert replay[-1]["type"] == "response.completed"
+        deltas = [e["delta"] for e in replay if e["type"] == "response.output_text.delta"]
+        assert "".join(deltas) == done.output_text
+        assert raw_events(door.url, created.id) == replay
+    finally:
+        if second is not None:
+            second.stop(timeout=10)
         first.stop(timeout=10)
