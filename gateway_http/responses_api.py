@@ -49,20 +49,18 @@ from gateway_http.door import (
     wait_for_answer,
 )
 from gateway_http.errors import HttpError
-from gateway_http.openai_responses import (
+from gateway_http.openai_responses import ResponsesBody, record_for, to_request
+from gateway_http.openapi import error_responses, operation
+from gateway_http.responses_events import ResponseEvents, sse
+from gateway_http.responses_object import (
     ResponseRecord,
-    ResponsesBody,
     job_id_of,
     owner_of,
-    record_for,
     response_object,
     status_of_answer,
     status_of_error,
     status_of_state,
-    to_request,
 )
-from gateway_http.openapi import error_responses, operation
-from gateway_http.responses_events import ResponseEvents, sse
 from gateway_http.sse import EventStreamResponse
 
 if TYPE_CHECKING:

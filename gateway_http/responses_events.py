@@ -30,7 +30,7 @@ from typing import Any
 
 from gateway_core.errors import GatewayError
 from gateway_core.response import InferenceResponse
-from gateway_http.openai_responses import (
+from gateway_http.responses_object import (
     ResponseRecord,
     message_id,
     message_item,

@@ -15,17 +15,15 @@ from gateway_core.messages import ToolCall
 from gateway_core.request import Priority
 from gateway_core.response import InferenceResponse, TokenUsage
 from gateway_http.door import Caller, JobOptions
-from gateway_http.openai_responses import (
+from gateway_http.openai_responses import ResponsesBody, record_for, to_request
+from gateway_http.responses_events import ResponseEvents
+from gateway_http.responses_object import (
     ResponseRecord,
-    ResponsesBody,
     job_id_of,
     owner_of,
-    record_for,
     response_id,
     response_object,
-    to_request,
 )
-from gateway_http.responses_events import ResponseEvents
 
 CALLER = Caller(agent_did="did:l04:unit", key_id="key-1")
 OPTIONS = JobOptions(request_id="r-1", priority=Priority.NORMAL, timeout=30, job_id=None)
