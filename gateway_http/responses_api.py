@@ -98,7 +98,13 @@ async def submit_background(
     gateway: ModelGateway, job: InferenceRequest, job_id: str, caller: Caller
 ) -> JobHandle:
     """Where a background response's job is submitted: an ordinary job of the fleet, streamed
-    (its chunks kept, so that its events can be replayed) under the caller's key."""
+    (its chunks kept, so that its events can be replayed) under the caller's key.
+
+    The one place a background response's job is made: a notification of its end (webhooks:
+    ``response.completed`` / ``.failed`` / ``.cancelled`` / ``.incomplete`` for
+    ``resp_<job id>``, see :func:`responses_object.status_of_answer` and ``status_of_error``)
+    is asked for here.
+    """
     return await gateway.submit(job, job_id, stream=True, key_id=caller.key_id)
 
 

@@ -9,6 +9,7 @@ their own servers on the same Redis.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -340,13 +341,24 @@ def test_only_its_key_sees_a_response_and_it_outlives_a_killed_server(
         upstream.faults({"latency_ms": 1500, "count": 1})
         with openai.OpenAI(base_url=f"{first.url}/v1", api_key=mine, max_retries=0) as client:
             created = client.responses.create(model="gpt-4o-mini", input="survive", background=True)
+            live = client.responses.retrieve(created.id, stream=True)
+            seen = [e.model_dump(exclude_unset=True) for e in itertools.islice(live, 2)]
+            live.close()
         assert created.status == "queued"
         assert first.process is not None
-        first.process.kill()  # SIGKILL, while the job runs
+        first.process.kill()  # SIGKILL, while the job runs and its stream was being read
         first.process.wait(10)
         with openai.OpenAI(base_url=f"{second.url}/v1", api_key=mine, max_retries=0) as client:
+            rest = [
+                e.model_dump(exclude_unset=True)
+                for e in client.responses.retrieve(created.id, stream=True, starting_after=1)
+            ]
             done = wait_for(client, created.id)
         assert done.status == "completed" and done.output_text == REPLY
+        # The stream resumed on another server is the same numbered sequence.
+        assert [e["sequence_number"] for e in seen + rest] == list(range(len(seen + rest)))
+        assert rest[-1]["type"] == "response.completed"
+        assert rest[-1]["response"]["output"][0]["content"][0]["text"] == REPLY
         with openai.OpenAI(base_url=f"{second.url}/v1", api_key=theirs, max_retries=0) as other:
             with pytest.raises(openai.NotFoundError):
                 other.responses.retrieve(created.id)
