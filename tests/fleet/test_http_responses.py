@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import openai
+import pydantic
 import pytest
 import redis
 from openai.types.responses import Response
@@ -206,6 +207,20 @@ def test_function_tools_round_trip_plain_and_streamed(sdk: openai.OpenAI) -> Non
         final = stream.get_final_response()
     assert "response.function_call_arguments.done" in kinds
     assert [i.type for i in final.output] == ["function_call"]
+
+
+class Place(pydantic.BaseModel):
+    location: str
+
+
+def test_structured_output_with_the_sdks_parse(
+    sdk: openai.OpenAI, upstream: MockUpstreamProcess
+) -> None:
+    parsed = sdk.responses.parse(model="gpt-4o-mini", input="where?", text_format=Place)
+    assert parsed.output_parsed == Place(location="San Francisco, CA")
+    sent = upstream.last(UPSTREAM_CHAT)["body"]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "Place"
+    assert parsed.text is not None and parsed.text.format.type == "json_schema"
 
 
 def test_unsupported_parameters_are_400_naming_them(sdk: openai.OpenAI) -> None:
