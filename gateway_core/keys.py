@@ -19,6 +19,12 @@ def job_events(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:events"
 
 
+def job_response(job_id: str) -> str:
+    """String (JSON): what an HTTP Responses API ``response`` object says beyond its job (the
+    request's instructions, metadata, tools, the key that made it); expires with the job."""
+    return f"{PREFIX}:job:{{{job_id}}}:response"
+
+
 def job_lease(job_id: str) -> str:
     """String with a TTL: which worker runs the job now; gone when that worker stops renewing."""
     return f"{PREFIX}:job:{{{job_id}}}:lease"

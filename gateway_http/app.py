@@ -36,7 +36,7 @@ from gateway_core.errors import (
     UnknownJob,
 )
 from gateway_core.response import StreamChunk
-from gateway_http import anthropic_messages, openai_chat, openai_embeddings
+from gateway_http import anthropic_messages, openai_chat, openai_embeddings, responses_api
 from gateway_http.access import AccessMiddleware, Drain
 from gateway_http.auth import Authenticator, KeyStore
 from gateway_http.body import BodyRefused, read_json, validate
@@ -376,6 +376,9 @@ def create_app(
     )
     async def embeddings(request: Request) -> Response:
         return await _guarded(request, "openai", lambda: _embeddings(request, door()))
+
+    # OpenAI's Responses API and background mode (issue 16): its own module's routes.
+    responses_api.register(app, door, _guarded, _note)
 
     @app.get(
         "/v1/models",

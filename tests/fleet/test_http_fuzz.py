@@ -48,6 +48,7 @@ from tests.processes import ROOT, MockUpstreamProcess, ServerProcess, WorkerProc
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
 EMBEDDINGS = "/v1/embeddings"
+RESPONSES = "/v1/responses"
 #: L04_HTTP_MAX_BODY for these tests: small, so that bodies over it are cheap to send.
 MAX_BODY = 64 * 1024
 #: The servers' settings: that small body limit, and a short default deadline, so that a request
@@ -282,7 +283,7 @@ def served_post_fields(server: ServerProcess) -> dict[str, list[str]]:
     document = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
     fields = {}
     for path, item in document["paths"].items():
-        if "post" in item:
+        if "post" in item and "requestBody" in item["post"]:  # not a bodiless cancel
             schema = item["post"]["requestBody"]["content"]["application/json"]["schema"]
             if "$ref" in schema:
                 schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
@@ -299,6 +300,13 @@ def check_success(path: str, response: httpx.Response) -> None:
         ], response.text[-500:]
         if path == MESSAGES:
             assert response.text.rstrip().endswith('"type":"message_stop"}'), response.text[-300:]
+        elif path == RESPONSES:  # its last event is the response's end, numbered as the rest
+            last = response.text.rstrip().splitlines()[-1]
+            assert json.loads(last.removeprefix("data: "))["type"] in (
+                "response.completed",
+                "response.incomplete",
+                "response.failed",
+            ), response.text[-300:]
         else:
             assert response.text.endswith("data: [DONE]\n\n"), response.text[-300:]
         return
@@ -307,6 +315,7 @@ def check_success(path: str, response: httpx.Response) -> None:
         CHAT: ("object", "chat.completion"),
         MESSAGES: ("type", "message"),
         EMBEDDINGS: ("object", "list"),
+        RESPONSES: ("object", "response"),
     }
     if path in expected:
         name, value = expected[path]
