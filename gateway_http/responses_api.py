@@ -100,12 +100,12 @@ async def submit_background(
     """Where a background response's job is submitted: an ordinary job of the fleet, streamed
     (its chunks kept, so that its events can be replayed) under the caller's key.
 
-    The one place a background response's job is made: a notification of its end (webhooks:
-    ``response.completed`` / ``.failed`` / ``.cancelled`` / ``.incomplete`` for
-    ``resp_<job id>``, see :func:`responses_object.status_of_answer` and ``status_of_error``)
-    is asked for here.
+    Its end is a webhook event (``response.completed`` / ``.failed`` / ``.cancelled`` /
+    ``.incomplete`` for ``resp_<job id>``): ``notify="response"`` has the script that ends the
+    job write it to the outbox in the same step (gateway_core/lua/webhook.lua), whichever
+    process ends it, so no end goes unannounced.
     """
-    return await gateway.submit(job, job_id, stream=True, key_id=caller.key_id)
+    return await gateway.submit(job, job_id, stream=True, key_id=caller.key_id, notify="response")
 
 
 def _not_found(response_id: str) -> UnknownJob:

@@ -29,7 +29,7 @@ from gateway_core.virtual_keys import VirtualKey, VirtualKeyStore
 from gateway_core.webhooks import new_secret
 from l04.redis_server import LocalRedis, free_port
 from tests.conftest import make_request
-from tests.processes import WorkerProcess
+from tests.processes import ServerProcess, WorkerProcess
 
 GLOBAL_SECRET = new_secret()
 
@@ -299,3 +299,36 @@ def test_a_receiver_down_then_up_gets_the_event_later(
     log = worker.log()
     assert secret not in log and GLOBAL_SECRET not in log
     assert json.dumps(secret)[1:-1] not in log
+
+
+def test_a_background_response_over_http_announces_its_end_to_its_keys_webhook(
+    redis_server: LocalRedis, worker: WorkerProcess, receiver: Receiver
+) -> None:
+    """The whole path a user takes: a key made with a webhook, ``responses.create(background=
+    True)`` through ``l04 serve`` with the openai SDK, and the event at the key's receiver."""
+    secret = new_secret()
+
+    async def key_and_token() -> tuple[VirtualKey, str]:
+        client = redis.asyncio.Redis.from_url(redis_server.url)
+        try:
+            return await VirtualKeyStore(client).create(
+                agent_did="did:key:http-hooks",
+                webhook_url=receiver.url("/http-key"),
+                webhook_secret=secret,
+            )
+        finally:
+            await client.aclose()
+
+    _, token = asyncio.run(key_and_token())
+    server = ServerProcess(redis_server.url).start()
+    try:
+        with openai.OpenAI(base_url=f"{server.url}/v1", api_key=token, max_retries=0) as sdk:
+            created = sdk.responses.create(model="mock", input="announce me", background=True)
+            assert created.status == "queued"
+            (got,) = receiver.wait_for("/http-key", 1, timeout=15)
+            event = got.unwrap(secret)
+            assert event.type == "response.completed" and event.data.id == created.id
+            assert sdk.responses.retrieve(created.id).status == "completed"
+    finally:
+        server.stop(timeout=10)
+    assert token not in server.log() and secret not in server.log()
