@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway_core.errors import InvalidParameters
 from gateway_core.request import InferenceRequest, parse_request
 from gateway_http.content import check_tools, image_part
-from gateway_http.door import Caller, JobOptions, L04Extension
+from gateway_http.door import Caller, JobOptions, L04Extension, openai_metadata
 from gateway_http.responses_object import ResponseRecord, owner_of, response_id
 
 
@@ -298,10 +298,7 @@ def to_request(body: ResponsesBody, caller: Caller, options: JobOptions) -> Infe
         t.name for t in tools
     }:
         raise _invalid(f"tool_choice names no tool of the request: {tool_choice!r}", "tool_choice")
-    metadata: dict[str, Any] = dict(body.metadata or {})
-    for name in ("user", "safety_identifier", "prompt_cache_key"):
-        if getattr(body, name) is not None:
-            metadata.setdefault(f"openai.{name}", getattr(body, name))
+    metadata = openai_metadata(body)
     fields: dict[str, Any] = {
         "request_id": options.request_id,
         "agent_did": caller.agent_did,
