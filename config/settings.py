@@ -24,6 +24,7 @@ from gateway_core.redis_url import (
     is_sentinel_url,
     redis_url_problem,
 )
+from gateway_core.webhooks import secret_problem, webhook_url_problem
 
 
 class GatewaySettings(BaseSettings):
@@ -109,6 +110,19 @@ class GatewaySettings(BaseSettings):
     usage_outbox_max: int = Field(default=100_000, gt=0, alias="L04_USAGE_OUTBOX_MAX")
     l01_events_path: str = Field(default="/api/v1/events", alias="L04_L01_EVENTS_PATH")
 
+    # Webhooks (README "Webhooks"): every event goes to L04_WEBHOOK_URL, signed with
+    # L04_WEBHOOK_SECRET (whsec_ and base64, as OpenAI's); a virtual key's own webhook (`l04 keys
+    # create --webhook-url`) gets its objects' events too. A delivery that fails is retried with
+    # a backoff from L04_WEBHOOK_BACKOFF_S (doubling, capped at an hour, jittered) for
+    # L04_WEBHOOK_RETRY_HOURS after the event, then dropped. Each attempt may take
+    # L04_WEBHOOK_TIMEOUT seconds; a delivery whose worker died is tried again by another after
+    # that plus WEBHOOK_LEASE_MARGIN_S.
+    webhook_url: str | None = Field(default=None, alias="L04_WEBHOOK_URL")
+    webhook_secret: SecretStr | None = Field(default=None, alias="L04_WEBHOOK_SECRET")
+    webhook_retry_hours: float = Field(default=72.0, gt=0, le=8760, alias="L04_WEBHOOK_RETRY_HOURS")
+    webhook_backoff_s: float = Field(default=5.0, gt=0, le=3600, alias="L04_WEBHOOK_BACKOFF_S")
+    webhook_timeout: float = Field(default=10.0, gt=0, le=300, alias="L04_WEBHOOK_TIMEOUT")
+
     # Worker logs: one JSON object per line with the job's ids ("json"), or Celery's text.
     log_format: Literal["json", "text"] = Field(default="json", alias="L04_LOG_FORMAT")
 
@@ -182,6 +196,33 @@ class GatewaySettings(BaseSettings):
         if url is not None and (why := redis_url_problem(url)) is not None:
             raise ValueError(why)
         return url
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, url: str | None) -> str | None:
+        if url is None or url == "":
+            return None
+        if (why := webhook_url_problem(url)) is not None:
+            raise ValueError(why)
+        return url
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None or secret.get_secret_value() == "":
+            return None
+        if (why := secret_problem(secret.get_secret_value())) is not None:
+            raise ValueError(why)
+        return secret
+
+    @model_validator(mode="after")
+    def _webhook_pair(self) -> GatewaySettings:
+        if (self.webhook_url is None) != (self.webhook_secret is None):
+            raise ValueError(
+                "L04_WEBHOOK_URL and L04_WEBHOOK_SECRET: set both (events are always signed) "
+                "or neither"
+            )
+        return self
 
     @field_validator("worker_providers", mode="before")
     @classmethod

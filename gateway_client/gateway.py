@@ -15,6 +15,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from redis.asyncio import Redis
 
 from config.catalog import Catalog, ModelSpec, cached_catalog
@@ -24,7 +26,7 @@ from gateway_client.health import fleet_health
 from gateway_client.job_store import JobStore
 from gateway_client.listener import EventListener
 from gateway_client.router import LLMRouter, embedding_model, measured_latencies
-from gateway_core import metrics, tokens
+from gateway_core import genai_attributes, metrics, tokens, trace_context
 from gateway_core.breakers import BreakerState, catalog_breakers, read_states
 from gateway_core.embeddings import EmbeddingRequest, parse_embedding_request
 from gateway_core.errors import (
@@ -52,12 +54,16 @@ from gateway_core.request import InferenceRequest, RoutingStrategy, parse_reques
 from gateway_core.response import InferenceResponse, StreamChunk
 from gateway_core.store_errors import job_store_errors
 from gateway_core.virtual_keys import KeyCache, VirtualKey, VirtualKeyStore
+from gateway_core.webhooks import notify_field
 from gateway_core.wire import JOB_ID_PATTERN, make_envelope
 from tasks.app_config import create_app
 from tasks.message import build_task_message, publish_job, redis_list_for
 from tasks.queue_depth import read_depths
 
 PROMPT_PREVIEW_CHARS = 120
+
+#: The OpenTelemetry API's tracer: the application's TracerProvider decides what it records.
+_tracer = trace.get_tracer("l04.gateway_client")
 
 
 def _count_refusal(error: GatewayError, request: object) -> None:
@@ -185,16 +191,22 @@ class ModelGateway:
         *,
         stream: bool = False,
         key_id: str | None = None,
+        notify: str | None = None,
     ) -> JobHandle:
         """Enqueue ``request``; the same ``job_id`` submitted twice is one job.
 
         ``key_id``: the virtual key the job came through (the HTTP front door), whose own
         limits the workers' admission applies beside the model's and the agent's. Its models
         bound the routing (E4409), and an unknown, revoked or expired key is E4408.
+
+        ``notify``: send a webhook when the job ends (a background response): ``"response"``
+        (the event's ``data.id`` is ``resp_<job_id>``) or ``"response:<id>"`` for another id.
+        Whichever way the job ends, the same Lua script that ends it adds the event to the
+        webhook outbox (README "Webhooks"); anything else is E4500.
         """
         try:
             with job_store_errors():
-                return await self._submit(request, job_id, stream, key_id)
+                return await self._submit(request, job_id, stream, key_id, notify)
         except GatewayError as error:
             _count_refusal(error, request)
             raise
@@ -224,12 +236,42 @@ class ModelGateway:
         job_id: str | None,
         stream: bool,
         key_id: str | None = None,
+        notify: str | None = None,
+    ) -> JobHandle:
+        """The submit, in the span ``l04.submit`` (the parent of the workers' spans)."""
+        with _tracer.start_as_current_span(
+            "l04.submit", kind=SpanKind.PRODUCER, record_exception=False
+        ) as span:
+            try:
+                handle = await self._submit_traced(request, job_id, stream, key_id, notify, span)
+            except GatewayError as error:
+                span.set_attribute("error.type", error.code)
+                span.set_status(Status(StatusCode.ERROR, error.code))
+                raise
+            if span.is_recording():
+                span.set_attribute("l04.job_id", handle.job_id)
+            return handle
+
+    async def _submit_traced(
+        self,
+        request: InferenceRequest | EmbeddingRequest,
+        job_id: str | None,
+        stream: bool,
+        key_id: str | None,
+        notify: str | None,
+        span: trace.Span,
     ) -> JobHandle:
         kind = JobKind.EMBED if isinstance(request, EmbeddingRequest) else JobKind.CHAT
         request = self._parsed(request)
         if job_id is not None and not JOB_ID_PATTERN.match(job_id):
             raise InvalidRequest("job_id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
         job_id = job_id or uuid.uuid4().hex
+        notify_as = None
+        if notify is not None:
+            try:
+                notify_as = notify_field(notify, job_id)
+            except ValueError as exc:
+                raise InvalidParameters(str(exc)) from None
         chain = await self._chain(request, key_id)
         spec = chain[0]
         now = time.time()
@@ -253,6 +295,16 @@ class ModelGateway:
             fields["kind"] = kind.value
         if key_id is not None:
             fields["key_id"] = key_id
+        if notify_as is not None:  # read by gateway_core/lua/webhook.lua when the job ends
+            fields["notify"] = notify_as
+        # The caller's trace (this submit's span), for the workers' spans to join it.
+        fields.update(trace_context.current_fields())
+        if span.is_recording():
+            span.set_attributes(
+                genai_attributes.request_attributes(
+                    genai_attributes.operation(kind.value), spec.provider, spec.model_id
+                )
+            )
         expire_at_ms = int((deadline + self.settings.result_ttl) * 1000)
         fields["reply_to"] = await self._listener.expect(
             job_id, deadline - now + self.settings.deadline_grace

@@ -24,6 +24,7 @@ from gateway_core.embeddings import EmbeddingResponse
 from gateway_core.errors import InvalidRequest, JobCancelled, error_from_payload, unknown_job
 from gateway_core.job_records import JobEvent, JobKind
 from gateway_core.job_states import FinishOutcome, JobState
+from gateway_core.job_timeline import JobTrace, read_trace
 from gateway_core.response import InferenceResponse, StreamChunk
 from gateway_core.store_errors import job_store_errors
 
@@ -145,6 +146,15 @@ class JobHandle:
             if info.get("deadline")
             else None,
         )
+
+    async def timeline(self) -> JobTrace:
+        """The job's steps so far (created, claimed, deferred, failed over, first chunk, ended),
+        from Redis alone: what ``l04 trace`` prints. E4406 once its record expired."""
+        with job_store_errors():
+            trace = await read_trace(self._store.redis, self.job_id)
+        if trace is None:
+            raise unknown_job(self.job_id)
+        return trace
 
     async def cancel(self) -> bool:
         """Cancel the job unless it already ended. True if this call cancelled it.

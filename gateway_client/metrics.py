@@ -17,8 +17,14 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from gateway_core import keys
 from gateway_core.breakers import read_states_sync
-from gateway_core.metrics import CIRCUIT_BREAKER_STATE_NAME, QUEUE_DEPTH_NAME, set_gateway_info
+from gateway_core.metrics import (
+    CIRCUIT_BREAKER_STATE_NAME,
+    QUEUE_DEPTH_NAME,
+    USAGE_OUTBOX_NAME,
+    register_gateway_info,
+)
 from gateway_core.queues import is_redis_broker, queue_name
 from gateway_core.redis_pool import make_sync_redis
 from gateway_core.redis_url import SentinelOptions
@@ -28,7 +34,8 @@ log = logging.getLogger(__name__)
 
 
 class FleetStateCollector(Collector):
-    """Breaker states and queue depths, read from Redis (and the broker) at each scrape."""
+    """Breaker states, queue depths and the usage outbox's length, read from Redis (and the
+    broker) at each scrape."""
 
     def __init__(
         self,
@@ -60,7 +67,11 @@ class FleetStateCollector(Collector):
         depth = GaugeMetricFamily(
             QUEUE_DEPTH_NAME, "Jobs waiting in a queue, by priority", labels=["queue", "priority"]
         )
+        outbox = GaugeMetricFamily(
+            USAGE_OUTBOX_NAME, "Usage events in the outbox, not yet delivered to L01"
+        )
         try:
+            outbox.add_metric([], float(self._redis.xlen(keys.USAGE_OUTBOX)))
             for provider, state in read_states_sync(self._redis, self._providers).items():
                 breakers.add_metric([provider], float(state))
             queues = [queue_name(p) for p in self._providers]
@@ -74,6 +85,7 @@ class FleetStateCollector(Collector):
             log.warning("fleet state not collected: %s", type(exc).__name__)
         yield breakers
         yield depth
+        yield outbox
 
 
 _served: dict[int, Any] = {}
@@ -92,7 +104,7 @@ def serve_metrics(
 
     With ``redis_url``, the fleet's breaker states and queue depths are served too.
     """
-    set_gateway_info()
+    register_gateway_info()
     if redis_url is not None and not _served:
         REGISTRY.register(
             FleetStateCollector(redis_url, broker_url or redis_url, providers or [], sentinel)
@@ -125,6 +137,7 @@ def serve_multiprocess_metrics(
     """
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)
+    register_gateway_info(registry)  # once for the host, not once per process
     registry.register(
         FleetStateCollector(redis_url, broker_url or redis_url, providers or [], sentinel)
     )

@@ -14,6 +14,7 @@ from config.settings import GatewaySettings
 from gateway_client.gateway import ModelGateway
 from gateway_client.handle import EmbeddingJob, JobHandle, JobStatus
 from gateway_core.embeddings import EmbeddingRequest, EmbeddingResponse
+from gateway_core.job_timeline import JobTrace
 from gateway_core.request import InferenceRequest
 from gateway_core.response import InferenceResponse, StreamChunk
 
@@ -62,6 +63,9 @@ class SyncJobHandle:
 
     def status(self) -> JobStatus:
         return self._runner.run(self._handle.status())
+
+    def timeline(self) -> JobTrace:
+        return self._runner.run(self._handle.timeline())
 
     def cancel(self) -> bool:
         return self._runner.run(self._handle.cancel())

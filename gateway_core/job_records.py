@@ -1,7 +1,8 @@
 """A job's record in Redis as both sides read it, and how a transition is run.
 
 Keys (see :mod:`gateway_core.keys`): a hash with the job's state and request, a stream with its
-events, a lease naming the worker that runs it; all of them expire. The states and transitions
+events, a lease naming the worker that runs it, a timeline of its steps (read by ``l04 trace``,
+:mod:`gateway_core.job_timeline`); all of them expire. The states and transitions
 are drawn in :mod:`gateway_core.job_states`. The producer's transitions (create, cancel, expire)
 are in :mod:`gateway_client.job_store`, the worker's (claim, append, finish, renew, defer,
 release, hand off) in :mod:`workers.job_store`; both build on :class:`JobRecords`.

@@ -19,9 +19,22 @@ def job_events(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:events"
 
 
+def job_response(job_id: str) -> str:
+    """String (JSON): what an HTTP Responses API ``response`` object says beyond its job (the
+    request's instructions, metadata, tools, the key that made it); expires with the job."""
+    return f"{PREFIX}:job:{{{job_id}}}:response"
+
+
 def job_lease(job_id: str) -> str:
     """String with a TTL: which worker runs the job now; gone when that worker stops renewing."""
     return f"{PREFIX}:job:{{{job_id}}}:lease"
+
+
+def job_timeline(job_id: str) -> str:
+    """List: the job's timeline, one JSON entry per step (created, claimed, deferred, ...), for
+    ``l04 trace``; written by the transitions' scripts (``gateway_core/lua/timeline.lua``, which
+    spells it the same), capped, and expiring with the record."""
+    return f"{PREFIX}:job:{{{job_id}}}:timeline"
 
 
 def job_channel(job_id: str) -> str:
@@ -222,3 +235,22 @@ def idempotency(job_id: str) -> str:
     """The fingerprint of the request an HTTP ``Idempotency-Key`` (its job ``job_id``) was first
     used with (gateway_http/door.py)."""
     return f"{PREFIX}:idem:{{{job_id}}}"
+
+
+WEBHOOK_OUTBOX = f"{PREFIX}:webhooks:outbox"
+"""Sorted set: the webhook outbox (:mod:`gateway_core.webhooks`). Each member is one delivery
+(an event, the key it belongs to, where it goes, its attempts so far), scored by the server time
+(ms) it is due; a deliverer that takes one pushes its score a lease ahead, so that if it dies the
+delivery is due again. The Lua scripts that add to it spell it the same (gateway_core/lua/
+webhook.lua): like the queue bells, it is for one Redis (or Sentinel), not Cluster."""
+
+WEBHOOK_BELL = f"{PREFIX}:webhooks:bell"
+"""List: one token per event added to the webhook outbox (capped), so that an idle deliverer
+waits on it with BRPOP and sends a new event at once, without polling."""
+
+
+def virtual_key_webhook(key_id: str) -> str:
+    """Hash: a virtual key's webhook, ``url`` and ``secret`` (``whsec_...``), apart from the
+    key's record, so that the secret never travels with the record (authentication, caches,
+    ``l04 keys list``); only deliverers read it."""
+    return f"{PREFIX}:vkey:webhook:{key_id}"

@@ -2,7 +2,8 @@
 
 A package's scripts live in its ``lua/`` folder (``workers/lua/job_claim.lua``). A line
 ``-- include: <name>`` in a script is replaced by the shared file ``gateway_core/lua/<name>.lua``
-(the server clock, the job's event helpers), so that each helper is written once. Every script
+(the server clock, the job's event helpers), so that each helper is written once; a shared
+file may include another the same way (``job`` includes ``webhook``). Every script
 opens with a header naming its KEYS and ARGV, what it returns, and its edge cases;
 ``tests/redis/test_lua_scripts.py`` runs each edge case against a real redis-server.
 """
@@ -33,7 +34,10 @@ def _shared(name: str, where: str) -> str:
         raise FileNotFoundError(
             f"{where} includes {name!r}: there is no gateway_core/lua/{name}.lua"
         )
-    return path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
+    return _INCLUDE.sub(
+        lambda match: _shared(match.group(1).strip(), f"gateway_core/lua/{name}.lua"), text
+    )
 
 
 def register(redis: Any, package: str, name: str) -> Any:

@@ -8,8 +8,10 @@ whichever process serves it.
 
 Each process serves its own registry (``l04 worker --metrics-port P``, or
 :func:`gateway_client.metrics.serve_metrics` in a producer); Prometheus sums across processes.
-``l04_gateway`` is the seed's Info metric in the form every mode of prometheus_client can
-export: a gauge of 1 whose labels carry the version and the layer. Label values stay bounded:
+The seed's Info metric ``l04_gateway`` is exported as prometheus_client's ``Info`` exports it,
+``l04_gateway_info{layer="L04",version="..."} 1``, by :class:`GatewayInfo`, a collector each
+serving registry holds once (``Info`` itself does not work in multiprocess mode, where the
+sum over N processes would show it N times or not at all). Label values stay bounded:
 model and provider come from the catalog, and ``agent_did`` keeps its own value for the first
 :data:`MAX_AGENT_LABELS` agents a process sees and ``other`` after that.
 """
@@ -17,8 +19,11 @@ model and provider come from the catalog, and ``agent_did`` keeps its own value 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import InfoMetricFamily
+from prometheus_client.registry import Collector
 
 from gateway_core import __version__
 
@@ -49,6 +54,7 @@ RATE_LIMIT_REJECTIONS = Counter(
 # Read from Redis at scrape time (gateway_client.metrics.FleetStateCollector), not counted here.
 CIRCUIT_BREAKER_STATE_NAME = "l04_circuit_breaker_state"
 QUEUE_DEPTH_NAME = "l04_queue_depth"
+USAGE_OUTBOX_NAME = "l04_usage_outbox_events"
 ACTIVE_REQUESTS = Gauge(
     "l04_active_requests",
     "Provider calls in flight",
@@ -58,12 +64,7 @@ ACTIVE_REQUESTS = Gauge(
 TOKEN_USAGE = Counter(
     "l04_token_usage_total", "Tokens used, by direction (input, output)", ["direction", "model"]
 )
-GATEWAY = Gauge(
-    "l04_gateway",
-    "Gateway metadata (the seed's Info)",
-    ["version", "layer"],
-    multiprocess_mode="max",
-)
+GATEWAY_INFO_NAME = "l04_gateway"  # exported as l04_gateway_info, the Info suffix
 
 # -- what an operator of a queue needs ---------------------------------------------------------
 QUEUE_WAIT = Histogram(
@@ -87,6 +88,12 @@ FAILOVERS = Counter(
 )
 COST = Counter("l04_cost_usd_total", "Cost of the answers, from the catalog's prices", ["model"])
 CACHE_ERRORS = Counter("l04_cache_errors_total", "Cache and embedding errors", ["code"])
+WORKER_PROCESSES = Gauge(
+    "l04_worker_processes",
+    "Worker processes serving a queue (1 per live process; summed over a host's processes)",
+    ["queue"],
+    multiprocess_mode="livesum",
+)
 ORPHANED_JOBS = Counter(
     "l04_orphaned_jobs_total",
     "Queued jobs whose broker message was lost: put back on their queue (requeued), or failed"
@@ -130,8 +137,31 @@ class _AgentLabels:
 agent_label = _AgentLabels()
 
 
-def set_gateway_info() -> None:
-    GATEWAY.labels(version=__version__, layer="L04").set(1)
+class GatewayInfo(Collector):
+    """The seed's Info metric, one sample per registry whatever the number of processes."""
+
+    def collect(self) -> Iterator[InfoMetricFamily]:
+        yield InfoMetricFamily(
+            GATEWAY_INFO_NAME,
+            "Gateway metadata (the seed's Info)",
+            value={"version": __version__, "layer": "L04"},
+        )
+
+
+_default_registry_lock = threading.Lock()
+_default_registry_has_info = threading.Event()
+
+
+def register_gateway_info(registry: CollectorRegistry | None = None) -> None:
+    """Add :class:`GatewayInfo` to ``registry`` (a fresh one, built per scrape or per server),
+    or without one to the process's default registry, once however often it is called."""
+    if registry is not None:
+        registry.register(GatewayInfo())
+        return
+    with _default_registry_lock:
+        if not _default_registry_has_info.is_set():
+            REGISTRY.register(GatewayInfo())
+            _default_registry_has_info.set()
 
 
 # -- the HTTP front door (`l04 serve`) ---------------------------------------------------------
@@ -158,4 +188,18 @@ HTTP_OPEN_STREAMS = Gauge(
     "l04_http_open_streams",
     "Server-Sent Event streams the front door has open",
     multiprocess_mode="livesum",
+)
+
+# -- webhooks (workers/webhook_delivery.py) ----------------------------------------------------
+WEBHOOK_DELIVERIES = Counter(
+    "l04_webhook_deliveries_total",
+    "Webhook attempts by event type and outcome: delivered (2xx), retry (non-2xx, timeout or"
+    " unreachable: tried again later), dropped (past L04_WEBHOOK_RETRY_HOURS, or no target)",
+    ["event", "outcome"],
+)
+WEBHOOK_OUTBOX_PENDING = Gauge(
+    "l04_webhook_outbox_pending",
+    "Webhook deliveries waiting in the Redis outbox (due or scheduled for a retry), as a"
+    " deliverer last read it",
+    multiprocess_mode="livemax",
 )

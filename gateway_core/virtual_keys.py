@@ -44,6 +44,7 @@ from gateway_core import keys
 from gateway_core.errors import InvalidParameters, KeyRefused, ModelNotAllowed, invalid
 from gateway_core.request import AGENT_DID_PATTERN, MAX_AGENT_DID_CHARS
 from gateway_core.store_errors import job_store_errors
+from gateway_core.webhooks import secret_problem, webhook_url_problem
 
 KEY_PREFIX = "sk-l04-"
 #: What a key looks like (the random part is 43 characters when made here; longer is accepted
@@ -96,6 +97,8 @@ class VirtualKey(BaseModel):
     expires_at: float | None = Field(default=None, allow_inf_nan=False)
     revoked_at: float | None = Field(default=None, allow_inf_nan=False)
     last_used_at: float | None = Field(default=None, allow_inf_nan=False)
+    # Where this key's objects' webhook events go (its secret is apart: keys.virtual_key_webhook).
+    webhook_url: str | None = Field(default=None, max_length=2048)
 
     @field_validator("agent_did")
     @classmethod
@@ -105,6 +108,13 @@ class VirtualKey(BaseModel):
                 "agent_did must be a DID: did:<method>:<id> (method a-z 0-9; id of A-Z a-z 0-9 "
                 ". - _ : and %-escapes)"
             )
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is not None and (why := webhook_url_problem(value)) is not None:
+            raise ValueError(f"webhook_url {why}")
         return value
 
     @field_validator("name")
@@ -214,14 +224,24 @@ class VirtualKeyStore:
         cost_quota: float | None = None,
         quota_period_s: int = DEFAULT_QUOTA_PERIOD_S,
         expires_in_s: float | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> tuple[VirtualKey, str]:
         """Make a key: its record and the key itself, which is shown this once and never stored.
+
+        ``webhook_url`` with ``webhook_secret`` (``whsec_...``, from
+        :func:`gateway_core.webhooks.new_secret`): the key's own webhook, stored beside the
+        record in the same transaction (a deliverer must sign with the secret, so it is kept).
 
         Bad values are E4500 naming each field. ``models`` should be catalog ids (the caller
         resolves aliases; gateway_core knows no catalog).
         """
         if expires_in_s is not None and not (math.isfinite(expires_in_s) and expires_in_s > 0):
             raise InvalidParameters("expires_in_s must be a positive number of seconds")
+        if (webhook_url is None) != (webhook_secret is None):
+            raise InvalidParameters("a key's webhook needs both its URL and its secret")
+        if webhook_secret is not None and (why := secret_problem(webhook_secret)) is not None:
+            raise InvalidParameters(f"webhook secret: {why}")
         now = time.time()
         try:
             record = VirtualKey(
@@ -236,17 +256,20 @@ class VirtualKeyStore:
                 quota_period_s=quota_period_s,
                 created_at=now,
                 expires_at=None if expires_in_s is None else now + expires_in_s,
+                webhook_url=webhook_url,
             )
         except pydantic.ValidationError as exc:
             raise invalid("virtual key", exc) from None
         secret = new_key()
         digest = hash_key(secret)
         with self._errors():
-            while not await self._write(record, digest):
+            while not await self._write(record, digest, webhook_secret):
                 record = record.model_copy(update={"id": new_key_id()})  # an id taken: another
         return record, secret
 
-    async def _write(self, record: VirtualKey, digest: str) -> bool:
+    async def _write(
+        self, record: VirtualKey, digest: str, webhook_secret: str | None = None
+    ) -> bool:
         """Write the record, its id and its place in the set at once; False if the id is taken."""
         by_id = keys.virtual_key_id(record.id)
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -257,6 +280,11 @@ class VirtualKeyStore:
             pipe.hset(keys.virtual_key(digest), mapping=record.to_fields())  # type: ignore[arg-type]
             pipe.set(by_id, digest)
             pipe.sadd(keys.VIRTUAL_KEYS, record.id)
+            if record.webhook_url is not None and webhook_secret is not None:
+                pipe.hset(
+                    keys.virtual_key_webhook(record.id),
+                    mapping={"url": record.webhook_url, "secret": webhook_secret},
+                )
             await pipe.execute()
         return True
 
@@ -270,6 +298,17 @@ class VirtualKeyStore:
                 return None
             raw = await self._redis.hgetall(keys.virtual_key(_text(digest)))
         return VirtualKey.from_fields(raw) if raw else None
+
+    async def webhook(self, key_id: str) -> tuple[str, str] | None:
+        """The key's webhook, ``(url, secret)``, or None (no such key, or none set). Only
+        deliverers call this: the secret signs, and goes nowhere else."""
+        if not KEY_ID_PATTERN.fullmatch(key_id):
+            return None
+        with self._errors():
+            raw = await self._redis.hmget(keys.virtual_key_webhook(key_id), ["url", "secret"])
+        if raw[0] is None or raw[1] is None:
+            return None
+        return _text(raw[0]), _text(raw[1])
 
     async def list(self) -> builtins.list[VirtualKey]:
         """Every key, revoked and expired ones too, oldest first."""

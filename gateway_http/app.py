@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,6 +25,7 @@ from starlette.responses import Response
 from config.settings import GatewaySettings, load_settings
 from gateway_client.gateway import ModelGateway
 from gateway_client.handle import JobHandle
+from gateway_client.metrics import FleetStateCollector
 from gateway_core import keys
 from gateway_core.errors import (
     BrokerUnavailable,
@@ -34,7 +36,7 @@ from gateway_core.errors import (
     UnknownJob,
 )
 from gateway_core.response import StreamChunk
-from gateway_http import anthropic_messages, openai_chat, openai_embeddings
+from gateway_http import anthropic_messages, openai_chat, openai_embeddings, responses_api
 from gateway_http.access import AccessMiddleware, Drain
 from gateway_http.auth import Authenticator, KeyStore
 from gateway_http.batch_routes import BatchService, add_batch_routes
@@ -53,10 +55,11 @@ from gateway_http.door import (
     wait_for_answer,
 )
 from gateway_http.errors import Dialect, HttpError, request_error
-from gateway_http.metrics_endpoint import metrics_response
+from gateway_http.metrics_endpoint import fleet_registry, metrics_response
 from gateway_http.models import model_list, model_object
 from gateway_http.openapi import document, error_responses, operation
 from gateway_http.sse import EventStreamResponse
+from gateway_http.tracing import TraceContextMiddleware
 
 log = logging.getLogger("l04.http")
 
@@ -76,6 +79,14 @@ class Door:
         self.drain = drain
         # How long an Idempotency-Key's request is remembered: as long as its answer is.
         self.ttl = settings.result_ttl + settings.http_timeout + settings.deadline_grace
+        self.fleet_metrics = fleet_registry(
+            FleetStateCollector(
+                settings.redis_url,
+                settings.effective_broker_url,
+                sorted(gateway.catalog.providers),
+                settings.sentinel,
+            )
+        )
 
 
 def _error(error: HttpError, dialect: Dialect, headers: dict[str, str] | None = None) -> Response:
@@ -321,6 +332,7 @@ def create_app(
         redoc_url=None,
     )
     app.add_middleware(AccessMiddleware, drain=drain)
+    app.add_middleware(TraceContextMiddleware)  # outermost: the access log is in the trace
     app.openapi = lambda: document(app)  # type: ignore[method-assign]
 
     @app.exception_handler(StarletteHTTPException)
@@ -373,6 +385,9 @@ def create_app(
     async def embeddings(request: Request) -> Response:
         return await _guarded(request, "openai", lambda: _embeddings(request, door()))
 
+    # OpenAI's Responses API and background mode (issue 16): its own module's routes.
+    responses_api.register(app, door, _guarded, _note)
+
     @app.get(
         "/v1/models",
         tags=["OpenAI"],
@@ -419,7 +434,7 @@ def create_app(
     @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics of this server")
     async def prometheus(request: Request) -> Response:
         _note(request, "/metrics")
-        return metrics_response()
+        return await run_in_threadpool(metrics_response, door().fleet_metrics)
 
     return app
 

@@ -146,8 +146,9 @@ async def create(
         priority="low",
         agent_did=caller.agent_did,
         completion_window_s=window,
+        notify=batch_id,  # batch.completed, .failed, .expired, .cancelled: webhooks
+        key_id=caller.key_id,
         http={
-            "key_id": caller.key_id or "",
             "input_file_id": stored.id,
             "endpoint": body.endpoint,
             "completion_window": body.completion_window,

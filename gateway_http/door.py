@@ -305,3 +305,14 @@ def check_model(caller: Caller, catalog: Catalog, name: str) -> None:
             f"this key may not use model {spec.model_id!r}",
             details={"param": "model", "model_id": spec.model_id},
         )
+
+
+def openai_metadata(body: Any) -> dict[str, Any]:
+    """An OpenAI request's ``metadata``, with its caller identifiers (``user``,
+    ``safety_identifier``, ``prompt_cache_key``) kept as ``openai.<name>``: they change no
+    answer, so they pass, and they stay with the job for whoever reads it."""
+    metadata: dict[str, Any] = dict(getattr(body, "metadata", None) or {})
+    for name in ("user", "safety_identifier", "prompt_cache_key"):
+        if getattr(body, name, None) is not None:
+            metadata.setdefault(f"openai.{name}", getattr(body, name))
+    return metadata

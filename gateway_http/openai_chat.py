@@ -19,7 +19,7 @@ from gateway_core.errors import InvalidParameters
 from gateway_core.request import InferenceRequest, parse_request
 from gateway_core.response import InferenceResponse, TokenUsage
 from gateway_http.content import check_tools, image_part
-from gateway_http.door import Caller, JobOptions, L04Extension
+from gateway_http.door import Caller, JobOptions, L04Extension, openai_metadata
 
 FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter", "function_call"}
 
@@ -180,10 +180,7 @@ def to_request(body: ChatCompletionBody, caller: Caller, options: JobOptions) ->
             "max_tokens and max_completion_tokens disagree: send one",
             details={"param": "max_tokens"},
         )
-    metadata: dict[str, Any] = dict(body.metadata or {})
-    for name in ("user", "safety_identifier", "prompt_cache_key"):
-        if getattr(body, name) is not None:
-            metadata.setdefault(f"openai.{name}", getattr(body, name))
+    metadata = openai_metadata(body)
     fields: dict[str, Any] = {
         "request_id": options.request_id,
         "agent_did": caller.agent_did,

@@ -29,6 +29,7 @@ from typing import Any
 
 import uvicorn
 
+from config import tracing
 from config.settings import GatewaySettings, load_settings
 from gateway_http.access import Drain
 
@@ -57,6 +58,8 @@ def app_from_env() -> Any:
     """The application as configured by the environment (uvicorn's factory, in each process)."""
     from gateway_http.app import create_app
 
+    # Here, in each server process: OTEL_* decide (README "Tracing"); _run flushes at the end.
+    tracing.setup_tracing("l04-serve")
     settings = load_settings()
     no_auth = os.environ.get(NO_AUTH_ENV) == "1"
     if no_auth:
@@ -131,7 +134,10 @@ def _run(server: DrainingServer, sockets: list[socket.socket] | None = None) -> 
     # server has done what SIGTERM asks and exits 0 instead.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    server.run(sockets=sockets)
+    try:
+        server.run(sockets=sockets)
+    finally:
+        tracing.shutdown_tracing()  # the drained requests' spans, exported before the exit
 
 
 def _child(config: uvicorn.Config, sock: socket.socket, log_level: str, grace: float) -> None:

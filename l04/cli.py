@@ -13,6 +13,7 @@ from gateway_core.errors import GatewayError
 from l04.batch_cmd import add_batch_commands
 from l04.dlq_cmd import add_dlq_commands
 from l04.keys_cmd import add_keys_commands
+from l04.trace_cmd import add_trace_command
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_batch_commands(sub)
     add_dlq_commands(sub)
     add_keys_commands(sub)
+    add_trace_command(sub)
 
     health = sub.add_parser("health", help="Redis, workers per queue, queue depths")
     health.set_defaults(func=_cmd_health)

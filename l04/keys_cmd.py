@@ -1,8 +1,10 @@
 """``l04 keys``: make, list and revoke the virtual keys of the HTTP front door.
 
-``create`` prints the new key once (it is not stored, only its SHA-256 is); ``list`` never
-prints a key or its hash. ``--models`` takes catalog ids or aliases and stores catalog ids, so
-an alias names the same model for as long as the catalog says so. Bad input is a message on
+``create`` prints the new key once (it is not stored, only its SHA-256 is), and with
+``--webhook-url`` the key's webhook secret once (stored, to sign; never printed again); ``list``
+never prints a key, its hash or its webhook secret (a key's webhook URL, yes). ``--models``
+takes catalog ids or aliases and stores catalog ids, so an alias names the same model for as
+long as the catalog says so. Bad input is a message on
 stderr and exit status 2; revoking an unknown id is exit status 1.
 """
 
@@ -26,6 +28,7 @@ from gateway_core.virtual_keys import (
     VirtualKey,
     VirtualKeyStore,
 )
+from gateway_core.webhooks import new_secret, webhook_url_problem
 
 T = TypeVar("T")
 
@@ -79,6 +82,12 @@ def _did(text: str) -> str:
             f"{text[:80]!r} is not a DID: did:<method>:<id> (method a-z 0-9; id of A-Z a-z 0-9 "
             ". - _ : and %-escapes), at most 256 characters"
         )
+    return text
+
+
+def _webhook_url(text: str) -> str:
+    if (why := webhook_url_problem(text)) is not None:
+        raise argparse.ArgumentTypeError(f"the webhook URL {why}")
     return text
 
 
@@ -167,6 +176,8 @@ def cmd_create(args: argparse.Namespace) -> int:
         print(f"l04 keys create: --models: {exc}", file=sys.stderr)
         return 2
 
+    webhook_secret = new_secret() if args.webhook_url is not None else None
+
     async def work(store: VirtualKeyStore) -> tuple[VirtualKey, str]:
         return await store.create(
             agent_did=args.agent,
@@ -178,11 +189,16 @@ def cmd_create(args: argparse.Namespace) -> int:
             cost_quota=args.cost_quota,
             quota_period_s=round(args.quota_period),
             expires_in_s=args.expires_in,
+            webhook_url=args.webhook_url,
+            webhook_secret=webhook_secret,
         )
 
     key, secret = _with_store(work)
     if args.json:
-        print(json.dumps({"key": secret, **_as_json(key)}))
+        shown = {"key": secret, **_as_json(key)}
+        if webhook_secret is not None:
+            shown["webhook_secret"] = webhook_secret
+        print(json.dumps(shown))
         return 0
     print(secret)
     print(f"id: {key.id}")
@@ -190,6 +206,13 @@ def cmd_create(args: argparse.Namespace) -> int:
     print(f"models: {', '.join(key.models) or 'any'}")
     print(f"limits: {_limits(key)}")
     print(f"expires: {_when(key.expires_at) if key.expires_at else 'never'}")
+    if webhook_secret is not None:
+        print(f"webhook: {key.webhook_url}")
+        print(f"webhook secret: {webhook_secret}")
+        print(
+            "The key and its webhook secret are shown this once: store them now.", file=sys.stderr
+        )
+        return 0
     print("The key is shown this once: store it now.", file=sys.stderr)
     return 0
 
@@ -202,7 +225,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not found:
         print("no virtual keys", file=sys.stderr)
         return 0
-    columns = ("ID", "NAME", "AGENT", "MODELS", "LIMITS", "CREATED", "EXPIRES", "LAST USED")
+    columns = (
+        "ID",
+        "NAME",
+        "AGENT",
+        "MODELS",
+        "LIMITS",
+        "WEBHOOK",
+        "CREATED",
+        "EXPIRES",
+        "LAST USED",
+    )
     rows = [(*columns, "STATUS")]
     for key in found:
         status = _status(key)
@@ -215,6 +248,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 key.agent_did,
                 ",".join(key.models) or "any",
                 _limits(key),
+                key.webhook_url or "-",
                 _when(key.created_at),
                 _when(key.expires_at),
                 _when(key.last_used_at),
@@ -285,6 +319,13 @@ def add_keys_commands(sub: Any) -> None:
     )
     create.add_argument(
         "--expires-in", type=_duration, default=None, help="e.g. 30d, 12h (default: never)"
+    )
+    create.add_argument(
+        "--webhook-url",
+        type=_webhook_url,
+        default=None,
+        help="where this key's background responses and batches send their webhook events; "
+        "a signing secret (whsec_...) is made and printed this once",
     )
     create.add_argument("--json", action="store_true", help="one JSON object on stdout")
     create.set_defaults(func=cmd_create)

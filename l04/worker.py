@@ -94,11 +94,13 @@ def run_worker(
     from workers.runtime import use_settings
 
     if supervisor is not None:
-        from gateway_core.metrics import set_gateway_info
         from l04.supervisor import become_supervised
 
         become_supervised(*supervisor)
-        set_gateway_info()
+    from gateway_core.metrics import WORKER_PROCESSES
+
+    for provider in providers:  # summed across processes and hosts: the workers of a queue
+        WORKER_PROCESSES.labels(queue=queue_name(provider)).set(1)
     # The worker's runtime probes these providers' health (see workers/provider_health.py).
     settings = get_settings().model_copy(update={"worker_providers": providers})
     use_settings(settings)

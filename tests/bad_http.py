@@ -19,6 +19,7 @@ from tests.bad_requests import json_values
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
 EMBEDDINGS = "/v1/embeddings"
+RESPONSES = "/v1/responses"
 
 #: A valid body of each POST endpoint (an endpoint the server serves must have one here).
 BASES: dict[str, dict[str, Any]] = {
@@ -29,6 +30,7 @@ BASES: dict[str, dict[str, Any]] = {
         "messages": [{"role": "user", "content": "fuzz"}],
     },
     EMBEDDINGS: {"model": "mock-embed", "input": "fuzz"},
+    RESPONSES: {"model": "mock", "input": "fuzz"},
 }
 
 _MARK = "\x00nasty\x00"
@@ -309,7 +311,76 @@ embeddings_valid = st.fixed_dictionaries(
     {"model": embedding_models, "input": prose | st.lists(prose, min_size=1, max_size=3)},
     optional={"encoding_format": st.sampled_from(["float", "base64"]), "user": prose},
 )
-VALID = {CHAT: chat_valid, MESSAGES: messages_valid, EMBEDDINGS: embeddings_valid}
+responses_parts = st.lists(
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(
+                ["input_text", "input_image", "output_text", "input_file", "refusal", "text", ""]
+            )
+        },
+        optional={"text": text | json_values, "image_url": image_urls | json_values},
+    ),
+    max_size=3,
+)
+#: Input items of the Responses API, valid or not.
+responses_items = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from(
+                ["message", "function_call", "function_call_output", "reasoning", "", "x"]
+            ),
+            "role": roles,
+            "content": text | responses_parts | json_values,
+            "call_id": text,
+            "name": text,
+            "arguments": text | json_values,
+            "output": text | json_values,
+        },
+    ),
+    max_size=4,
+)
+responses_valid = st.builds(
+    lambda model, text, more: {"model": model, "input": text, **more},
+    chat_models,
+    prose
+    | st.builds(
+        lambda t: [{"role": "developer", "content": "be brief"}, {"role": "user", "content": t}],
+        prose,
+    ),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "instructions": prose,
+            "max_output_tokens": st.integers(1, 64),
+            "temperature": st.floats(0, 2),
+            "top_p": st.floats(0.01, 1),
+            "tools": st.just(
+                [{"type": "function", "name": "get_weather", "parameters": WEATHER_SCHEMA}]
+            ),
+            "tool_choice": st.sampled_from(["auto", "none"]),
+            "text": st.sampled_from(
+                [
+                    {"format": {"type": "text"}},
+                    {"format": {"type": "json_object"}},
+                    {"format": {"type": "json_schema", "name": "r", "schema": WEATHER_SCHEMA}},
+                ]
+            ),
+            "metadata": st.dictionaries(st.sampled_from(["a", "trace"]), prose, max_size=2),
+            "service_tier": st.sampled_from(["priority", "default", "auto", "flex"]),
+            "stream": st.booleans(),
+            "background": st.booleans(),
+            "store": st.just(True),
+            "truncation": st.just("disabled"),
+        },
+    ),
+)
+VALID = {
+    CHAT: chat_valid,
+    MESSAGES: messages_valid,
+    EMBEDDINGS: embeddings_valid,
+    RESPONSES: responses_valid,
+}
 
 
 def bodies(path: str, fields: list[str]) -> st.SearchStrategy[bytes]:
@@ -319,6 +390,8 @@ def bodies(path: str, fields: list[str]) -> st.SearchStrategy[bytes]:
     names = st.sampled_from([*fields, "no_such_field", ""])
     valid = json.dumps(base)
     messages = anthropic_messages if path == MESSAGES else chat_messages
+    # Where the conversation goes: the Responses API's ``input`` items, else ``messages``.
+    turns = ("input", responses_items) if path == RESPONSES else ("messages", messages)
     return st.one_of(
         st.fixed_dictionaries({}, optional={"stream": st.booleans()}).map(
             lambda more: as_json({**base, **more})
@@ -330,7 +403,7 @@ def bodies(path: str, fields: list[str]) -> st.SearchStrategy[bytes]:
         st.tuples(names, json_values).map(lambda nv: as_json({**base, nv[0]: nv[1]})),
         st.tuples(names, NASTY).map(lambda nv: splice(base, nv[0], nv[1])),
         NASTY.map(lambda fragment: splice(base, "", fragment, in_content=True)),
-        messages.map(lambda m: as_json({**base, "messages": m})),
+        turns[1].map(lambda m: as_json({**base, turns[0]: m})),
         l04_extension.map(lambda extension: as_json({**base, "l04": extension})),
         st.integers(0, len(valid) - 1).map(lambda cut: valid[:cut].encode()),
         INVALID_UTF8.map(

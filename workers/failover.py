@@ -36,11 +36,14 @@ class Failover:
             return spec
         return None
 
-    async def hand_off(self, job_id: str, owner: str, claim: Claim, spec: ModelSpec) -> bool:
+    async def hand_off(
+        self, job_id: str, owner: str, claim: Claim, spec: ModelSpec, reason: str = ""
+    ) -> bool:
+        """``reason``: the error code that made the job fail over (for its timeline)."""
         queue = queue_name(spec.provider)
         message, target = self._requeue.message(job_id, spec.provider, claim.priority)
         moved = await self._store.hand_off(
-            job_id, owner, spec.provider, spec.model_id, queue, message, target
+            job_id, owner, spec.provider, spec.model_id, queue, message, target, reason
         )
         if moved and not self._requeue.in_script:
             await self._requeue.publish(job_id, spec.provider, claim.priority)

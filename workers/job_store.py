@@ -43,6 +43,8 @@ class Claim:
     priority: str = "normal"
     kind: JobKind = JobKind.CHAT
     key_id: str | None = None  # the virtual key it was submitted with (its limits apply)
+    traceparent: str = ""  # the caller's W3C trace context ('' for none)
+    tracestate: str = ""
 
 
 class WorkerJobStore(JobRecords):
@@ -68,6 +70,7 @@ class WorkerJobStore(JobRecords):
         self._defer = register(redis, "workers", "job_defer")
         self._release = register(redis, "workers", "job_release")
         self._hand_off = register(redis, "workers", "job_hand_off")
+        self._note = register(redis, "workers", "job_note")
         self._orphan_check = register(redis, "workers", "orphan_check")
         self._orphan_requeue = register(redis, "workers", "orphan_requeue")
 
@@ -103,6 +106,8 @@ class WorkerJobStore(JobRecords):
             priority=parts[11],
             kind=JobKind(parts[12]),
             key_id=parts[13] or None,
+            traceparent=parts[14] if len(parts) > 14 else "",
+            tracestate=parts[15] if len(parts) > 15 else "",
         )
 
     async def append(self, job_id: str, worker_id: str, event: dict[str, Any]) -> int:
@@ -135,8 +140,10 @@ class WorkerJobStore(JobRecords):
         queue: str,
         message: str = "",
         push_to: str = "",
+        reason: str = "",
     ) -> bool:
-        """Move a running job to another model's queue (failover); False if no longer ours."""
+        """Move a running job to another model's queue (failover); False if no longer ours.
+        ``reason``: the error code that made it fail over, for the job's timeline."""
         result = await self._transition(
             self._hand_off,
             [
@@ -145,18 +152,33 @@ class WorkerJobStore(JobRecords):
                 push_to or keys.job(job_id),
                 keys.QUEUED_JOBS,
             ],
-            [owner, provider, model, queue, message, job_id if self.index_queued else ""],
+            [owner, provider, model, queue, message, job_id if self.index_queued else "", reason],
         )
         return int(result) == 1
 
     async def defer(
-        self, job_id: str, owner: str, wait_ms: int, message: str = "", push_to: str = ""
+        self,
+        job_id: str,
+        owner: str,
+        wait_ms: int,
+        message: str = "",
+        push_to: str = "",
+        limit: str = "",
     ) -> bool:
-        """Park a running job for ``wait_ms`` (see ``job_defer.lua``); False if no longer ours."""
+        """Park a running job for ``wait_ms`` (see ``job_defer.lua``); False if no longer ours.
+        ``limit``: the name of the limit it is over, for the job's timeline."""
         result = await self._transition(
             self._defer,
             [keys.job(job_id), keys.job_lease(job_id), keys.DEFERRED],
-            [owner, wait_ms, message, push_to, job_id],
+            [owner, wait_ms, message, push_to, job_id, limit],
+        )
+        return int(result) == 1
+
+    async def note(self, job_id: str, owner: str, entry: dict[str, Any]) -> bool:
+        """Add a step no transition makes (a retried call) to the job's timeline, while this
+        worker runs it (``job_note.lua``); False if it no longer does."""
+        result = await self._note(
+            keys=[keys.job(job_id), keys.job_lease(job_id)], args=[owner, compact_json(entry)]
         )
         return int(result) == 1
 

@@ -3,7 +3,8 @@
 The pipeline sets the job in a context variable when it claims a job; every line logged while
 that job runs, by any module, carries its ``job_id`` and ``request_id``. Messages hold ids and
 codes, never prompt or response text, and pass through the key redaction once more on the way
-out. ``L04_LOG_FORMAT=text`` keeps Celery's plain format.
+out. ``L04_LOG_FORMAT=text`` keeps Celery's plain format. Inside a trace (README "Tracing") a
+line also carries the current span's ``trace_id`` and ``span_id``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import logging
 import time
 from typing import Any
+
+from opentelemetry.trace import get_current_span
 
 from gateway_core.redact import redact
 
@@ -36,6 +39,10 @@ class JsonFormatter(logging.Formatter):
         job = current_job.get()
         if job is not None:
             entry["job_id"], entry["request_id"] = job
+        span = get_current_span().get_span_context()
+        if span.is_valid:  # in a trace (README "Tracing"): the ids a tracing backend shows
+            entry["trace_id"] = format(span.trace_id, "032x")
+            entry["span_id"] = format(span.span_id, "016x")
         if record.exc_info and record.exc_info[0] is not None:
             entry["error_type"] = record.exc_info[0].__name__  # the type, not the text
         return json.dumps(entry, ensure_ascii=False)

@@ -44,7 +44,7 @@ from gateway_core.request import InferenceRequest, parse_request
 from gateway_core.response import InferenceResponse, TokenUsage
 from gateway_core.virtual_keys import VirtualKey
 from tasks.outcomes import RunOutcome
-from workers import observe
+from workers import job_trace, observe
 from workers.cache.response_cache import Lookup, ResponseCache, cached_chunks
 from workers.control.admission import Admission, AdmittedRequest, Deferred
 from workers.control.circuit_breaker import CircuitBreakers
@@ -147,6 +147,7 @@ class JobPipeline:
 
     async def run(self, job_id: str) -> RunOutcome | None:
         """Run the job; returns its outcome, or None when it has no record (GONE)."""
+        claim_started_ns = time.time_ns()
         claim = await self._claim(job_id)
         if claim.outcome is ClaimOutcome.LOST:
             # No worker came back from this job: it may be what kills them.
@@ -158,10 +159,15 @@ class JobPipeline:
         self.claimed.add(job_id)
         observe.claimed(claim)
         current_job.set((job_id, _request_id(claim.request_json)))
+        span = job_trace.start_job(job_id, claim, claim_started_ns)
+        outcome: RunOutcome | None = None
         try:
-            return await self._run_claimed(job_id, claim)
+            outcome = await self._run_claimed(job_id, claim)
+            return outcome
         finally:
             self.claimed.discard(job_id)
+            if span is not None:
+                span.end(outcome)
 
     async def _run_claimed(self, job_id: str, claim: Claim) -> RunOutcome:
         writer = EventWriter(
@@ -188,6 +194,7 @@ class JobPipeline:
         except GatewayError as error:
             log.info("job %s failed: %s", job_id, error.code)
             observe.failed(claim.provider, claim.model, error.code)
+            job_trace.failed(error.code)
             await writer.error(error)
             return RunOutcome.FAILED
         except REDIS_ERRORS:
@@ -199,6 +206,7 @@ class JobPipeline:
             # A bug must not leave the caller waiting: report it with a code, log the type only.
             log.exception("job %s: unexpected %s", job_id, type(exc).__name__)
             observe.failed(claim.provider, claim.model, "E4200")
+            job_trace.failed("E4200")
             await writer.error(
                 ProviderFailed(
                     f"internal error in the worker ({type(exc).__name__})",
@@ -213,7 +221,13 @@ class JobPipeline:
         spec = self._catalog.resolve(claim.model)
         adapter = self._providers.get(claim.provider)
         ctx = CallContext(job_id=job_id, attempt=claim.attempt)
-        lookup = await self._cache.lookup(request, spec)
+        with job_trace.cache_lookup() as lookup_span:
+            lookup = await self._cache.lookup(request, spec)
+            job_trace.cache_result(
+                lookup_span,
+                lookup.hit.kind if lookup.hit else None,
+                lookup.hit.similarity if lookup.hit else None,
+            )
         if lookup.hit is not None:
             return await self._answer_from_cache(request, spec, claim, writer, lookup, started)
         result = await self._guarded_call(
@@ -356,12 +370,15 @@ class JobPipeline:
                 )
             log.info("job %s failed: %s", job_id, final.code)
             observe.failed(claim.provider, claim.model, final.code)
+            job_trace.failed(final.code)
             await writer.error(final)
             return RunOutcome.FAILED
         log.info(
             "job %s: %s on %s, failing over to %s", job_id, error.code, claim.model, spec.model_id
         )
-        moved = await self._failover.hand_off(job_id, self._worker_id, claim, spec)
+        moved = await self._failover.hand_off(
+            job_id, self._worker_id, claim, spec, reason=error.code
+        )
         if moved:
             metrics.FAILOVERS.labels(claim.model, spec.model_id).inc()
         return RunOutcome.FAILED_OVER if moved else RunOutcome.FENCED
@@ -372,7 +389,9 @@ class JobPipeline:
             metrics.agent_label(deferred.agent_did), "deferred"
         ).inc()
         message, target = self._requeue.message(job_id, claim.provider, claim.priority)
-        parked = await self._store.defer(job_id, self._worker_id, deferred.wait_ms, message, target)
+        parked = await self._store.defer(
+            job_id, self._worker_id, deferred.wait_ms, message, target, limit=deferred.limit
+        )
         log.info(
             "job %s: over the %s limit of %s, deferred %d ms",
             job_id,
@@ -434,19 +453,24 @@ class JobPipeline:
         call = 1
         while True:
             # Every call to the provider, retries included, is admitted by the rate limits.
-            ticket = await self._admission.admit(
-                ctx.job_id,
-                request,
-                spec,
-                priority=claim.priority,
-                deadline=claim.deadline,
-                prompt_tokens=prompt_tokens,
-                key=key,
-            )
+            with job_trace.admission():
+                ticket = await self._admission.admit(
+                    ctx.job_id,
+                    request,
+                    spec,
+                    priority=claim.priority,
+                    deadline=claim.deadline,
+                    prompt_tokens=prompt_tokens,
+                    key=key,
+                )
             active = metrics.ACTIVE_REQUESTS.labels(spec.provider)
             active.inc()
             try:
-                result = await attempt()
+                with job_trace.provider_call(
+                    claim.kind.value, spec.provider, spec.model_id, request
+                ) as call_span:
+                    result = await attempt()
+                    job_trace.answered(call_span, spec.model_id, result)
             except BaseException as exc:
                 active.dec()
                 await asyncio.shield(self._admission.settle(ticket, None, 0.0))
@@ -470,6 +494,7 @@ class JobPipeline:
                     "job %s: %s, call %d retried in %.2fs", ctx.job_id, error.code, call, delay
                 )
                 metrics.RETRIES.labels(spec.provider, error.code).inc()
+                await self._note_retry(ctx.job_id, error.code, call, delay)
                 await asyncio.sleep(delay)
                 call += 1
                 continue
@@ -478,6 +503,15 @@ class JobPipeline:
             cost = spec.cost(usage.prompt_tokens, usage.completion_tokens)
             await self._admission.settle(ticket, usage, cost)
             return result
+
+    async def _note_retry(self, job_id: str, code: str, call: int, delay: float) -> None:
+        """The retry on the job's timeline; a Redis failure here costs the note, not the job
+        (the retry itself needs no Redis)."""
+        entry = {"event": "retry", "code": code, "call": call, "delay_ms": int(delay * 1000)}
+        try:
+            await self._store.note(job_id, self._worker_id, entry)
+        except REDIS_ERRORS as exc:
+            log.info("job %s: retry not noted on its timeline (%s)", job_id, type(exc).__name__)
 
     async def _stream(
         self,
@@ -495,9 +529,9 @@ class JobPipeline:
             if delta.text:
                 if first:
                     first = False
-                    metrics.TIME_TO_FIRST_TOKEN.labels(spec.provider, spec.model_id).observe(
-                        time.monotonic() - called
-                    )
+                    waited = time.monotonic() - called
+                    metrics.TIME_TO_FIRST_TOKEN.labels(spec.provider, spec.model_id).observe(waited)
+                    job_trace.first_token(waited)
                 await writer.chunk(delta.text)
             if delta.usage is not None or delta.finish_reason is not None:
                 final = delta

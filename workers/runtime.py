@@ -23,6 +23,7 @@ import uuid
 from concurrent.futures import CancelledError, Future
 from typing import Any, TypeVar
 
+from config import tracing
 from config.catalog import Catalog, cached_catalog
 from config.settings import GatewaySettings, get_settings
 from gateway_core.queues import is_redis_broker
@@ -45,6 +46,7 @@ from workers.pipeline import JobPipeline
 from workers.provider_health import ProviderHealthProbe
 from workers.providers import ProviderSet
 from workers.requeue import Requeue
+from workers.webhook_delivery import WebhookDeliverer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,6 +54,8 @@ T = TypeVar("T")
 
 class WorkerRuntime:
     def __init__(self, settings: GatewaySettings, catalog: Catalog) -> None:
+        # Here, in the process that runs the jobs (after any fork): OTEL_* decide (README).
+        tracing.setup_tracing("l04-worker")
         self.settings = settings
         self.catalog = catalog
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -119,6 +123,8 @@ class WorkerRuntime:
         self._shipper_task = (
             asyncio.create_task(self._shipper.run_forever()) if settings.usage_events else None
         )
+        self._webhooks = WebhookDeliverer(self.redis, settings)
+        self._webhooks_task = asyncio.create_task(self._webhooks.run_forever())
         heartbeat = Heartbeat(
             self.store,
             self.broker_redis,
@@ -219,6 +225,8 @@ class WorkerRuntime:
             if self._shipper_task is not None:
                 self._shipper_task.cancel()
             await self._shipper.aclose()
+            self._webhooks_task.cancel()
+            await self._webhooks.aclose()
             await self.latencies.aclose()
             await self.providers.aclose()
             await self.cache.aclose()
@@ -229,6 +237,7 @@ class WorkerRuntime:
         try:
             self._call(shutdown())
         finally:
+            tracing.shutdown_tracing()  # the last jobs' spans, exported before the exit
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
             if not self._thread.is_alive():

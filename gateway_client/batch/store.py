@@ -104,9 +104,16 @@ class BatchStore:
         priority: str,
         agent_did: str,
         completion_window_s: float,
+        notify: str | None = None,
+        key_id: str | None = None,
         http: dict[str, str] | None = None,
     ) -> bool:
-        """Create the batch record; False if a batch with this id exists (then resume it)."""
+        """Create the batch record; False if a batch with this id exists (then resume it).
+
+        ``notify``: the batch's id as webhooks name it (``batch_...``): its move to completed,
+        failed, expired or cancelled then adds ``batch.<status>`` to the webhook outbox in the
+        same script (``lua/batch_move.lua``), for the global webhook and ``key_id``'s own.
+        """
         now = time.time()
         record = keys.batch(batch_id)
         created = await self.redis.hsetnx(record, "status", BatchStatus.VALIDATING.value)
@@ -123,6 +130,8 @@ class BatchStore:
             "total": 0,
             "completed": 0,
             "failed": 0,
+            **({"notify": f"batch:{notify}"} if notify else {}),
+            **({"key_id": key_id} if key_id else {}),
             **(http or {}),
         }
         await self.redis.hset(record, mapping=fields)

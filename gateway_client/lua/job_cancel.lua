@@ -5,7 +5,9 @@
 --   queued, running or deferred  -> 1: event written, state set, lease deleted, keys expire
 --   already ended                -> 0; nothing written (one terminal event per job)
 --   no record                    -> 0
+--   created with notify          -> 1; response.cancelled in the webhook outbox
 -- include: clock
+-- include: timeline
 -- include: job
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or TERMINAL[state] then return 0 end

@@ -14,8 +14,11 @@
 --   a job id to index                 -> 'created', in the index at the server's time; the
 --                                        index's expiry raised to the record's, never lowered
 --   no job id to index ('')           -> 'created', not in the index
+--   created                           -> timeline entry 'created' (provider, model, queue,
+--                                        priority)
 -- include: clock
 -- include: bell
+-- include: timeline
 -- include: job
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then return state end
@@ -25,6 +28,9 @@ if depth >= tonumber(ARGV[2]) then return 'full' end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempt', 0,
            'created_ms', math.floor(now_seconds() * 1000), unpack(ARGV, 5))
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+local made = redis.call('HMGET', KEYS[1], 'provider', 'model', 'queue', 'priority')
+timeline_add(KEYS[1], {event='created', provider=made[1] or nil, model=made[2] or nil,
+                       queue=made[3] or nil, priority=made[4] or nil})
 if ARGV[3] ~= '' then
   redis.call('LPUSH', KEYS[#KEYS - 1], ARGV[3])
   ring_bell(KEYS[#KEYS - 1])

@@ -9,7 +9,9 @@
 --   deadline + grace not passed        -> -3; nothing written
 --   no deadline field                  -> -3
 --   already ended, or no record        -> 0
+--   created with notify                -> 1; response.failed in the webhook outbox
 -- include: clock
+-- include: timeline
 -- include: job
 local f = redis.call('HMGET', KEYS[1], 'state', 'deadline')
 local state, deadline = f[1], tonumber(f[2])

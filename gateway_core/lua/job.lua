@@ -1,5 +1,6 @@
 -- Helpers of the job's scripts (gateway_core/job_states.py draws the state machine).
--- Needs clock.lua before it.
+-- Needs clock.lua and timeline.lua before it.
+-- include: webhook
 local TERMINAL = {succeeded=true, failed=true, cancelled=true, expired=true}
 
 -- Appends an event to the job's stream, then announces it on the job's channel as
@@ -30,14 +31,26 @@ local function deadline_event(state, job)
   return error_event('E4205', 'deadline passed while the job was running', false)
 end
 
--- Writes the job's one terminal event and ends it: state, lease gone, keys kept for ttl seconds.
+-- Writes the job's one terminal event and ends it: state, lease gone, keys kept for ttl seconds;
+-- a job created with `notify` adds its webhook event to the outbox in the same script.
 local function finish(job, events, lease, channel, state_to, event_json, ttl)
   local expire_at = redis.call('HGET', job, 'expire_at_ms')
   emit(job, events, channel, expire_at, event_json)
   redis.call('HSET', job, 'state', state_to, 'finished_ms', math.floor(now_seconds() * 1000))
+  webhook_job_ended(job, state_to, event_json)
   redis.call('DEL', lease)
   redis.call('EXPIRE', job, ttl)
   redis.call('EXPIRE', events, ttl)
+  -- The timeline's last entry: how it ended (an error event's code; who answered, if a worker).
+  local code = nil
+  if state_to ~= 'succeeded' then
+    local ok, decoded = pcall(cjson.decode, event_json)
+    if ok and type(decoded) == 'table' and type(decoded.error) == 'table' then
+      code = decoded.error.code
+    end
+  end
+  timeline_add(job, {event='ended', state=state_to, code=code,
+                     worker=redis.call('HGET', job, 'finished_by') or nil}, ttl)
 end
 
 -- Records the job in the index of queued jobs (the orphan sweeper's: workers/orphans.py) with the

@@ -124,6 +124,36 @@ def wait_http(url: str, auth: tuple[str, str] | None = None, timeout: float = 30
             time.sleep(0.2)
 
 
+def mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """A service's bind mounts, container path to host path (resolved by docker-compose)."""
+    found = {}
+    for volume in service["volumes"]:
+        source, target = volume.split(":")[:2] if isinstance(volume, str) else volume
+        if source.startswith("/"):
+            found[target] = Path(source)
+    return found
+
+
+def test_grafana_and_prometheus_get_their_files() -> None:
+    services = resolved()["services"]
+    prometheus = mounts(services["prometheus"])
+    config = prometheus["/etc/prometheus/prometheus.yml"]
+    assert config == ROOT / "deploy" / "prometheus.yml"
+    for rule_file in yaml.safe_load(config.read_text())["rule_files"]:
+        # Relative to the config's directory, in the container as here.
+        inside = f"/etc/prometheus/{rule_file}"
+        (mounted,) = [t for t in prometheus if inside.startswith(t + "/")]
+        assert (prometheus[mounted] / inside[len(mounted) + 1 :]).is_file()
+    grafana = mounts(services["grafana"])
+    provisioning = grafana["/etc/grafana/provisioning"]
+    assert provisioning == ROOT / "deploy" / "grafana" / "provisioning"
+    assert (provisioning / "datasources" / "prometheus.yml").is_file()
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "l04.yml").read_text())["providers"]
+    dashboards = grafana[provider["options"]["path"]]  # the provider reads where they are
+    assert (dashboards / "l04-fleet.json").is_file()
+    assert "prometheus" in services["grafana"]["depends_on"]
+
+
 async def test_every_service_command_runs_as_written(started: Started, tmp_path: Path) -> None:
     services = resolved()["services"]
     redis_port = free_port()

@@ -48,6 +48,7 @@ from tests.processes import ROOT, MockUpstreamProcess, ServerProcess, WorkerProc
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
 EMBEDDINGS = "/v1/embeddings"
+RESPONSES = "/v1/responses"
 #: L04_HTTP_MAX_BODY for these tests: small, so that bodies over it are cheap to send.
 MAX_BODY = 64 * 1024
 #: The servers' settings: that small body limit, and a short default deadline, so that a request
@@ -282,8 +283,10 @@ def served_post_fields(server: ServerProcess) -> dict[str, list[str]]:
     document = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
     fields = {}
     for path, item in document["paths"].items():
-        if "post" in item and "OpenAI Batch" not in item["post"].get("tags", []):
-            # (The Batch API's bodies make no job; test_http_batches sends them bad input.)
+        post = item.get("post", {})
+        if "requestBody" in post and "OpenAI Batch" not in post.get("tags", []):
+            # (Not a bodiless cancel; the Batch API's bodies make no job: test_http_batches
+            # sends them bad input.)
             schema = item["post"]["requestBody"]["content"]["application/json"]["schema"]
             if "$ref" in schema:
                 schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
@@ -300,6 +303,13 @@ def check_success(path: str, response: httpx.Response) -> None:
         ], response.text[-500:]
         if path == MESSAGES:
             assert response.text.rstrip().endswith('"type":"message_stop"}'), response.text[-300:]
+        elif path == RESPONSES:  # its last event is the response's end, numbered as the rest
+            last = response.text.rstrip().splitlines()[-1]
+            assert json.loads(last.removeprefix("data: "))["type"] in (
+                "response.completed",
+                "response.incomplete",
+                "response.failed",
+            ), response.text[-300:]
         else:
             assert response.text.endswith("data: [DONE]\n\n"), response.text[-300:]
         return
@@ -308,6 +318,7 @@ def check_success(path: str, response: httpx.Response) -> None:
         CHAT: ("object", "chat.completion"),
         MESSAGES: ("type", "message"),
         EMBEDDINGS: ("object", "list"),
+        RESPONSES: ("object", "response"),
     }
     if path in expected:
         name, value = expected[path]

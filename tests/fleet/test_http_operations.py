@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from gateway_client import ModelGateway
+from gateway_core import __version__
 from l04.redis_server import LocalRedis
 from tests.fleet.test_providers_end_to_end import fleet_env
 from tests.processes import ROOT, MockUpstreamProcess, ServerProcess, WorkerProcess
@@ -92,6 +93,10 @@ def test_request_metrics_are_summed_over_server_processes(
     assert counted == 12
     assert any(name.startswith("l04_http_request_duration_seconds") for name in samples)
     assert any(name.startswith("l04_http_time_to_first_byte_seconds") for name in samples)
+    # The Info once for the server, not once per process.
+    assert [n for n in samples if n.startswith("l04_gateway_info")] == [
+        f'l04_gateway_info{{layer="L04",version="{__version__}"}}'
+    ]
 
 
 def test_access_log_lines_are_json_without_prompts(

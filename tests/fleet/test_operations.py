@@ -86,7 +86,9 @@ async def test_workers_and_a_producer_serve_the_seeds_metrics(
     # 22 calls at 12 per 2 s: some waited in the queue, and were counted as deferred.
     assert sum(total(w, "l04_rate_limit_rejections_total", outcome="deferred") for w in workers) > 0
     for w in workers:
-        assert total(w, "l04_gateway", layer="L04") == 1
+        assert total(w, "l04_gateway_info", layer="L04") == 1
+        assert total(w, "l04_worker_processes", queue="l04.mock") == 1
+        assert ("l04_usage_outbox_events", ()) in w
         assert ("l04_circuit_breaker_state", (("provider", "mock"),)) in w
         assert total(w, "l04_active_requests", provider="mock") == 0
         assert total(w, "l04_inference_latency_seconds_bucket", le="120.0") >= 0
@@ -101,7 +103,7 @@ async def test_workers_and_a_producer_serve_the_seeds_metrics(
         before, "l04_job_results_total", status="success"
     )
     assert results == 21
-    assert total(after, "l04_gateway", layer="L04") == 1
+    assert total(after, "l04_gateway_info", layer="L04") == 1
     assert total(after, "l04_circuit_breaker_state", provider="mock") == 0
 
 

@@ -112,7 +112,9 @@ async def test_two_processes_share_the_jobs_sum_their_metrics_and_drain_on_sigte
     assert total(samples, "l04_inference_latency_seconds_count", model="mock") == 30
     assert total(samples, "l04_inference_latency_seconds_bucket", model="mock", le="+Inf") == 30
     assert total(samples, "l04_active_requests", provider="mock") == 0
-    assert total(samples, "l04_gateway", layer="L04") == 1  # the largest, not one per process
+    assert count(samples, "l04_gateway_info") == 1  # once for the host, not once per process
+    assert total(samples, "l04_gateway_info", layer="L04") == 1
+    assert total(samples, "l04_worker_processes", queue="l04.mock") == 2  # one per live process
     # Read from Redis once, by the supervisor: not once per process.
     assert count(samples, "l04_circuit_breaker_state") == 1
     assert count(samples, "l04_queue_depth") == 3

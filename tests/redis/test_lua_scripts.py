@@ -345,7 +345,8 @@ def test_claim_a_queued_job(redis_client: redis.Redis) -> None:
     assert float(got[6]) == float(hgetall(r, J)["deadline"])
     assert got[7] == "1234" and got[8] == "1"  # created_ms, events so far
     assert before <= int(got[9]) <= server_ms(r)
-    assert got[10:] == ["[]", "normal", "chat", ""]  # no chain, priority, kind, key: defaults
+    # No chain, priority, kind, key, trace context: the defaults.
+    assert got[10:] == ["[]", "normal", "chat", "", "", ""]
     record = hgetall(r, J)
     assert (record["state"], record["attempt"], record["worker"]) == ("running", "1", "w1")
     assert record["started_ms"] == got[9]
@@ -355,7 +356,19 @@ def test_claim_a_queued_job(redis_client: redis.Redis) -> None:
 @case("job_claim", "submitted with a virtual key")
 def test_claim_a_job_submitted_with_a_virtual_key(redis_client: redis.Redis) -> None:
     a_job(redis_client, "queued", key_id="vk_0123456789abcdef", priority="high")
-    assert claim(redis_client)[11:] == ["high", "chat", "vk_0123456789abcdef"]
+    assert claim(redis_client)[11:14] == ["high", "chat", "vk_0123456789abcdef"]
+
+
+@case("job_claim", "submitted inside a trace")
+def test_claim_a_job_submitted_inside_a_trace(redis_client: redis.Redis) -> None:
+    """Its caller's W3C context, the same on a later attempt (the record keeps it)."""
+    r = redis_client
+    context = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    a_job(r, "queued", **context, tracestate="vendor=1")
+    assert claim(r)[14:] == [context["traceparent"], "vendor=1"]
+    r.delete(keys.job_lease(JOB))  # the worker died: the next claim is attempt 2
+    again = claim(r, worker="w2")
+    assert again[1] == "2" and again[14:] == [context["traceparent"], "vendor=1"]
 
 
 @case("job_claim", "running, its lease lapsed (worker died)")
@@ -2201,6 +2214,351 @@ def test_take_refuses_before_taking_when_a_key_has_another_type(
     with pytest.raises(redis.ResponseError, match="WRONGTYPE intake_take"):
         take(r)
     assert r.llen(INTAKE_HIGH) == 2  # nothing popped: nothing lost
+
+
+# --- the job's timeline (gateway_core/lua/timeline.lua, read by `l04 trace`) --------------------
+
+
+def timeline(r: redis.Redis, job_id: str = JOB) -> list[dict[str, Any]]:
+    """The job's timeline entries, each with its server time checked to be now-ish."""
+    entries = [json.loads(raw) for raw in r.lrange(keys.job_timeline(job_id), 0, -1)]
+    for entry in entries:
+        assert abs(int(entry.pop("t")) - server_ms(r)) < 5_000
+    return entries
+
+
+@case("job_create", "created")
+def test_create_starts_the_timeline(redis_client: redis.Redis) -> None:
+    r = redis_client
+    assert create(r, model="mock-1", queue="l04.mock", priority="high") == "created"
+    assert timeline(r) == [
+        {
+            "event": "created",
+            "provider": "mock",
+            "model": "mock-1",
+            "queue": "l04.mock",
+            "priority": "high",
+        }
+    ]
+    assert 0 < r.pttl(keys.job_timeline(JOB)) <= r.pttl(J)  # expires with the record
+
+
+@case("job_claim", "run")
+def test_claims_on_the_timeline_name_worker_attempt_and_redelivery(
+    redis_client: redis.Redis,
+) -> None:
+    r = redis_client
+    a_job(r, "queued")
+    assert claim(r, "w1")[:2] == ["run", "1"]
+    r.delete(LEASE)  # w1 died: its lease lapsed
+    assert claim(r, "w2")[:2] == ["run", "2"]
+    assert timeline(r) == [
+        {"event": "claimed", "worker": "w1", "attempt": 1},
+        {"event": "claimed", "worker": "w2", "attempt": 2, "redelivered": True,
+         "previous_worker": "w1"},
+    ]  # fmt: skip
+
+
+@case("job_append", "the job's first event")
+def test_the_first_chunk_is_on_the_timeline_once(redis_client: redis.Redis) -> None:
+    r = redis_client
+    a_job(r, "running", attempt=2)
+    r.set(LEASE, "w1")
+    chunk = json.dumps({"type": "chunk", "delta": "a"})
+    for _ in range(3):
+        run(r, "job_append", JOB_KEYS, ["w1", CHANNEL, chunk])
+    assert timeline(r) == [{"event": "first_chunk", "worker": "w1", "attempt": 2}]
+
+
+@case("job_defer", "deferred")
+def test_a_deferral_on_the_timeline_names_its_limit_and_wait(redis_client: redis.Redis) -> None:
+    r = redis_client
+    a_job(r, "running", attempt=1)
+    r.set(LEASE, "w1")
+    args = ["w1", 2_000, "msg", "queue-list", JOB, "rpm"]
+    assert run(r, "job_defer", [J, LEASE, DEFERRED_SET], args) == 1
+    r.hset(J, "state", "running")
+    r.set(LEASE, "w1")
+    assert defer(r) == 1  # no limit named (an older worker): the entry has none
+    assert timeline(r) == [
+        {"event": "deferred", "worker": "w1", "wait_ms": 2_000, "limit": "rpm"},
+        {"event": "deferred", "worker": "w1", "wait_ms": 2_000},
+    ]
+
+
+@case("job_release", "released")
+def test_a_release_is_on_the_timeline(redis_client: redis.Redis) -> None:
+    a_deferred_job(redis_client, JOB, due_in_ms=-1)
+    assert release(redis_client) == [JOB, "mock", "high"]
+    assert timeline(redis_client) == [{"event": "released"}]
+
+
+@case("job_hand_off", "handed off")
+def test_a_failover_on_the_timeline_names_both_models(redis_client: redis.Redis) -> None:
+    r = redis_client
+    a_job(r, "running", attempt=1)
+    r.set(LEASE, "w1")
+    args = ["w1", "other", "other-1", "next", "msg", JOB, "E4200"]
+    assert run(r, "job_hand_off", [J, LEASE, QUEUE, QUEUED], args) == 1
+    assert timeline(r) == [
+        {"event": "failover", "worker": "w1", "from": "mock:mock-1", "to": "other:other-1",
+         "queue": "next", "code": "E4200"},
+    ]  # fmt: skip
+
+
+@case("orphan_requeue", "requeued")
+def test_an_orphan_requeue_is_on_the_timeline(redis_client: redis.Redis) -> None:
+    queued_since(redis_client, JOB, 60_000)
+    assert requeue(redis_client) == "requeued"
+    assert timeline(redis_client) == [{"event": "requeued", "why": "its queue message was lost"}]
+
+
+def note(r: redis.Redis, entry: Any, worker: str = "w1") -> int:
+    raw = entry if isinstance(entry, str) else json.dumps(entry)
+    return int(run(r, "job_note", [J, LEASE], [worker, raw]))
+
+
+@case("job_note", "running, lease ours")
+def test_note_a_retry(redis_client: redis.Redis) -> None:
+    r = redis_client
+    a_job(r, "running", attempt=1)
+    r.set(LEASE, "w1")
+    assert note(r, {"event": "retry", "code": "E4200", "call": 1, "delay_ms": 120}) == 1
+    assert timeline(r) == [
+        {"event": "retry", "code": "E4200", "call": 1, "delay_ms": 120, "worker": "w1"}
+    ]
+
+
+@case("job_note", "not running, or lease not ours (or gone)")
+def test_no_note_from_a_worker_that_does_not_run_the_job(redis_client: redis.Redis) -> None:
+    r = redis_client
+    a_job(r, "queued")
+    r.set(LEASE, "w1")
+    assert note(r, {"event": "retry"}) == 0
+    r.hset(J, "state", "running")
+    assert note(r, {"event": "retry"}, worker="w2") == 0
+    r.delete(LEASE)
+    assert note(r, {"event": "retry"}) == 0
+    assert not r.exists(keys.job_timeline(JOB))
+
+
+@case("job_note", "entry not a JSON object")
+def test_no_note_from_an_entry_that_is_no_json_object(redis_client: redis.Redis) -> None:
+    r = redis_client
+    a_job(r, "running", attempt=1)
+    r.set(LEASE, "w1")
+    for bad in ("not json", "[1, 2]", '"retry"', '{"no": "event"}'):
+        assert note(r, bad) == 0
+    assert not r.exists(keys.job_timeline(JOB))
+
+
+# --- webhooks: the outbox's events (gateway_core/lua/webhook.lua) and its deliverers' scripts --
+
+OUTBOX = keys.WEBHOOK_OUTBOX
+
+
+def outbox(r: redis.Redis) -> list[tuple[dict[str, Any], float]]:
+    """The outbox's deliveries (each with its event decoded) and their due times (ms)."""
+    found = []
+    for member, score in r.zrange(OUTBOX, 0, -1, withscores=True):
+        delivery = json.loads(member)
+        found.append(({**delivery, "e": json.loads(delivery["e"])}, score))
+    return found
+
+
+def the_event(r: redis.Redis) -> dict[str, Any]:
+    """The outbox's one delivery: a new event, due now, for the key it names."""
+    ((delivery, due),) = outbox(r)
+    assert abs(due - server_ms(r)) < 5_000 and delivery["n"] == 0 and "t" not in delivery
+    event = delivery["e"]
+    assert set(event) == {"id", "object", "created_at", "type", "data"}
+    assert event["object"] == "event" and isinstance(event["created_at"], int)
+    assert abs(event["created_at"] - time.time()) < 5
+    assert re.fullmatch(r"evt_[0-9a-f]{32}", event["id"])
+    assert s(r.lpop(keys.WEBHOOK_BELL)) == "1"  # a deliverer waiting on the bell wakes
+    return {**event, "key_id": delivery["k"]}
+
+
+@case("job_finish", "created with notify (a background response)")
+def test_finish_a_job_made_with_notify_adds_its_webhook_event(redis_client: redis.Redis) -> None:
+    r = redis_client
+    length = json.dumps({"type": "result", "response": {"finish_reason": "length"}})
+    error = json.dumps({"type": "error", "error": {"code": "E4201"}})
+    for state, event_json, expected in [
+        ("succeeded", RESULT, "response.completed"),
+        ("succeeded", length, "response.incomplete"),
+        ("failed", error, "response.failed"),
+    ]:
+        r.flushdb()
+        a_job(r, "running", notify="response:resp_j1", key_id="vk_0123456789abcdef")
+        r.set(LEASE, "w1")
+        assert run(r, "job_finish", JOB_KEYS, ["w1", CHANNEL, state, event_json, TTL]) == 1
+        event = the_event(r)
+        assert event["type"] == expected and event["data"] == {"id": "resp_j1"}
+        assert event["key_id"] == "vk_0123456789abcdef"
+        assert run(r, "job_finish", JOB_KEYS, ["w1", CHANNEL, state, event_json, TTL]) == 1
+        assert len(outbox(r)) == 1  # a retried finish adds nothing: the job had ended
+    r.flushdb()
+    a_job(r, "running")  # no notify: no event
+    r.set(LEASE, "w1")
+    assert finish(r) == 1 and not r.exists(OUTBOX, keys.WEBHOOK_BELL)
+
+
+@case("job_cancel", "created with notify")
+def test_cancel_a_job_made_with_notify_adds_response_cancelled(redis_client: redis.Redis) -> None:
+    a_job(redis_client, "queued", notify="response:resp_j1")
+    assert cancel(redis_client) == 1
+    event = the_event(redis_client)
+    assert event["type"] == "response.cancelled" and event["key_id"] == ""
+    assert cancel(redis_client) == 0 and len(outbox(redis_client)) == 1
+
+
+@case("job_expire", "created with notify")
+def test_expire_a_job_made_with_notify_adds_response_failed(redis_client: redis.Redis) -> None:
+    a_job(redis_client, "running", deadline=repr(time.time() - 1), notify="response:resp_j1")
+    assert expire(redis_client) == 1
+    assert the_event(redis_client)["type"] == "response.failed"
+
+
+def test_a_job_lost_or_expired_at_its_claim_adds_its_event_too(redis_client: redis.Redis) -> None:
+    """Every terminal transition goes through job.lua's finish(), so none forgets the event."""
+    a_job(redis_client, "queued", deadline=repr(time.time() - 1), notify="response:resp_j1")
+    claimed = run(
+        redis_client, "job_claim", [*JOB_KEYS, QUEUED], ["w1", 1000, CHANNEL, TTL, 10, JOB]
+    )
+    assert s(claimed)[0] == "expired"
+    assert the_event(redis_client)["type"] == "response.failed"
+
+
+def test_the_same_event_has_the_same_id(redis_client: redis.Redis) -> None:
+    """An event's id is its type's and object's: a receiver can drop a repeat by it."""
+    ids = []
+    for _ in range(2):
+        redis_client.flushdb()
+        a_job(redis_client, "queued", notify="response:resp_j1")
+        cancel(redis_client)
+        ids.append(the_event(redis_client)["id"])
+    assert ids[0] == ids[1]
+
+
+@case("batch_move", "moved to an end, with notify")
+def test_move_a_batch_made_with_notify_to_an_end_adds_its_event(redis_client: redis.Redis) -> None:
+    r = redis_client
+    for end in ("completed", "failed", "expired", "cancelled"):
+        r.flushdb()
+        r.hset(
+            BATCH, mapping={"status": "finalizing", "notify": "batch:batch_b1", "key_id": "vk_1"}
+        )
+        assert move(r, "finalizing", end) == 1
+        event = the_event(r)
+        assert event["type"] == f"batch.{end}" and event["data"] == {"id": "batch_b1"}
+        assert event["key_id"] == "vk_1"
+    r.flushdb()
+    r.hset(BATCH, mapping={"status": "validating", "notify": "batch:batch_b1"})
+    assert move(r, "validating", "in_progress") == 1  # not an end: no event
+    assert move(r, "validating", "failed") == 0  # not moved: no event
+    r.hset(BATCH, mapping={"status": "in_progress"})
+    r.hdel(BATCH, "notify")
+    assert move(r, "in_progress", "completed") == 1  # no notify: no event
+    assert not r.exists(OUTBOX)
+
+
+@case("webhook_add", "a new event")
+def test_add_a_webhook_event(redis_client: redis.Redis) -> None:
+    assert run(redis_client, "webhook_add", [], ["batch.failed", "batch_9", "vk_2"]) == 1
+    event = the_event(redis_client)
+    assert event["type"] == "batch.failed" and event["data"] == {"id": "batch_9"}
+    assert event["key_id"] == "vk_2"
+
+
+@case("webhook_add", "the same event added twice")
+def test_add_the_same_webhook_event_twice(redis_client: redis.Redis) -> None:
+    for _ in range(2):
+        assert run(redis_client, "webhook_add", [], ["batch.failed", "batch_9", ""]) == 1
+    found = outbox(redis_client)
+    assert 1 <= len(found) <= 2 and len({d["e"]["id"] for d, _ in found}) == 1
+
+
+def delivery(n: int = 0) -> str:
+    return json.dumps({"e": "{}", "k": "", "n": n, "f": 0, "x": uuid.uuid4().hex})
+
+
+@case("webhook_claim", "nothing due")
+def test_claim_when_nothing_is_due(redis_client: redis.Redis) -> None:
+    r = redis_client
+    r.zadd(OUTBOX, {delivery(): server_ms(r) + 10_000})
+    next_due, *taken = run(r, "webhook_claim", [OUTBOX], [10, 30_000])
+    assert taken == [] and 5_000 < next_due <= 10_000
+
+
+@case("webhook_claim", "empty outbox")
+def test_claim_from_an_empty_outbox(redis_client: redis.Redis) -> None:
+    assert run(redis_client, "webhook_claim", [OUTBOX], [10, 30_000]) == [-1]
+
+
+@case("webhook_claim", "more due than asked")
+def test_claim_takes_the_oldest_due_ones_under_a_lease(redis_client: redis.Redis) -> None:
+    r = redis_client
+    now = server_ms(r)
+    members = [delivery() for _ in range(3)]
+    r.zadd(OUTBOX, {m: now - 100 + i for i, m in enumerate(members)})
+    next_due, *taken = run(r, "webhook_claim", [OUTBOX], [2, 30_000])
+    assert s(taken) == members[:2] and next_due == 0  # the third is due
+    for member in members[:2]:
+        assert 25_000 < (r.zscore(OUTBOX, member) or 0) - now <= 31_000  # a lease ahead
+
+
+@case("webhook_claim", "a delivery whose lease lapsed")
+def test_claim_a_delivery_whose_lease_lapsed(redis_client: redis.Redis) -> None:
+    r = redis_client
+    member = delivery()
+    r.zadd(OUTBOX, {member: server_ms(r)})
+    assert s(run(r, "webhook_claim", [OUTBOX], [10, 1])[1:]) == [member]
+    time.sleep(0.01)  # the 1 ms lease lapses: its deliverer died
+    assert s(run(r, "webhook_claim", [OUTBOX], [10, 30_000])[1:]) == [member]
+
+
+@case("webhook_settle", "delivered to every target")
+def test_settle_a_delivered_delivery(redis_client: redis.Redis) -> None:
+    member = delivery()
+    redis_client.zadd(OUTBOX, {member: 1})
+    assert run(redis_client, "webhook_settle", [OUTBOX, keys.WEBHOOK_BELL], [member]) == 1
+    assert not redis_client.exists(OUTBOX, keys.WEBHOOK_BELL)
+
+
+@case("webhook_settle", "some targets failed")
+def test_settle_a_delivery_with_retries(redis_client: redis.Redis) -> None:
+    r = redis_client
+    member, retry_g, retry_k = delivery(), delivery(1), delivery(1)
+    r.zadd(OUTBOX, {member: 1})
+    assert (
+        run(
+            r,
+            "webhook_settle",
+            [OUTBOX, keys.WEBHOOK_BELL],
+            [member, 2_000, retry_g, 9_000, retry_k],
+        )
+        == 1
+    )
+    now = server_ms(r)
+    due = {s(m): score for m, score in r.zrange(OUTBOX, 0, -1, withscores=True)}
+    assert set(due) == {retry_g, retry_k}
+    assert 0 < due[retry_g] - now <= 2_000 and 7_000 < due[retry_k] - now <= 9_000
+    assert r.llen(keys.WEBHOOK_BELL) == 1  # an idle deliverer wakes to the new due times
+
+
+@case("webhook_settle", "gone (settled by another)")
+def test_settle_a_delivery_another_deliverer_settled(redis_client: redis.Redis) -> None:
+    assert (
+        run(
+            redis_client,
+            "webhook_settle",
+            [OUTBOX, keys.WEBHOOK_BELL],
+            [delivery(), 1_000, delivery(1)],
+        )
+        == 0
+    )
+    assert not redis_client.exists(OUTBOX)
 
 
 # --- the Batch API's file store and batch lease --------------------------------------------------

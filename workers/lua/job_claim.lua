@@ -3,7 +3,8 @@
 -- ARGV: worker id, lease ms, channel, result ttl seconds, max deliveries (L04_MAX_DELIVERIES),
 --       job id.
 -- Returns {'run', attempt, request, provider, model, stream, deadline, created_ms,
---          events so far, now ms, chain json, priority, kind, virtual key id ('' for none)},
+--          events so far, now ms, chain json, priority, kind, virtual key id ('' for none),
+--          traceparent, tracestate (the caller's trace context, '' for none)},
 --          or {outcome, detail} (kind: 'chat' for a record without one, as every job before
 --          embeddings):
 -- Edge cases:
@@ -16,9 +17,14 @@
 --   the attempt would pass max deliveries -> {'lost', attempts}: E4206 written, state failed
 --   failed over before (attempts - failovers under max) -> run: hand-offs are no lost starts
 --   no record                             -> {'gone'}
---   submitted with a virtual key          -> run, the key's id last (it was '' above)
+--   submitted with a virtual key          -> run, the key's id (it was '' above)
+--   submitted inside a trace              -> run, its traceparent and tracestate last, the same
+--                                            on every attempt and after a hand-off (kept)
 --   in the index of queued jobs           -> taken out of it, whatever the outcome
+--   run                                   -> timeline entry 'claimed' (worker, attempt; after a
+--                                            lapsed lease: redelivered, previous_worker)
 -- include: clock
+-- include: timeline
 -- include: job
 -- Whatever happens next, the job is no longer waiting for a message: out of the queued index.
 redis.call('ZREM', KEYS[4], ARGV[6])
@@ -49,9 +55,14 @@ redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 local now_ms = math.floor(now * 1000)
 if attempt == 1 then redis.call('HSET', KEYS[1], 'started_ms', now_ms) end
+-- A running job claimed again: its worker's lease lapsed (the worker died or stalled).
+local previous = state == 'running' and redis.call('HGET', KEYS[1], 'worker') or nil
+timeline_add(KEYS[1], {event='claimed', worker=ARGV[1], attempt=attempt,
+                       redelivered=state == 'running' or nil, previous_worker=previous})
 redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1])
 local r = redis.call('HMGET', KEYS[1], 'request', 'provider', 'model', 'stream', 'deadline',
-                     'created_ms', 'chain', 'priority', 'kind', 'key_id')
+                     'created_ms', 'chain', 'priority', 'kind', 'key_id', 'traceparent',
+                     'tracestate')
 return {'run', tostring(attempt), r[1], r[2], r[3], r[4], r[5], r[6],
         tostring(redis.call('XLEN', KEYS[2])), tostring(now_ms), r[7] or '[]', r[8] or 'normal',
-        r[9] or 'chat', r[10] or ''}
+        r[9] or 'chat', r[10] or '', r[11] or '', r[12] or ''}

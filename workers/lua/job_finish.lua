@@ -13,7 +13,11 @@
 --   queued or deferred, no lease (its claim lost in a failover) -> 1: the answer is the job's
 --   ended by this same worker (a retried call whose first reply was lost) -> 1, nothing written
 --   ended otherwise, or no record           -> 0
+--   created with notify (a background response) -> 1; its webhook event in the outbox:
+--                                           response.completed, .incomplete (finish_reason
+--                                           length) or .failed (gateway_core/lua/webhook.lua)
 -- include: clock
+-- include: timeline
 -- include: job
 local f = redis.call('HMGET', KEYS[1], 'state', 'finished_by')
 local state = f[1]

@@ -14,8 +14,10 @@
 --   not due yet                 -> left in the set
 --   more due than the limit     -> the first `limit`; the rest wait for the next call
 --   stored message pushed back  -> its list's bell rung (l04:bell:<list>)
+--   released                    -> timeline entry 'released' (the wait is over, queued again)
 -- include: clock
 -- include: bell
+-- include: timeline
 -- include: job
 local now = math.floor(now_seconds() * 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
@@ -32,6 +34,7 @@ for _, id in ipairs(due) do
       redis.call('HDEL', job, 'requeue')
     end
     if ARGV[3] == '1' then index_queued(KEYS[2], id, job) end
+    timeline_add(job, {event='released'})
     table.insert(moved, id)
     table.insert(moved, f[4] or '')
     table.insert(moved, f[5] or 'normal')

@@ -12,6 +12,7 @@
 --                                        turn), queued anew in the index (at the server time)
 --   no message ('')                   -> 'requeued'; nothing pushed
 --   message pushed                    -> its list's bell rung (l04:bell:<list>)
+--   requeued                          -> timeline entry 'requeued' (why)
 --   requeued as often as allowed (or 0 allowed) -> 'failed': E4206 written, out of the index
 --   queued less than min age ago, or not in the index -> 'skipped'; nothing changes
 --   not queued any more, or no record -> 'skipped'; out of the index
@@ -19,6 +20,7 @@
 --   the sweeper's lease the caller's  -> extended to min age from now
 -- include: clock
 -- include: bell
+-- include: timeline
 -- include: job
 local holder = redis.call('GET', KEYS[5])
 if holder and holder ~= ARGV[2] then return 'fenced' end
@@ -41,6 +43,7 @@ if orphaned >= tonumber(ARGV[6]) then
   return 'failed'
 end
 redis.call('HINCRBY', KEYS[1], 'orphaned', 1)
+timeline_add(KEYS[1], {event='requeued', why='its queue message was lost'})
 if ARGV[5] ~= '' then
   redis.call('RPUSH', KEYS[6], ARGV[5])
   ring_bell(KEYS[6])
