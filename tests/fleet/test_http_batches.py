@@ -24,10 +24,13 @@ from redis.asyncio import Redis
 
 from gateway_client.batch.store import BatchStore
 from gateway_core import keys
-from l04.redis_server import LocalRedis
+from gateway_core.virtual_keys import VirtualKeyStore
+from gateway_core.webhooks import new_secret
+from l04.redis_server import LocalRedis, free_port
 from tests.conftest import FAST_RECOVERY
 from tests.fleet.test_http_keys import create_key
 from tests.fleet.test_providers_end_to_end import fleet_env
+from tests.fleet.test_webhooks import Receiver, serve
 from tests.processes import ROOT, MockUpstreamProcess, ServerProcess, WorkerProcess
 
 CLAUDE = "claude-3-5-sonnet-20241022"
@@ -202,6 +205,35 @@ def test_an_embeddings_batch(fleet: Fleet) -> None:
     body = output[0]["response"]["body"]
     assert body["object"] == "list" and len(body["data"]) == 2
     assert len(body["data"][0]["embedding"]) == 16
+
+
+async def test_a_batch_s_end_is_a_signed_webhook_to_its_key(fleet: Fleet) -> None:
+    """A key made with a webhook: its batch's ``batch.completed`` arrives at the receiver,
+    verified by the openai SDK's ``webhooks.unwrap``."""
+    receiver = Receiver(free_port())
+    server = serve(receiver)
+    secret = new_secret()
+    client_redis = Redis.from_url(fleet.redis_url)
+    try:
+        _, token = await VirtualKeyStore(client_redis).create(
+            agent_did="did:key:hooked", webhook_url=receiver.url("/batches"), webhook_secret=secret
+        )
+    finally:
+        await client_redis.aclose()
+    try:
+        with fleet.client(token) as client:
+            batch = client.batches.create(
+                input_file_id=upload(client, [chat_line("w-1", "mock", "announce the batch")]),
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+            )
+            (got,) = await asyncio.to_thread(receiver.wait_for, "/batches", 1, 30)
+            event = got.unwrap(secret)
+            assert event.type == "batch.completed" and event.data.id == batch.id
+            assert client.batches.retrieve(batch.id).status == "completed"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_bad_lines_go_to_the_error_file_and_the_rest_runs(fleet: Fleet) -> None:
