@@ -171,6 +171,20 @@ class GatewaySettings(BaseSettings):
     # On SIGTERM: how long open streams and requests in flight may take to finish.
     http_drain_grace: float = Field(default=30.0, ge=0, alias="L04_HTTP_DRAIN_GRACE")
 
+    # The Batch API's file store (POST /v1/files), in Redis: every file's bytes together may not
+    # pass files_max_bytes (a full store answers 413, never a Redis out of memory); one file may
+    # not pass file_max_bytes nor a batch input batch_max_lines lines (OpenAI's limits); a file
+    # expires files_ttl seconds after its upload (output and error files after their batch ends).
+    files_max_bytes: int = Field(default=1024**3, gt=0, alias="L04_FILES_MAX_BYTES")
+    file_max_bytes: int = Field(default=200 * 1024**2, gt=0, alias="L04_FILE_MAX_BYTES")
+    batch_max_lines: int = Field(default=50_000, gt=0, alias="L04_BATCH_MAX_LINES")
+    files_ttl: float = Field(default=30 * 86_400.0, gt=0, alias="L04_FILES_TTL")
+    # Every `l04 serve` drives HTTP batches, each under a lease in Redis that its driver renews;
+    # a server that dies loses its leases, and another takes each batch over within two lease
+    # periods. batch_window: a batch's jobs queued or running at a time.
+    batch_lease_s: float = Field(default=30.0, gt=0, alias="L04_BATCH_LEASE_S")
+    batch_window: int = Field(default=256, ge=1, alias="L04_BATCH_WINDOW")
+
     # The in-process mock provider's defaults (a request may override them in metadata["mock"]).
     mock_latency_ms: float = Field(default=0.0, ge=0.0, alias="L04_MOCK_LATENCY_MS")
     mock_chunks: int = Field(default=5, ge=1, alias="L04_MOCK_CHUNKS")

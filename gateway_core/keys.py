@@ -198,6 +198,39 @@ def batch_driver(batch_id: str) -> str:
     return f"{PREFIX}:batch:{{{batch_id}}}:driver"
 
 
+def batch_lease(batch_id: str) -> str:
+    """String with a PX expiry: the token of the ``l04 serve`` process that drives an HTTP batch
+    (SET NX, renewed while it drives; another server takes the batch when it lapses)."""
+    return f"{PREFIX}:batch:{{{batch_id}}}:lease"
+
+
+FLEET_BATCHES = f"{PREFIX}:batches:fleet"
+"""Set: the HTTP batches not yet ended, which the servers' batch drivers take leases on."""
+
+
+def file(file_id: str) -> str:
+    """Hash: a stored file's object (bytes, lines, filename, purpose, owner, times)."""
+    return f"{PREFIX}:file:{{{file_id}}}"
+
+
+def file_chunks(file_id: str) -> str:
+    """List: a stored file's content, in chunks of up to a MiB."""
+    return f"{PREFIX}:file:{{{file_id}}}:chunks"
+
+
+def files_of(owner: str) -> str:
+    """Sorted set: an owner's (a virtual key's id, or ``-``) file ids by creation time."""
+    return f"{PREFIX}:files:owner:{{{owner}}}"
+
+
+FILES_USAGE = f"{PREFIX}:files:{{usage}}:bytes"
+"""Hash: file id -> the bytes it holds in the file store (its share of the cap)."""
+FILES_EXPIRIES = f"{PREFIX}:files:{{usage}}:expiries"
+"""Sorted set: file id -> when it expires (its bytes leave the cap's count then)."""
+FILES_TOTAL = f"{PREFIX}:files:{{usage}}:total"
+"""Integer: every stored file's bytes together, counted against ``L04_FILES_MAX_BYTES``."""
+
+
 def idempotency(job_id: str) -> str:
     """The fingerprint of the request an HTTP ``Idempotency-Key`` (its job ``job_id``) was first
     used with (gateway_http/door.py)."""

@@ -39,6 +39,7 @@ from gateway_core.response import StreamChunk
 from gateway_http import anthropic_messages, openai_chat, openai_embeddings, responses_api
 from gateway_http.access import AccessMiddleware, Drain
 from gateway_http.auth import Authenticator, KeyStore
+from gateway_http.batch_routes import BatchService, add_batch_routes
 from gateway_http.body import BodyRefused, read_json, validate
 from gateway_http.door import (
     Caller,
@@ -307,16 +308,19 @@ def create_app(
     """The application. ``key_store`` None serves without authentication (``--no-auth``)."""
     settings = settings or load_settings()
     drain = drain or Drain()
-    state: dict[str, Door] = {}
+    state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = ModelGateway(settings)
         auth = Authenticator(key_store(gateway) if key_store is not None else None)
         state["door"] = Door(settings, gateway, auth, drain)
+        state["batches"] = BatchService(settings, gateway)  # the Batch API's store and driver
+        state["batches"].start()
         try:
             yield
         finally:
+            await state["batches"].stop()
             await gateway.close()
 
     app = FastAPI(
@@ -344,7 +348,11 @@ def create_app(
         return _error(request_error(exc.status_code, message), dialect, dict(exc.headers or {}))
 
     def door() -> Door:
-        return state["door"]
+        door: Door = state["door"]
+        return door
+
+    # The Files and Batch APIs (gateway_http/batch_routes.py).
+    add_batch_routes(app, door, lambda: state["batches"], _guarded)
 
     @app.post(
         "/v1/chat/completions",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway_client.batch.kinds import CHAT
 from gateway_core.errors import GatewayError
 from gateway_core.response import InferenceResponse
 
@@ -15,44 +16,17 @@ _STATUS = {"E40": 400, "E41": 400, "E42": 502, "E43": 500, "E44": 429, "E45": 40
 
 
 def result_line(batch_id: str, custom_id: str, response: InferenceResponse) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": response.content}
-    if response.tool_calls:
-        message["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments},
-            }
-            for call in response.tool_calls
-        ]
-    usage = response.token_usage
+    return answer_line(custom_id, response.job_id, response.request_id, CHAT.body(response))
+
+
+def answer_line(
+    custom_id: str, job_id: str, request_id: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """An output file's line: the endpoint's answer ``body`` with status 200."""
     return {
-        "id": f"batch_req_{response.job_id}",
+        "id": f"batch_req_{job_id}",
         "custom_id": custom_id,
-        "response": {
-            "status_code": 200,
-            "request_id": response.request_id,
-            "body": {
-                "id": f"chatcmpl-{response.job_id}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": response.model_id,
-                "choices": [
-                    {"index": 0, "message": message, "finish_reason": response.finish_reason}
-                ],
-                "usage": {
-                    "prompt_tokens": usage.prompt_tokens,
-                    "completion_tokens": usage.completion_tokens,
-                    "total_tokens": usage.total_tokens,
-                },
-                "l04": {
-                    "provider": response.provider,
-                    "cached": response.cached,
-                    "cost": response.cost,
-                    "latency_ms": response.latency_ms,
-                },
-            },
-        },
+        "response": {"status_code": 200, "request_id": request_id, "body": body},
         "error": None,
     }
 
@@ -86,3 +60,19 @@ def write_files(directory: Path, batch_id: str, lines: list[dict[str, Any]]) -> 
                     out.write(json.dumps(line, ensure_ascii=False) + "\n")
         partial.replace(path)
     return results, errors
+
+
+def jsonl(lines: list[dict[str, Any]], wanted: bool) -> Iterator[bytes]:
+    """The output (``wanted`` True) or error file's bytes, in pieces of about a MiB."""
+    piece: list[bytes] = []
+    size = 0
+    for line in lines:
+        if (line["error"] is None) is wanted:
+            text = (json.dumps(line, ensure_ascii=False) + "\n").encode()
+            piece.append(text)
+            size += len(text)
+            if size >= 1 << 20:
+                yield b"".join(piece)
+                piece, size = [], 0
+    if piece:
+        yield b"".join(piece)

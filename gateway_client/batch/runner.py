@@ -17,12 +17,21 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from gateway_client.batch.files import FileStore
 from gateway_client.batch.input import BatchLine, LineError, parse_jsonl
-from gateway_client.batch.output import error_line, error_line_from, result_line, write_files
+from gateway_client.batch.kinds import CHAT, DEFAULT_KINDS, LineKind, Running
+from gateway_client.batch.output import (
+    answer_line,
+    error_line,
+    error_line_from,
+    jsonl,
+    write_files,
+)
 from gateway_client.batch.store import ENDED, BatchInfo, BatchStatus, BatchStore
 from gateway_client.gateway import ModelGateway
 from gateway_client.handle import JobHandle
@@ -59,14 +68,41 @@ class Progress:
         return self.completed + self.failed
 
 
+#: Called once a batch reaches its end status (completed, cancelled, expired), by the process
+#: that moved it there: the place for ``batch.completed`` and the other batch events.
+OnEnd = Callable[[BatchInfo], Awaitable[None]]
+#: A batch's lines (parsed as they are reached) and their number.
+Lines = tuple[Iterator[BatchLine | LineError], int]
+
+
 class BatchRunner:
-    def __init__(self, gateway: ModelGateway, *, window: int = DEFAULT_WINDOW) -> None:
+    """``files``: the file store, for batches made over HTTP (their input and output are files
+    there); ``kinds``: the line urls it runs (default: chat completions)."""
+
+    def __init__(
+        self,
+        gateway: ModelGateway,
+        *,
+        window: int = DEFAULT_WINDOW,
+        files: FileStore | None = None,
+        kinds: Mapping[str, LineKind] | None = None,
+        on_end: OnEnd | None = None,
+    ) -> None:
         if window < 1:
             raise InvalidParameters("window must be at least 1")
         self.gateway = gateway
         self.store = BatchStore(gateway.redis)
         self.window = window
         self.in_flight = 0
+        settings = gateway.settings
+        self.files = files or FileStore(
+            gateway.redis,
+            max_total=settings.files_max_bytes,
+            max_file=settings.file_max_bytes,
+            ttl_s=settings.files_ttl,
+        )
+        self.kinds = DEFAULT_KINDS if kinds is None else kinds
+        self.on_end = on_end
 
     # -- starting and resuming ------------------------------------------------------------------
 
@@ -98,8 +134,7 @@ class BatchRunner:
         info = await self._info(batch_id)
         if info.status in ENDED:
             return info
-        lines = self._read(info)
-        return await self._drive(info, lines)
+        return await self._drive(info, *await self._read(info))
 
     async def run_requests(
         self,
@@ -130,7 +165,7 @@ class BatchRunner:
         info = await self._info(batch_id)
         if info.status in ENDED:
             return info
-        return await self._drive(info, items)
+        return await self._drive(info, items, len(items))
 
     # -- cancel, results, progress --------------------------------------------------------------
 
@@ -146,7 +181,7 @@ class BatchRunner:
         if not info.input_file:
             await self.store.move(batch_id, BatchStatus.CANCELLED, BatchStatus.CANCELLING)
             return await self._info(batch_id)
-        return await self._drive(await self._info(batch_id), self._read(info))
+        return await self._drive(await self._info(batch_id), *await self._read(info))
 
     async def write_results(
         self, batch_id: str, out_dir: str | Path | None = None
@@ -189,26 +224,30 @@ class BatchRunner:
             raise InvalidRequest(f"no batch {batch_id!r}")
         return info
 
-    def _read(self, info: BatchInfo) -> list[BatchLine | LineError]:
-        try:
-            with open(info.input_file, encoding="utf-8") as lines:
-                return list(
-                    parse_jsonl(
-                        lines,
-                        agent_did=info.agent_did or DEFAULT_AGENT,
-                        model=info.model or None,
-                        priority=info.priority,
-                    )
-                )
-        except OSError as exc:
-            raise InvalidRequest(
-                f"cannot read the batch input {info.input_file}: {exc.strerror}"
-            ) from None
+    async def _read(self, info: BatchInfo) -> Lines:
+        """The batch's lines, parsed lazily as the driver reaches them (so the first jobs are
+        queued at once, and parsing overlaps the answers of the first), and how many there are."""
+        if info.input_file_id:
+            texts = [line async for line in self.files.lines(info.input_file_id)]
+            model = None
+        else:
+            texts = _read_local(info)
+            model = info.model or None
+        parsed = parse_jsonl(
+            texts,
+            agent_did=info.agent_did or DEFAULT_AGENT,
+            model=model,
+            priority=info.priority,
+            kinds=self.kinds,
+        )
+        return parsed, sum(1 for text in texts if text.strip())
 
-    async def _drive(self, info: BatchInfo, items: list[BatchLine | LineError]) -> BatchInfo:
+    async def _drive(
+        self, info: BatchInfo, items: Iterable[BatchLine | LineError], total: int
+    ) -> BatchInfo:
         batch_id = info.batch_id
         store = self.store
-        await store.set_total(batch_id, len(items))
+        await store.set_total(batch_id, total)
         await store.move(batch_id, BatchStatus.IN_PROGRESS, BatchStatus.VALIDATING)
         answered = await store.answered(batch_id)
         stopping = asyncio.Event()
@@ -252,9 +291,36 @@ class BatchRunner:
         await store.move(
             batch_id, BatchStatus.FINALIZING, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING
         )
-        await self.write_results(batch_id)
-        await store.move(batch_id, end, BatchStatus.FINALIZING)
-        return await self._info(batch_id)
+        if final.input_file_id:
+            await self._store_results(final)
+        else:
+            await self.write_results(batch_id)
+        ended = await store.move(batch_id, end, BatchStatus.FINALIZING)
+        info = await self._info(batch_id)
+        if ended and self.on_end is not None:
+            await self.on_end(info)  # the batch's terminal status: once, by the mover
+        return info
+
+    async def _store_results(self, info: BatchInfo) -> None:
+        """An HTTP batch's output and error files, in the file store, owned by its key. Their
+        ids come from the batch's, so a driver that takes over and finishes again replaces
+        them rather than leaving a second pair."""
+        lines = [line for _, line in await self.store.answers(info.batch_id)]
+        made = {}
+        for name, wanted in (("output", True), ("error", False)):
+            if not any((line["error"] is None) is wanted for line in lines):
+                made[name] = ""
+                continue
+            stored = await self.files.put(
+                jsonl(lines, wanted),
+                owner=info.key_id or None,
+                filename=f"{info.batch_id}_{name}.jsonl",
+                purpose="batch_output",
+                file_id=f"file-{info.batch_id}-{name}",
+                force=True,
+            )
+            made[name] = stored.id
+        await self.store.set_files(info.batch_id, made["output"], made["error"])
 
     async def _beat(
         self, batch_id: str, driver: str, expires_at: float, stopping: asyncio.Event
@@ -276,23 +342,29 @@ class BatchRunner:
         job_id = f"b-{batch_id}-{item.index}"
         self.in_flight += 1
         try:
-            if stopping.is_set():
-                handle = await self._attach(job_id)  # only what was already queued or running
-                if handle is None:
+            kind = self.kinds.get(item.url, CHAT)
+            if stopping.is_set() or time.time() > info.expires_at:
+                # Only what was already queued or running (past the window, a new job could
+                # not be made: its deadline, the window's end, would have passed).
+                attached = await self._attach(kind, job_id)
+                if attached is None:
                     await self._end_unrun(batch_id, item, info)
                     return
+                running = attached
             else:
                 request = item.request.model_copy(update={"deadline": info.expires_at})
                 try:
-                    handle = await self._submit(request, job_id)
+                    running = await self._submit(kind, request, job_id, info.key_id or None)
                 except GatewayError as refused:  # E4001 unknown model, E41xx routing...
                     line = error_line_from(batch_id, item.custom_id, refused)
                     await self.store.record(batch_id, item.index, line, ok=False)
                     return
+            handle = running.handle
             watcher = asyncio.create_task(self._cancel_when_stopping(handle, stopping))
             try:
-                response = await handle.result()
-                line, ok = result_line(batch_id, item.custom_id, response), True
+                response = await running.result()
+                body = kind.body(response)
+                line, ok = answer_line(item.custom_id, job_id, response.request_id, body), True
             except GatewayError as error:
                 line, ok = error_line_from(batch_id, item.custom_id, error), False
                 if isinstance(error, JobCancelled):
@@ -303,19 +375,21 @@ class BatchRunner:
         finally:
             self.in_flight -= 1
 
-    async def _submit(self, request: InferenceRequest, job_id: str) -> JobHandle:
+    async def _submit(
+        self, kind: LineKind, request: Any, job_id: str, key_id: str | None
+    ) -> Running:
         """Submit; a full queue (E4403) is waited out, not turned into a failed line."""
         while True:
             try:
-                return await self.gateway.submit(request, job_id=job_id)
+                return await kind.submit(self.gateway, request, job_id, key_id)
             except GatewayError as error:
                 if not isinstance(error, QueueFull):
                     raise
                 await asyncio.sleep(error.retry_after or 1.0)
 
-    async def _attach(self, job_id: str) -> JobHandle | None:
+    async def _attach(self, kind: LineKind, job_id: str) -> Running | None:
         try:
-            return await self.gateway.job(job_id)
+            return await kind.attach(self.gateway, job_id)
         except GatewayError:
             return None
 
@@ -338,6 +412,17 @@ class BatchRunner:
         )
         line = error_line(batch_id, item.custom_id, code, message)
         await self.store.record(batch_id, item.index, line, ok=False)
+
+
+def _read_local(info: BatchInfo) -> list[str]:
+    """The lines of a batch whose input is a local file (``l04 batch submit``)."""
+    try:
+        with open(info.input_file, encoding="utf-8") as lines:
+            return list(lines)
+    except OSError as exc:
+        raise InvalidRequest(
+            f"cannot read the batch input {info.input_file}: {exc.strerror}"
+        ) from None
 
 
 def _absolute(path: str | Path) -> str:

@@ -52,6 +52,15 @@ class BatchInfo:
     priority: str
     agent_did: str
     timestamps: dict[str, float]
+    # An HTTP batch's (POST /v1/batches): the key that made it, its input file in the file
+    # store, its endpoint and metadata, and its output and error files once it has them.
+    key_id: str = ""
+    input_file_id: str = ""
+    endpoint: str = "/v1/chat/completions"
+    completion_window: str = ""
+    metadata: dict[str, str] | None = None
+    output_file_id: str = ""
+    error_file_id: str = ""
 
     @property
     def done(self) -> int:
@@ -72,6 +81,9 @@ class BatchInfo:
             "output_dir": self.output_dir,
             "model": self.model or None,
             "priority": self.priority,
+            **({"input_file_id": self.input_file_id} if self.input_file_id else {}),
+            **({"output_file_id": self.output_file_id} if self.output_file_id else {}),
+            **({"error_file_id": self.error_file_id} if self.error_file_id else {}),
             **self.timestamps,
         }
 
@@ -94,6 +106,7 @@ class BatchStore:
         completion_window_s: float,
         notify: str | None = None,
         key_id: str | None = None,
+        http: dict[str, str] | None = None,
     ) -> bool:
         """Create the batch record; False if a batch with this id exists (then resume it).
 
@@ -106,23 +119,22 @@ class BatchStore:
         created = await self.redis.hsetnx(record, "status", BatchStatus.VALIDATING.value)
         if not created:
             return False
-        await self.redis.hset(
-            record,
-            mapping={
-                "created_at": repr(now),
-                "expires_at": repr(now + completion_window_s),
-                "input_file": input_file,
-                "output_dir": output_dir,
-                "model": model or "",
-                "priority": priority,
-                "agent_did": agent_did,
-                "total": 0,
-                "completed": 0,
-                "failed": 0,
-                **({"notify": f"batch:{notify}"} if notify else {}),
-                **({"key_id": key_id} if key_id else {}),
-            },
-        )
+        fields: dict[Any, Any] = {
+            "created_at": repr(now),
+            "expires_at": repr(now + completion_window_s),
+            "input_file": input_file,
+            "output_dir": output_dir,
+            "model": model or "",
+            "priority": priority,
+            "agent_did": agent_did,
+            "total": 0,
+            "completed": 0,
+            "failed": 0,
+            **({"notify": f"batch:{notify}"} if notify else {}),
+            **({"key_id": key_id} if key_id else {}),
+            **(http or {}),
+        }
+        await self.redis.hset(record, mapping=fields)
         await self.redis.expire(record, BATCH_TTL_S)
         await self.redis.zadd(keys.BATCHES, {batch_id: now})
         await self.redis.zremrangebyscore(keys.BATCHES, "-inf", now - BATCH_TTL_S)
@@ -149,12 +161,25 @@ class BatchStore:
             priority=f.get("priority", "low"),
             agent_did=f.get("agent_did", ""),
             timestamps=stamps,
+            key_id=f.get("key_id", ""),
+            input_file_id=f.get("input_file_id", ""),
+            endpoint=f.get("endpoint", "/v1/chat/completions"),
+            completion_window=f.get("completion_window", ""),
+            metadata=json.loads(f["metadata"]) if f.get("metadata") else None,
+            output_file_id=f.get("output_file_id", ""),
+            error_file_id=f.get("error_file_id", ""),
         )
 
     async def recent(self, limit: int = 50) -> list[BatchInfo]:
         ids: Any = await self.redis.zrevrange(keys.BATCHES, 0, limit - 1)
         found = [await self.get(_s(i)) for i in ids]
         return [info for info in found if info is not None]
+
+    async def set_files(self, batch_id: str, output_file_id: str, error_file_id: str) -> None:
+        await self.redis.hset(
+            keys.batch(batch_id),
+            mapping={"output_file_id": output_file_id, "error_file_id": error_file_id},
+        )
 
     async def set_total(self, batch_id: str, total: int) -> None:
         await self.redis.hset(keys.batch(batch_id), "total", total)

@@ -283,7 +283,10 @@ def served_post_fields(server: ServerProcess) -> dict[str, list[str]]:
     document = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
     fields = {}
     for path, item in document["paths"].items():
-        if "post" in item and "requestBody" in item["post"]:  # not a bodiless cancel
+        post = item.get("post", {})
+        if "requestBody" in post and "OpenAI Batch" not in post.get("tags", []):
+            # (Not a bodiless cancel; the Batch API's bodies make no job: test_http_batches
+            # sends them bad input.)
             schema = item["post"]["requestBody"]["content"]["application/json"]["schema"]
             if "$ref" in schema:
                 schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]

@@ -2559,3 +2559,100 @@ def test_settle_a_delivery_another_deliverer_settled(redis_client: redis.Redis) 
         == 0
     )
     assert not redis_client.exists(OUTBOX)
+
+
+# --- the Batch API's file store and batch lease --------------------------------------------------
+
+USAGE_KEYS = [keys.FILES_USAGE, keys.FILES_EXPIRIES, keys.FILES_TOTAL]
+
+
+def files_reserve(r: redis.Redis, file_id: str, size: int, cap: int, **kw: Any) -> int:
+    now, expires, force = kw.get("now", 1000), kw.get("expires", 2000), kw.get("force", 0)
+    return int(run(r, "files_reserve", USAGE_KEYS, [file_id, size, cap, now, expires, force]))
+
+
+@case("files_reserve", "bytes fit under the cap")
+def test_reserve_bytes_under_the_cap(redis_client: redis.Redis) -> None:
+    r = redis_client
+    assert files_reserve(r, "f1", 60, 100) == 1
+    assert files_reserve(r, "f1", 40, 100) == 1  # a second chunk of the same file
+    assert s(r.get(keys.FILES_TOTAL)) == "100"
+    assert hgetall(r, keys.FILES_USAGE) == {"f1": "100"}
+    assert r.zscore(keys.FILES_EXPIRIES, "f1") == 2000
+
+
+@case("files_reserve", "bytes would pass the cap")
+def test_reserve_past_the_cap(redis_client: redis.Redis) -> None:
+    r = redis_client
+    assert files_reserve(r, "f1", 90, 100) == 1
+    assert files_reserve(r, "f2", 11, 100) == 0
+    assert s(r.get(keys.FILES_TOTAL)) == "90"
+    assert hgetall(r, keys.FILES_USAGE) == {"f1": "90"}
+
+
+@case("files_reserve", "bytes would pass the cap, force")
+def test_reserve_past_the_cap_forced(redis_client: redis.Redis) -> None:
+    r = redis_client
+    assert files_reserve(r, "f1", 90, 100) == 1
+    assert files_reserve(r, "out", 50, 100, force=1) == 1
+    assert s(r.get(keys.FILES_TOTAL)) == "140"
+
+
+@case("files_reserve", "expired files in the count")
+def test_reserve_after_files_expired(redis_client: redis.Redis) -> None:
+    r = redis_client
+    assert files_reserve(r, "old", 90, 100, expires=1500) == 1
+    assert files_reserve(r, "new", 50, 100, now=1400) == 0  # "old" still counts
+    assert files_reserve(r, "new", 50, 100, now=1600) == 1  # it expired: its bytes left the count
+    assert s(r.get(keys.FILES_TOTAL)) == "50"
+    assert hgetall(r, keys.FILES_USAGE) == {"new": "50"}
+
+
+@case("files_release", "file counted")
+def test_release_a_counted_file(redis_client: redis.Redis) -> None:
+    r = redis_client
+    files_reserve(r, "f1", 30, 100)
+    files_reserve(r, "f2", 20, 100)
+    assert int(run(r, "files_release", USAGE_KEYS, ["f1"])) == 30
+    assert s(r.get(keys.FILES_TOTAL)) == "20"
+    assert hgetall(r, keys.FILES_USAGE) == {"f2": "20"}
+    assert s(r.zrange(keys.FILES_EXPIRIES, 0, -1)) == ["f2"]
+
+
+@case("files_release", "file not counted (expired, released)")
+def test_release_a_file_not_counted(redis_client: redis.Redis) -> None:
+    r = redis_client
+    files_reserve(r, "f2", 20, 100)
+    assert int(run(r, "files_release", USAGE_KEYS, ["f1"])) == 0
+    assert s(r.get(keys.FILES_TOTAL)) == "20"
+
+
+LEASE_KEY = keys.batch_lease("b1")
+
+
+@case("batch_lease_keep", "lease held by the token, renew")
+def test_renew_a_held_lease(redis_client: redis.Redis) -> None:
+    redis_client.set(LEASE_KEY, "t1", px=1000)
+    assert int(run(redis_client, "batch_lease_keep", [LEASE_KEY], ["t1", 60_000])) == 1
+    assert 1000 < redis_client.pttl(LEASE_KEY) <= 60_000
+
+
+@case("batch_lease_keep", "lease held by the token, release")
+def test_release_a_held_lease(redis_client: redis.Redis) -> None:
+    redis_client.set(LEASE_KEY, "t1", px=1000)
+    assert int(run(redis_client, "batch_lease_keep", [LEASE_KEY], ["t1", 0])) == 1
+    assert redis_client.exists(LEASE_KEY) == 0
+
+
+@case("batch_lease_keep", "lease held by another token")
+def test_keep_a_lease_another_holds(redis_client: redis.Redis) -> None:
+    redis_client.set(LEASE_KEY, "t2", px=1000)
+    assert int(run(redis_client, "batch_lease_keep", [LEASE_KEY], ["t1", 60_000])) == 0
+    assert int(run(redis_client, "batch_lease_keep", [LEASE_KEY], ["t1", 0])) == 0
+    assert s(redis_client.get(LEASE_KEY)) == "t2" and redis_client.pttl(LEASE_KEY) <= 1000
+
+
+@case("batch_lease_keep", "no lease (lapsed)")
+def test_keep_a_lapsed_lease(redis_client: redis.Redis) -> None:
+    assert int(run(redis_client, "batch_lease_keep", [LEASE_KEY], ["t1", 60_000])) == 0
+    assert redis_client.keys("*") == []

@@ -1,0 +1,100 @@
+"""The Batch API's file store and batch lease against a real redis-server: chunks, the cap, the
+per-file limit, expiry, owners; one lease holder at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway_client.batch.files import (
+    CHUNK_BYTES,
+    FileNotFound,
+    FileStore,
+    FileStoreFull,
+    FileTooLarge,
+)
+from gateway_client.batch.lease import BatchLease
+from gateway_core import keys
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def test_a_large_file_is_stored_in_chunks_and_read_back_whole(redis: Redis) -> None:
+    store = FileStore(redis, max_total=10 * CHUNK_BYTES, max_file=5 * CHUNK_BYTES)
+    line = b'{"custom_id": "x", "body": {}}\n'
+    data = line * (2 * CHUNK_BYTES // len(line) + 7)  # a bit over two chunks
+    stored = await store.put(
+        [data[i : i + 65536] for i in range(0, len(data), 65536)],
+        owner="key-a",
+        filename="in.jsonl",
+        purpose="batch",
+    )
+    assert stored.bytes == len(data) and stored.lines == data.count(b"\n")
+    assert await redis.llen(keys.file_chunks(stored.id)) == len(data) // 65536 + 1
+    assert b"".join([c async for c in store.chunks(stored.id)]) == data
+    lines = [text async for text in store.lines(stored.id)]
+    assert len(lines) == stored.lines and lines[0] == line.decode().strip()
+    assert await store.used() == len(data)
+    assert [f.id for f in await store.listing("key-a")] == [stored.id]
+    assert await store.listing("key-b") == []
+
+
+async def test_another_owner_does_not_see_a_file(redis: Redis) -> None:
+    store = FileStore(redis, max_total=1000, max_file=1000)
+    stored = await store.put([b"a\nb"], owner="key-a", filename="f", purpose="batch")
+    assert stored.lines == 2  # the last line needs no newline
+    with pytest.raises(FileNotFound):
+        await store.get(stored.id, owner="key-b")
+    with pytest.raises(FileNotFound):
+        await store.delete(stored.id, owner="key-b")
+    assert await store.delete(stored.id, owner="key-a")
+    assert await store.used() == 0 and await redis.keys("l04:file:*") == []
+
+
+async def test_a_full_store_refuses_an_upload_and_keeps_nothing_of_it(redis: Redis) -> None:
+    store = FileStore(redis, max_total=100, max_file=1000)
+    await store.put([b"x" * 60], owner=None, filename="a", purpose="batch")
+    with pytest.raises(FileStoreFull):
+        await store.put([b"y" * 30, b"y" * 30], owner=None, filename="b", purpose="batch")
+    assert await store.used() == 60  # the refused file's first chunk was given back
+    assert len(await store.listing(None)) == 1
+    assert len(await redis.keys("l04:file:*:chunks")) == 1
+    with pytest.raises(FileTooLarge):
+        await FileStore(redis, max_total=10_000, max_file=50).put(
+            [b"z" * 51], owner=None, filename="c", purpose="batch"
+        )
+    assert await store.used() == 60
+    # A batch's output is stored past the cap rather than lost.
+    out = await store.put([b"o" * 80], owner=None, filename="o", purpose="batch_output", force=True)
+    assert out.bytes == 80 and await store.used() == 140
+
+
+async def test_an_expired_file_is_gone_and_leaves_the_count(redis: Redis) -> None:
+    store = FileStore(redis, max_total=100, max_file=100, ttl_s=2)
+    stored = await store.put([b"x" * 90], owner=None, filename="a", purpose="batch")
+    assert 0 < await redis.pttl(keys.file_chunks(stored.id)) <= 2000
+    with pytest.raises(FileStoreFull):
+        await store.put([b"y" * 20], owner=None, filename="b", purpose="batch")
+    await asyncio.sleep(2.6)
+    with pytest.raises(FileNotFound):
+        await store.get(stored.id, owner=None)
+    again = await store.put([b"y" * 20], owner=None, filename="b", purpose="batch")
+    assert await store.used() == 20 and again.bytes == 20
+
+
+async def test_one_lease_holder_at_a_time_and_a_lapsed_lease_is_taken(redis: Redis) -> None:
+    first, second = BatchLease(redis, "b1", 0.3), BatchLease(redis, "b1", 0.3)
+    assert await first.take() and not await second.take()
+    assert await first.renew() and not await second.renew()
+    await asyncio.sleep(0.4)  # the first holder stopped renewing (it died)
+    assert await second.take()
+    assert not await first.renew() and not await first.release()  # it lost the lease
+    assert await second.release() and await redis.exists(keys.batch_lease("b1")) == 0
