@@ -207,6 +207,44 @@ def test_an_embeddings_batch(fleet: Fleet) -> None:
     assert len(body["data"][0]["embedding"]) == 16
 
 
+def test_a_responses_batch_answers_response_objects_kept_like_any_response(
+    fleet: Fleet,
+) -> None:
+    def line(i: int, **body: Any) -> str:
+        body = {"model": "claude-3-5-sonnet" if i % 2 else "mock", "input": f"r {i}", **body}
+        return json.dumps(
+            {"custom_id": f"r-{i}", "method": "POST", "url": "/v1/responses", "body": body}
+        )
+
+    lines = [line(i, instructions="be brief", metadata={"n": str(i)}) for i in range(10)]
+    lines += [line(10, stream=True), line(11, previous_response_id="resp_x")]
+    with fleet.client() as client:
+        batch = client.batches.create(
+            input_file_id=upload(client, lines), endpoint="/v1/responses", completion_window="24h"
+        )
+        done = wait_for(client, batch.id, {"completed", "failed", "expired", "cancelled"})
+        assert done.status == "completed" and done.endpoint == "/v1/responses"
+        assert done.request_counts is not None and done.request_counts.total == 12
+        output = read_jsonl(client, done.output_file_id)
+        errors = read_jsonl(client, done.error_file_id)
+        assert sorted(e["custom_id"] for e in errors) == ["r-10", "r-11"]
+        assert len(output) == 10
+        for answered in output:
+            body = answered["response"]["body"]
+            i = int(answered["custom_id"].split("-")[1])
+            assert body["object"] == "response" and body["status"] == "completed"
+            assert body["instructions"] == "be brief" and body["metadata"] == {"n": str(i)}
+            assert body["output"][0]["content"][0]["text"]
+            # The same object from the Responses API, for the batch's key only.
+            kept = client.responses.retrieve(body["id"])
+            assert (
+                kept.status == "completed"
+                and kept.output_text == (body["output"][0]["content"][0]["text"])
+            )
+    with fleet.client(fleet.other["key"]) as stranger, pytest.raises(openai.NotFoundError):
+        stranger.responses.retrieve(output[0]["response"]["body"]["id"])
+
+
 async def test_a_batch_s_end_is_a_signed_webhook_to_its_key(fleet: Fleet) -> None:
     """A key made with a webhook: its batch's ``batch.completed`` arrives at the receiver,
     verified by the openai SDK's ``webhooks.unwrap``."""
