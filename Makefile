@@ -7,13 +7,17 @@ install:
 demo: install
 	.venv/bin/l04 demo
 
+# Two pytest processes (pytest-xdist), each taking whole test files (module-scoped fleets stay
+# one per module): the fleet tier mostly waits on processes and sockets.
+PYTEST_PARALLEL = -n 2 --dist loadfile
+
 test: install lint
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest $(PYTEST_PARALLEL)
 
 # The fast tiers (about a minute and a half): tests/unit (no Redis) and tests/redis (a real redis-server,
 # no worker). `make test` runs them and tests/fleet (real workers).
 test-fast: install lint
-	.venv/bin/python -m pytest tests/unit tests/redis
+	.venv/bin/python -m pytest $(PYTEST_PARALLEL) tests/unit tests/redis
 
 # The slow tier (about 5 minutes): jobs outliving RabbitMQ's consumer_timeout (150 s and 20 s),
 # a worker through a 30 s Redis outage, and the kill loops (the worker SIGKILLed ten times, Redis
