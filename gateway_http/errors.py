@@ -14,49 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gateway_core.errors import GatewayError
+from gateway_core.http_status import STATUS_BY_CODE as STATUS_BY_CODE
 
 Dialect = Literal["openai", "anthropic"]
-
-#: Status by code; a code missing here (none today: a test checks the table) answers 502.
-STATUS_BY_CODE: dict[str, int] = {
-    "E4000": 503,
-    "E4001": 404,
-    "E4002": 503,  # the provider has no key, URL or executable: the operator's to fix
-    "E4003": 503,
-    "E4004": 503,
-    "E4005": 404,  # disabled in the catalog: not served, as an unknown model
-    "E4100": 400,
-    "E4101": 400,
-    "E4102": 503,
-    "E4103": 400,
-    "E4104": 400,
-    "E4200": 502,
-    "E4201": 502,
-    "E4202": 502,
-    "E4203": 502,
-    "E4205": 504,
-    "E4206": 502,
-    "E4300": 502,
-    "E4301": 502,
-    "E4400": 503,
-    "E4401": 429,
-    "E4402": 429,
-    "E4403": 503,
-    "E4404": 504,
-    "E4405": 409,  # cancelled by someone else (another request with its Idempotency-Key)
-    "E4406": 404,
-    "E4407": 503,
-    "E4408": 401,
-    "E4409": 403,
-    "E4500": 400,
-    "E4501": 400,
-    "E4502": 400,
-    "E4503": 400,
-    "E4600": 502,
-    "E4604": 502,
-    "E4701": 503,
-    "E4702": 503,
-}
 
 #: The codes that are about the request's ``model``: OpenAI names it as their ``param``.
 MODEL_CODES = frozenset({"E4001", "E4005", "E4409"})

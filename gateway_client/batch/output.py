@@ -9,10 +9,8 @@ from typing import Any
 
 from gateway_client.batch.kinds import CHAT
 from gateway_core.errors import GatewayError
+from gateway_core.http_status import STATUS_BY_CODE
 from gateway_core.response import InferenceResponse
-
-# HTTP statuses an OpenAI-compatible server would have answered an error code with.
-_STATUS = {"E40": 400, "E41": 400, "E42": 502, "E43": 500, "E44": 429, "E45": 400, "E46": 502}
 
 
 def result_line(batch_id: str, custom_id: str, response: InferenceResponse) -> dict[str, Any]:
@@ -36,7 +34,7 @@ def error_line(batch_id: str, custom_id: str, code: str, message: str) -> dict[s
         "id": f"batch_req_{batch_id}_{custom_id}",
         "custom_id": custom_id,
         "response": {
-            "status_code": _STATUS.get(code[:3], 500),
+            "status_code": STATUS_BY_CODE.get(code, 500),  # batch_expired: no E4xxx code
             "body": {"error": {"code": code, "message": message}},
         },
         "error": {"code": code, "message": message},
