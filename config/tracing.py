@@ -11,7 +11,8 @@ tracing is not even imported, the API's no-op tracer stays, and the fleet's code
 
 Set up once per process, in the process that runs jobs or serves requests (a worker's runtime,
 each ``l04 serve`` process): never in a parent that forks afterwards. :func:`shutdown_tracing`
-exports what is left (the SIGTERM drain calls it) so that the last spans are not lost.
+exports what is left (the SIGTERM drain calls it) so that the last spans are not lost, for
+:data:`SHUTDOWN_WAIT_S` at most (a collector down or hung does not hold the exit).
 
 A library user's process (a producer) is not set up here: ``gateway_client`` uses only the API,
 so its spans go wherever the application's own TracerProvider sends them.
@@ -28,6 +29,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+#: How long a stopping process waits for its last spans. The SDK alone waits for every batch
+#: left, each export retried up to OTEL_EXPORTER_OTLP_TIMEOUT (10 s), for up to 30 s in all:
+#: with the collector down or hung, that would be added to every SIGTERM's exit.
+SHUTDOWN_WAIT_S = 5.0
 
 _lock = threading.Lock()
 _provider: Any = None  # the SDK's TracerProvider once set up in this process
@@ -76,9 +82,18 @@ def setup_tracing(default_service_name: str) -> bool:
 
 
 def shutdown_tracing() -> None:
-    """Export the spans still buffered and stop the exporter (a no-op when off)."""
+    """Export the spans still buffered and stop the exporter (a no-op when off), waiting
+    :data:`SHUTDOWN_WAIT_S` at most: past that the process exits without its last spans."""
     global _provider
     with _lock:
         provider, _provider = _provider, None
-    if provider is not None:
-        provider.shutdown()
+    if provider is None:
+        return
+    stopping = threading.Thread(target=provider.shutdown, name="l04-tracing-stop", daemon=True)
+    stopping.start()
+    stopping.join(SHUTDOWN_WAIT_S)
+    if stopping.is_alive():
+        log.warning(
+            "tracing: the last spans not exported within %.0f s (collector down or slow)",
+            SHUTDOWN_WAIT_S,
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -181,3 +182,29 @@ def test_on_the_sdk_reads_the_sampler_and_the_service_name_from_the_environment(
     assert service == "gateway-eu"
     named = {**endpoint, "OTEL_RESOURCE_ATTRIBUTES": "service.name=from-resource"}
     assert _in_a_process(named, SETUP).splitlines()[1].endswith(" from-resource")
+
+
+SHUTDOWN = """
+import time
+from opentelemetry import trace
+from config import tracing
+tracing.setup_tracing("l04-worker")
+with trace.get_tracer("test").start_as_current_span("last job"):
+    pass
+started = time.monotonic()
+tracing.shutdown_tracing()
+print(round(time.monotonic() - started, 1))
+"""
+
+
+def test_a_hung_collector_holds_the_exit_for_a_bounded_time() -> None:
+    """A collector that takes the connection and never answers (down behind a proxy, or hung):
+    the SDK alone would wait for the exporter's timeout per batch, up to 30 s; a stopping
+    process waits SHUTDOWN_WAIT_S at most and exits without the last spans."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)  # the kernel completes the connection; nobody ever reads or answers
+        endpoint = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_TIMEOUT": "20"}
+        waited = float(_in_a_process(env, SHUTDOWN))
+    assert waited <= tracing.SHUTDOWN_WAIT_S + 1
