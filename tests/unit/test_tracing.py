@@ -10,19 +10,27 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
+    StatusCode,
     TraceFlags,
     TraceState,
     set_span_in_context,
 )
 
 from config import tracing
+from gateway_client import gateway as gateway_module
+from gateway_client.gateway import ModelGateway
+from gateway_core.errors import InvalidRequest
 from gateway_core import genai_attributes as genai
 from gateway_core.trace_context import context_from, current_fields
 from gateway_http.tracing import TraceContextMiddleware
+from tests.conftest import make_request
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN_ID = 0x00F067AA0BA902B7
@@ -208,3 +216,24 @@ def test_a_hung_collector_holds_the_exit_for_a_bounded_time() -> None:
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_TIMEOUT": "20"}
         waited = float(_in_a_process(env, SHUTDOWN))
     assert waited <= tracing.SHUTDOWN_WAIT_S + 1
+
+
+async def test_a_refused_submit_has_its_code_as_the_status(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Refused before anything reaches Redis (a job id out of the pattern): E4500, as the
+    README's spans say, not the exception's type and message (a message is for people)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(gateway_module, "_tracer", provider.get_tracer("test"))
+    client = ModelGateway(redis_url="redis://127.0.0.1:9/0")
+    try:
+        with pytest.raises(InvalidRequest):
+            await client.submit(make_request(), job_id="not a job id!")
+    finally:
+        await client.close()
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "l04.submit"
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.status.description, span.attributes["error.type"]) == ("E4500", "E4500")
