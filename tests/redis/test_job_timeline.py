@@ -183,3 +183,14 @@ def test_a_sync_handle_gives_its_timeline_too(redis_url: str) -> None:
         assert handle.cancel()
         ended = handle.timeline().entries[-1]
         assert (ended.event, ended.details) == ("ended", {"state": "cancelled", "code": "E4405"})
+
+
+async def test_a_garbled_entry_is_left_out(redis: Redis) -> None:
+    """Entries no script writes (JSON's Infinity, a number past a float, not JSON, not an
+    object) are skipped; the others are read."""
+    await create(redis, "garbled")
+    for raw in ['{"t": Infinity, "event": "x"}', '{"t": 1e400, "event": "x"}', "{", "[1]"]:
+        await redis.rpush(keys.job_timeline("garbled"), raw)
+    trace = await trace_of(redis, "garbled")
+    assert [e.event for e in trace.entries] == ["created"]
+    assert "created" in trace.render()
