@@ -26,8 +26,8 @@ from opentelemetry.trace import (
 from config import tracing
 from gateway_client import gateway as gateway_module
 from gateway_client.gateway import ModelGateway
-from gateway_core.errors import InvalidRequest
 from gateway_core import genai_attributes as genai
+from gateway_core.errors import InvalidRequest
 from gateway_core.trace_context import context_from, current_fields
 from gateway_http.tracing import TraceContextMiddleware
 from tests.conftest import make_request
