@@ -2,10 +2,11 @@
 variables ask, off otherwise.
 
 On when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set and
-``OTEL_SDK_DISABLED`` is not ``true``: a TracerProvider with a batch processor and the OTLP
-exporter (protobuf over HTTP), both configured by the SDK from the standard variables
-(``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` and its ``_ARG``,
-``OTEL_BSP_*``, ``OTEL_EXPORTER_OTLP_*``): nothing here overrides them. Off: the SDK's
+``OTEL_SDK_DISABLED`` is not ``true`` (nor ``OTEL_TRACES_EXPORTER`` ``none``): a TracerProvider
+with a batch processor and the OTLP exporter (protobuf over HTTP), both configured by the SDK
+from the standard variables (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
+``OTEL_TRACES_SAMPLER`` and its ``_ARG``, ``OTEL_BSP_*``, ``OTEL_EXPORTER_OTLP_*``): nothing
+here overrides them. Off: the SDK's
 tracing is not even imported, the API's no-op tracer stays, and the fleet's code asks
 :func:`enabled` before it builds any span.
 
@@ -42,6 +43,8 @@ _provider: Any = None  # the SDK's TracerProvider once set up in this process
 def requested(env: Mapping[str, str] = os.environ) -> bool:
     """Whether the environment asks for tracing."""
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":  # the endpoint is not ours
         return False
     return any(env.get(name, "").strip() for name in ENDPOINT_VARIABLES)
 

@@ -84,6 +84,14 @@ def test_the_sdk_is_requested_by_the_standard_variables_only() -> None:
     assert not tracing.enabled()  # this test process never set the SDK up
 
 
+def test_traces_exporter_none_keeps_tracing_off() -> None:
+    """OTEL_TRACES_EXPORTER=none: no traces, even with the endpoint set for metrics or logs."""
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
+    assert not tracing.requested({**endpoint, "OTEL_TRACES_EXPORTER": "none"})
+    assert not tracing.requested({**endpoint, "OTEL_TRACES_EXPORTER": " None "})
+    assert tracing.requested({**endpoint, "OTEL_TRACES_EXPORTER": "otlp"})
+
+
 def test_genai_attributes_name_the_call_and_its_answer() -> None:
     op = genai.operation("chat")
     assert genai.span_name(op, "gpt-4o-mini") == "chat gpt-4o-mini"
