@@ -2,16 +2,18 @@
 variables ask, off otherwise.
 
 On when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set and
-``OTEL_SDK_DISABLED`` is not ``true``: a TracerProvider with a batch processor and the OTLP
-exporter (protobuf over HTTP), both configured by the SDK from the standard variables
-(``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` and its ``_ARG``,
-``OTEL_BSP_*``, ``OTEL_EXPORTER_OTLP_*``): nothing here overrides them. Off: the SDK's
+``OTEL_SDK_DISABLED`` is not ``true`` (nor ``OTEL_TRACES_EXPORTER`` ``none``): a TracerProvider
+with a batch processor and the OTLP exporter (protobuf over HTTP), both configured by the SDK
+from the standard variables (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
+``OTEL_TRACES_SAMPLER`` and its ``_ARG``, ``OTEL_BSP_*``, ``OTEL_EXPORTER_OTLP_*``): nothing
+here overrides them. Off: the SDK's
 tracing is not even imported, the API's no-op tracer stays, and the fleet's code asks
 :func:`enabled` before it builds any span.
 
 Set up once per process, in the process that runs jobs or serves requests (a worker's runtime,
 each ``l04 serve`` process): never in a parent that forks afterwards. :func:`shutdown_tracing`
-exports what is left (the SIGTERM drain calls it) so that the last spans are not lost.
+exports what is left (the SIGTERM drain calls it) so that the last spans are not lost, for
+:data:`SHUTDOWN_WAIT_S` at most (a collector down or hung does not hold the exit).
 
 A library user's process (a producer) is not set up here: ``gateway_client`` uses only the API,
 so its spans go wherever the application's own TracerProvider sends them.
@@ -29,6 +31,11 @@ log = logging.getLogger(__name__)
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
+#: How long a stopping process waits for its last spans. The SDK alone waits for every batch
+#: left, each export retried up to OTEL_EXPORTER_OTLP_TIMEOUT (10 s), for up to 30 s in all:
+#: with the collector down or hung, that would be added to every SIGTERM's exit.
+SHUTDOWN_WAIT_S = 5.0
+
 _lock = threading.Lock()
 _provider: Any = None  # the SDK's TracerProvider once set up in this process
 
@@ -36,6 +43,8 @@ _provider: Any = None  # the SDK's TracerProvider once set up in this process
 def requested(env: Mapping[str, str] = os.environ) -> bool:
     """Whether the environment asks for tracing."""
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":  # the endpoint is not ours
         return False
     return any(env.get(name, "").strip() for name in ENDPOINT_VARIABLES)
 
@@ -76,9 +85,18 @@ def setup_tracing(default_service_name: str) -> bool:
 
 
 def shutdown_tracing() -> None:
-    """Export the spans still buffered and stop the exporter (a no-op when off)."""
+    """Export the spans still buffered and stop the exporter (a no-op when off), waiting
+    :data:`SHUTDOWN_WAIT_S` at most: past that the process exits without its last spans."""
     global _provider
     with _lock:
         provider, _provider = _provider, None
-    if provider is not None:
-        provider.shutdown()
+    if provider is None:
+        return
+    stopping = threading.Thread(target=provider.shutdown, name="l04-tracing-stop", daemon=True)
+    stopping.start()
+    stopping.join(SHUTDOWN_WAIT_S)
+    if stopping.is_alive():
+        log.warning(
+            "tracing: the last spans not exported within %.0f s (collector down or slow)",
+            SHUTDOWN_WAIT_S,
+        )

@@ -239,14 +239,22 @@ class ModelGateway:
         notify: str | None = None,
     ) -> JobHandle:
         """The submit, in the span ``l04.submit`` (the parent of the workers' spans)."""
+        # Not the API's status on exception: "{type}: {message}" would replace the code.
         with _tracer.start_as_current_span(
-            "l04.submit", kind=SpanKind.PRODUCER, record_exception=False
+            "l04.submit",
+            kind=SpanKind.PRODUCER,
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
             try:
                 handle = await self._submit_traced(request, job_id, stream, key_id, notify, span)
             except GatewayError as error:
                 span.set_attribute("error.type", error.code)
                 span.set_status(Status(StatusCode.ERROR, error.code))
+                raise
+            except Exception as exc:  # not a cancelled submit: that is no error
+                span.set_attribute("error.type", type(exc).__name__)
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 raise
             if span.is_recording():
                 span.set_attribute("l04.job_id", handle.job_id)

@@ -147,7 +147,7 @@ def parse_entry(raw: Any) -> TimelineEntry | None:
         data = json.loads(text(raw))
         t_ms = int(data.pop("t"))
         event = str(data.pop("event"))
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):  # inf: Overflow
         return None
     return TimelineEntry(t_ms, event, data)
 

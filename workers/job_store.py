@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from gateway_core import keys
 from gateway_core.job_records import JobKind, JobRecords, compact_json, finish_outcome, text
 from gateway_core.job_states import ClaimOutcome, FinishOutcome, JobState, OrphanOutcome
+from gateway_core.job_timeline import parse_entry
 from gateway_core.lua_scripts import register
 
 # Claims of one job past which it fails with E4206 (L04_MAX_DELIVERIES).
@@ -181,6 +182,18 @@ class WorkerJobStore(JobRecords):
             keys=[keys.job(job_id), keys.job_lease(job_id)], args=[owner, compact_json(entry)]
         )
         return int(result) == 1
+
+    async def ended_trace(self, job_id: str) -> tuple[str, str, str | None]:
+        """Of a job its claim just ended without running it (deadline passed, started too
+        often): the caller's trace context (traceparent, tracestate; '' for none) and the code
+        it ended with (its timeline's last step), for the trace of that delivery."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.job(job_id), ["traceparent", "tracestate"])
+            pipe.lindex(keys.job_timeline(job_id), -1)
+            (traceparent, tracestate), last = await pipe.execute()
+        entry = parse_entry(last) if last is not None else None
+        code = entry.details.get("code") if entry is not None and entry.event == "ended" else None
+        return text(traceparent or ""), text(tracestate or ""), code
 
     async def release_due(self, limit: int = 200) -> list[tuple[str, str, str]]:
         """Requeue the deferred jobs whose wait is over: (job id, provider, priority) each."""

@@ -15,7 +15,8 @@ delivery of one job is a sibling under the caller's span. Under it:
   attributes (:mod:`gateway_core.genai_attributes`); ``gen_ai.first_token`` is an event on it.
 
 The job's outcome is ``l04.outcome`` on ``l04.job``; an error ends it with status ERROR, its
-E4xxx code as the description and as ``error.type``.
+E4xxx code as the description and as ``error.type``. A delivery whose claim ended the job
+(expired, lost) is an ``l04.job`` alone with that outcome and code (:func:`not_run`).
 
 Off (:func:`config.tracing.enabled` false), every function here returns before it builds
 anything: the API's no-op tracer is not even asked.
@@ -89,6 +90,27 @@ def start_job(job_id: str, claim: Claim, claim_started_ns: int) -> JobSpan | Non
         queued.end(end_time=claim.started_ms * 1_000_000)
     _tracer.start_span("l04.claim", context=inside, start_time=claim_started_ns).end(claimed_ns)
     return JobSpan(span, otel_context.attach(inside))
+
+
+def not_run(
+    job_id: str, traceparent: str, tracestate: str, outcome: str, code: str | None, claimed_ns: int
+) -> None:
+    """A delivery whose claim ended the job instead of running it (its deadline passed:
+    E4404, E4401 or E4205; started too often: E4206): an ``l04.job`` span of the claim, in the
+    caller's trace, with the code as its status, so that the trace shows how the job ended."""
+    if not tracing.enabled():
+        return
+    parent = context_from({"traceparent": traceparent, "tracestate": tracestate})
+    span = _tracer.start_span(
+        "l04.job",
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        start_time=claimed_ns,
+        attributes={"l04.job_id": job_id, "l04.outcome": outcome},
+    )
+    if code:
+        _error(span, code)
+    span.end()
 
 
 def failed(code: str) -> None:

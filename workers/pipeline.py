@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from config import tracing
 from config.catalog import Catalog, ModelSpec
 from config.settings import GatewaySettings
 from gateway_core import metrics
@@ -149,6 +150,8 @@ class JobPipeline:
         """Run the job; returns its outcome, or None when it has no record (GONE)."""
         claim_started_ns = time.time_ns()
         claim = await self._claim(job_id)
+        if claim.outcome in (ClaimOutcome.LOST, ClaimOutcome.EXPIRED):
+            await self._trace_not_run(job_id, claim, claim_started_ns)
         if claim.outcome is ClaimOutcome.LOST:
             # No worker came back from this job: it may be what kills them.
             log.warning("job %s failed with E4206: started %s times", job_id, claim.detail)
@@ -168,6 +171,19 @@ class JobPipeline:
             self.claimed.discard(job_id)
             if span is not None:
                 span.end(outcome)
+
+    async def _trace_not_run(self, job_id: str, claim: Claim, claimed_ns: int) -> None:
+        """The claim ended the job (README "Tracing"): its span in the caller's trace, tracing
+        on only; a Redis failure here costs the span, not the job (it has ended)."""
+        if not tracing.enabled():
+            return
+        try:
+            traceparent, tracestate, code = await self._store.ended_trace(job_id)
+        except REDIS_ERRORS as exc:
+            log.info("job %s: its end not traced (%s)", job_id, type(exc).__name__)
+            return
+        outcome = NOT_RUN[claim.outcome] or ""
+        job_trace.not_run(job_id, traceparent, tracestate, outcome, code, claimed_ns)
 
     async def _run_claimed(self, job_id: str, claim: Claim) -> RunOutcome:
         writer = EventWriter(

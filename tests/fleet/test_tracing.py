@@ -273,6 +273,10 @@ async def test_off_exports_nothing_and_a_redelivered_job_keeps_its_trace(
         doomed.kill()
     finally:
         doomed.stop()
+    # No worker serves mock now: this job's deadline passes in the queue (nobody waits on it).
+    with caller_tracer.start_as_current_span("late caller") as late_caller:
+        late = await producer.submit(make_request("late", timeout=1.0))
+    await asyncio.sleep(1.1)
     # Traced, two processes (each sets itself up), exporting only every 10 minutes: what it
     # recorded arrives because SIGTERM's drain exports it.
     on = {**off, "OTEL_SDK_DISABLED": "", "OTEL_BSP_SCHEDULE_DELAY": "600000"}
@@ -291,3 +295,9 @@ async def test_off_exports_nothing_and_a_redelivered_job_keeps_its_trace(
     assert delivery.attributes["l04.job_id"] == handle.job_id
     assert delivery.parent_span_id == format(caller.get_span_context().span_id, "016x")
     assert named(spans, "chat mock")[0].parent_span_id == delivery.span_id
+    # The traced worker took the late job's message and its claim ended it: one span says so.
+    (ended,) = receiver.wait_for(trace_id_of(late_caller), {"l04.job"}, 5)
+    assert ended.parent_span_id == format(late_caller.get_span_context().span_id, "016x")
+    assert ended.attributes["l04.job_id"] == late.job_id
+    assert ended.attributes["l04.outcome"] == "expired"
+    assert (ended.status_code, ended.attributes["error.type"]) == (2, "E4404")

@@ -183,3 +183,26 @@ def test_a_sync_handle_gives_its_timeline_too(redis_url: str) -> None:
         assert handle.cancel()
         ended = handle.timeline().entries[-1]
         assert (ended.event, ended.details) == ("ended", {"state": "cancelled", "code": "E4405"})
+
+
+async def test_a_garbled_entry_is_left_out(redis: Redis) -> None:
+    """Entries no script writes (JSON's Infinity, a number past a float, not JSON, not an
+    object) are skipped; the others are read."""
+    await create(redis, "garbled")
+    for raw in ['{"t": Infinity, "event": "x"}', '{"t": 1e400, "event": "x"}', "{", "[1]"]:
+        await redis.rpush(keys.job_timeline("garbled"), raw)
+    trace = await trace_of(redis, "garbled")
+    assert [e.event for e in trace.entries] == ["created"]
+    assert "created" in trace.render()
+
+
+async def test_a_job_its_claim_ended_gives_its_trace_context_and_code(redis: Redis) -> None:
+    """What the worker traces of a delivery its claim ended (workers/pipeline.py)."""
+    worker = WorkerJobStore(redis)
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    await create(redis, "late", deadline_in=-1)
+    await redis.hset(keys.job("late"), mapping={"traceparent": traceparent, "tracestate": "v=1"})
+    assert (await worker.claim("late", "w1", LEASE_MS)).outcome is ClaimOutcome.EXPIRED
+    assert await worker.ended_trace("late") == (traceparent, "v=1", "E4404")
+    await create(redis, "untraced")  # no context, not ended: nothing to say
+    assert await worker.ended_trace("untraced") == ("", "", None)

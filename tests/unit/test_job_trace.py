@@ -81,6 +81,26 @@ def test_a_failed_call_has_its_code(exported: InMemorySpanExporter) -> None:
     assert (span.attributes or {})["error.type"] == "E4200"
 
 
+def test_a_job_its_claim_ended_is_a_span_in_the_callers_trace(
+    exported: InMemorySpanExporter,
+) -> None:
+    """Its deadline passed in the queue: the claim wrote E4404 and ran nothing."""
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    job_trace.not_run("late", traceparent, "", "expired", "E4404", 1_000)
+    span = only(exported)
+    assert span.name == "l04.job" and span.parent is not None
+    assert (span.context.trace_id, span.parent.span_id) == (
+        0x4BF92F3577B34DA6A3CE929D0E0E4736,
+        0x00F067AA0BA902B7,
+    )
+    assert (span.status.status_code, span.status.description) == (StatusCode.ERROR, "E4404")
+    assert dict(span.attributes or {}) == {
+        "l04.job_id": "late",
+        "l04.outcome": "expired",
+        "error.type": "E4404",
+    }
+
+
 KEY = "sk-proj-0123456789abcdef"
 
 

@@ -5,23 +5,32 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
+    StatusCode,
     TraceFlags,
     TraceState,
     set_span_in_context,
 )
 
 from config import tracing
+from gateway_client import gateway as gateway_module
+from gateway_client.gateway import ModelGateway
 from gateway_core import genai_attributes as genai
+from gateway_core.errors import InvalidRequest
 from gateway_core.trace_context import context_from, current_fields
 from gateway_http.tracing import TraceContextMiddleware
+from tests.conftest import make_request
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN_ID = 0x00F067AA0BA902B7
@@ -73,6 +82,14 @@ def test_the_sdk_is_requested_by_the_standard_variables_only() -> None:
         {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "false"}
     )
     assert not tracing.enabled()  # this test process never set the SDK up
+
+
+def test_traces_exporter_none_keeps_tracing_off() -> None:
+    """OTEL_TRACES_EXPORTER=none: no traces, even with the endpoint set for metrics or logs."""
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
+    assert not tracing.requested({**endpoint, "OTEL_TRACES_EXPORTER": "none"})
+    assert not tracing.requested({**endpoint, "OTEL_TRACES_EXPORTER": " None "})
+    assert tracing.requested({**endpoint, "OTEL_TRACES_EXPORTER": "otlp"})
 
 
 def test_genai_attributes_name_the_call_and_its_answer() -> None:
@@ -181,3 +198,50 @@ def test_on_the_sdk_reads_the_sampler_and_the_service_name_from_the_environment(
     assert service == "gateway-eu"
     named = {**endpoint, "OTEL_RESOURCE_ATTRIBUTES": "service.name=from-resource"}
     assert _in_a_process(named, SETUP).splitlines()[1].endswith(" from-resource")
+
+
+SHUTDOWN = """
+import time
+from opentelemetry import trace
+from config import tracing
+tracing.setup_tracing("l04-worker")
+with trace.get_tracer("test").start_as_current_span("last job"):
+    pass
+started = time.monotonic()
+tracing.shutdown_tracing()
+print(round(time.monotonic() - started, 1))
+"""
+
+
+def test_a_hung_collector_holds_the_exit_for_a_bounded_time() -> None:
+    """A collector that takes the connection and never answers (down behind a proxy, or hung):
+    the SDK alone would wait for the exporter's timeout per batch, up to 30 s; a stopping
+    process waits SHUTDOWN_WAIT_S at most and exits without the last spans."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)  # the kernel completes the connection; nobody ever reads or answers
+        endpoint = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_TIMEOUT": "20"}
+        waited = float(_in_a_process(env, SHUTDOWN))
+    assert waited <= tracing.SHUTDOWN_WAIT_S + 1
+
+
+async def test_a_refused_submit_has_its_code_as_the_status(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Refused before anything reaches Redis (a job id out of the pattern): E4500, as the
+    README's spans say, not the exception's type and message (a message is for people)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(gateway_module, "_tracer", provider.get_tracer("test"))
+    client = ModelGateway(redis_url="redis://127.0.0.1:9/0")
+    try:
+        with pytest.raises(InvalidRequest):
+            await client.submit(make_request(), job_id="not a job id!")
+    finally:
+        await client.close()
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "l04.submit"
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.status.description, span.attributes["error.type"]) == ("E4500", "E4500")
