@@ -72,16 +72,29 @@ def setup_tracing(default_service_name: str) -> bool:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get(
-            "OTEL_RESOURCE_ATTRIBUTES", ""
+        named = os.environ.get("OTEL_SERVICE_NAME") or _names_the_service(
+            os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
         )
-        resource = Resource.create({} if named else {"service.name": default_service_name})
-        provider = TracerProvider(resource=resource)  # the sampler: OTEL_TRACES_SAMPLER
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        try:
+            resource = Resource.create({} if named else {"service.name": default_service_name})
+            provider = TracerProvider(resource=resource)  # the sampler: OTEL_TRACES_SAMPLER
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        except Exception as exc:  # a malformed OTEL_* value (OTEL_BSP_MAX_EXPORT_BATCH_SIZE=0...)
+            # Tracing is an operator's view of the fleet, not part of its work: the process
+            # runs on without it, and says why once, loudly.
+            log.error("tracing off: the OTEL_* settings are refused by the SDK: %s", exc)
+            return False
         trace.set_tracer_provider(provider)
         _provider = provider
     log.info("tracing on: OTLP export of %s", resource.attributes.get("service.name"))
     return True
+
+
+def _names_the_service(resource_attributes: str) -> bool:
+    """Whether ``OTEL_RESOURCE_ATTRIBUTES`` (``key=value,key=value``) sets ``service.name``."""
+    return any(
+        pair.partition("=")[0].strip() == "service.name" for pair in resource_attributes.split(",")
+    )
 
 
 def shutdown_tracing() -> None:

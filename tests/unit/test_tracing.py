@@ -200,6 +200,22 @@ def test_on_the_sdk_reads_the_sampler_and_the_service_name_from_the_environment(
     assert _in_a_process(named, SETUP).splitlines()[1].endswith(" from-resource")
 
 
+def test_a_malformed_sdk_setting_leaves_tracing_off_and_says_why() -> None:
+    """The process runs on (tracing is a view of the fleet, not its work), with one error line
+    naming the cause; a resource attribute that merely contains ``service.name`` in its key
+    does not count as naming the service."""
+    code = SETUP.replace(
+        "import sys\n", "import logging, sys\nlogging.basicConfig(stream=sys.stdout)\n", 1
+    )
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    bad = {**endpoint, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "0"}
+    printed = _in_a_process(bad, code).splitlines()
+    assert printed[-1] == "False False True"
+    assert "tracing off: the OTEL_* settings are refused by the SDK" in printed[0]
+    other = {**endpoint, "OTEL_RESOURCE_ATTRIBUTES": "foo.service.name=x"}
+    assert _in_a_process(other, SETUP).splitlines()[1].endswith(" l04-worker")
+
+
 SHUTDOWN = """
 import time
 from opentelemetry import trace
