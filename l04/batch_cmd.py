@@ -73,10 +73,16 @@ async def _with_runner(args: argparse.Namespace, work: Any) -> int:
 
 
 async def _drive(runner: BatchRunner, batch_id: str, run: Any, quiet: bool) -> int:
+    running: asyncio.Future[BatchInfo] = asyncio.ensure_future(run)
     watcher = None
     if not quiet:
-        watcher = asyncio.create_task(show_progress(runner, batch_id, sys.stderr))
-    info: BatchInfo = await run
+        # ``run`` makes the batch's record first: watch it once it exists (a watcher started
+        # at once could read before the record is written, and stop the command: no batch).
+        while not running.done() and await runner.store.get(batch_id) is None:  # noqa: ASYNC110 - polls Redis
+            await asyncio.sleep(0.05)
+        if not running.done():
+            watcher = asyncio.create_task(show_progress(runner, batch_id, sys.stderr))
+    info = await running
     if watcher is not None:
         await watcher
     return _report(info)
