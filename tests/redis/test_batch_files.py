@@ -98,3 +98,45 @@ async def test_one_lease_holder_at_a_time_and_a_lapsed_lease_is_taken(redis: Red
     assert await second.take()
     assert not await first.renew() and not await first.release()  # it lost the lease
     assert await second.release() and await redis.exists(keys.batch_lease("b1")) == 0
+
+
+async def test_an_upload_without_content_length_is_refused_once_it_passes_the_limit(
+    redis: Redis,
+) -> None:
+    """A chunked upload (no Content-Length) was spooled whole to the server's disk before the
+    per-file limit was looked at: any size, one request. It is cut as soon as it passes."""
+    from starlette.requests import Request
+
+    from gateway_http import files
+    from gateway_http.body import BodyRefused
+    from gateway_http.door import Caller
+
+    store = FileStore(redis, max_total=100 * CHUNK_BYTES, max_file=CHUNK_BYTES)
+    boundary = "b0undary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    piece = b'{"custom_id": "x"}\n' * 3000
+    sent = 0
+
+    async def receive() -> dict[str, object]:
+        nonlocal sent
+        last = sent >= 50 * CHUNK_BYTES
+        body = head if sent == 0 else f"\r\n--{boundary}--\r\n".encode() if last else piece
+        sent += len(body)
+        return {"type": "http.request", "body": body, "more_body": not last}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/files",
+        "headers": [(b"content-type", f"multipart/form-data; boundary={boundary}".encode())],
+        "query_string": b"",
+    }
+    with pytest.raises(BodyRefused) as refused:
+        await files.upload(Request(scope, receive), Caller(agent_did="did:key:a"), store)
+    assert refused.value.error.status == 413
+    assert sent < 2 * CHUNK_BYTES  # read up to the limit, not the 50 MiB sent
+    assert await store.used() == 0
