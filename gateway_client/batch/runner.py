@@ -254,7 +254,8 @@ class BatchRunner:
         if info.status is BatchStatus.CANCELLING or time.time() > info.expires_at:
             stopping.set()
         driver = f"{socket.gethostname()}:{os.getpid()}"
-        beat = asyncio.create_task(self._beat(batch_id, driver, info.expires_at, stopping))
+        ended = asyncio.Event()
+        beat = asyncio.create_task(self._beat(batch_id, driver, info.expires_at, stopping, ended))
         slots = asyncio.Semaphore(self.window)
         running: set[asyncio.Task[None]] = set()
         try:
@@ -273,6 +274,9 @@ class BatchRunner:
             if running:
                 await asyncio.gather(*running)
         finally:
+            # Both: a cancel that lands as the beat's Redis connection opens is lost (Python
+            # 3.11's asyncio.wait_for, inside redis-py), and awaiting it then hung the batch.
+            ended.set()
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
@@ -323,10 +327,16 @@ class BatchRunner:
         await self.store.set_files(info.batch_id, made["output"], made["error"])
 
     async def _beat(
-        self, batch_id: str, driver: str, expires_at: float, stopping: asyncio.Event
+        self,
+        batch_id: str,
+        driver: str,
+        expires_at: float,
+        stopping: asyncio.Event,
+        ended: asyncio.Event,
     ) -> None:
-        """Keep the driver's heartbeat, publish what is in flight, notice cancel and expiry."""
-        while True:
+        """Keep the driver's heartbeat, publish what is in flight, notice cancel and expiry;
+        until cancelled or ``ended``."""
+        while not ended.is_set():
             await self.store.beat(batch_id, driver)
             await self.gateway.redis.hset(keys.batch(batch_id), "in_flight", self.in_flight)
             info = await self.store.get(batch_id)

@@ -4,7 +4,10 @@ per-file limit, expiry, owners; one lease holder at a time."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -16,8 +19,12 @@ from gateway_client.batch.files import (
     FileStoreFull,
     FileTooLarge,
 )
+from gateway_client.batch.kinds import ChatLines, Running
 from gateway_client.batch.lease import BatchLease
+from gateway_client.batch.runner import BatchRunner
+from gateway_client.gateway import ModelGateway
 from gateway_core import keys
+from tests.conftest import make_request
 
 
 @pytest.fixture
@@ -140,3 +147,28 @@ async def test_an_upload_without_content_length_is_refused_once_it_passes_the_li
     assert refused.value.error.status == 413
     assert sent < 2 * CHUNK_BYTES  # read up to the limit, not the 50 MiB sent
     assert await store.used() == 0
+
+
+class _SubmitFails(ChatLines):
+    """A line kind whose submit raises what no line should (a bug, a library's error)."""
+
+    async def submit(
+        self, gateway: ModelGateway, request: Any, job_id: str, key_id: str | None
+    ) -> Running:
+        raise RuntimeError("not a GatewayError")
+
+
+async def test_a_run_whose_line_raises_ends_with_the_error_and_never_hangs(
+    gateway: ModelGateway, tmp_path: Path
+) -> None:
+    """The line's error reached the run while its heartbeat was opening its Redis connection:
+    the heartbeat's cancel was lost there (Python 3.11's wait_for) and the run awaited it
+    forever, the batch in progress for good, its lease renewed by a driver that never ended."""
+    runner = BatchRunner(gateway, kinds={"/v1/chat/completions": _SubmitFails()})
+    lines = [("a", make_request()), ("b", make_request())]
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="not a GatewayError"):
+        await asyncio.wait_for(
+            runner.run_requests(lines, batch_id="raising", out_dir=tmp_path), timeout=10
+        )
+    assert time.monotonic() - started < 5  # not ended by the wait_for's own timeout
