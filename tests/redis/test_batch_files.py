@@ -4,8 +4,10 @@ per-file limit, expiry, owners; one lease holder at a time."""
 from __future__ import annotations
 
 import asyncio
+import io
 import time
-from collections.abc import AsyncIterator
+import tracemalloc
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from gateway_client.batch.files import (
 from gateway_client.batch.kinds import ChatLines, Running
 from gateway_client.batch.lease import BatchLease
 from gateway_client.batch.runner import BatchRunner
+from gateway_client.batch.store import BatchStore
 from gateway_client.gateway import ModelGateway
 from gateway_core import keys
 from tests.conftest import make_request
@@ -172,3 +175,48 @@ async def test_a_run_whose_line_raises_ends_with_the_error_and_never_hangs(
             runner.run_requests(lines, batch_id="raising", out_dir=tmp_path), timeout=10
         )
     assert time.monotonic() - started < 5  # not ended by the wait_for's own timeout
+
+
+async def test_a_batch_s_input_is_read_from_the_store_as_reached_not_held_whole(
+    gateway: ModelGateway, redis: Redis
+) -> None:
+    """Every driven batch held its whole input as a list of lines: a key could make many
+    batches of one 200 MB file (counted once in the store) and run its servers out of memory.
+    An input deleted before its batch runs fails the batch (FileNotFound), not an empty run."""
+    store = FileStore(redis, max_total=100 * CHUNK_BYTES, max_file=50 * CHUNK_BYTES)
+    line = (
+        b'{"custom_id": "%d", "method": "POST", "url": "/v1/chat/completions", '
+        b'"body": {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}}\n'
+    )
+    data = b"".join(line % n for n in range(160_000))  # about 23 MiB
+    stored = await store.put(io.BytesIO(data), owner=None, filename="in.jsonl", purpose="batch")
+    batches = BatchStore(redis)
+    for batch_id in ("big", "gone"):
+        await batches.create(
+            batch_id,
+            input_file="",
+            output_dir="",
+            model=None,
+            priority="low",
+            agent_did="did:key:a",
+            completion_window_s=3600,
+            http={"input_file_id": stored.id},
+        )
+    runner = BatchRunner(gateway, files=store)
+    info = await batches.get("big")
+    assert info is not None
+    tracemalloc.start()
+    try:
+        items, total = await runner._read(info)
+        if isinstance(items, AsyncIterable):
+            first = await anext(aiter(items))
+        else:
+            first = next(iter(items))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == 160_000 and first.custom_id == "0"
+    assert peak < 8 * CHUNK_BYTES, peak  # a chunk or two at a time, whatever the size
+    await store.delete(stored.id, owner=None)
+    with pytest.raises(FileNotFound):
+        await runner.resume("gone")
