@@ -184,6 +184,8 @@ class BatchRunner:
         )
         if not moved or await self.store.driver(batch_id) is not None:
             return await self._info(batch_id)  # the driving process does the rest
+        if info.input_file_id:  # an HTTP batch: the fleet's next driver ends it, files and all
+            return await self._info(batch_id)
         # Nobody drives it: finish the cancellation here (needs the input to know the lines).
         if not info.input_file:
             await self.store.move(batch_id, BatchStatus.CANCELLED, BatchStatus.CANCELLING)

@@ -24,7 +24,7 @@ from gateway_client.batch.files import (
 from gateway_client.batch.kinds import ChatLines, Running
 from gateway_client.batch.lease import BatchLease
 from gateway_client.batch.runner import BatchRunner
-from gateway_client.batch.store import BatchStore
+from gateway_client.batch.store import BatchStatus, BatchStore
 from gateway_client.gateway import ModelGateway
 from gateway_core import keys
 from tests.conftest import make_request
@@ -220,3 +220,27 @@ async def test_a_batch_s_input_is_read_from_the_store_as_reached_not_held_whole(
     await store.delete(stored.id, owner=None)
     with pytest.raises(FileNotFound):
         await runner.resume("gone")
+
+
+async def test_cancelling_an_http_batch_nobody_drives_just_now_leaves_it_to_the_fleet(
+    gateway: ModelGateway, redis: Redis
+) -> None:
+    """``l04 batch cancel`` on an HTTP batch between two drivers (one died, the next has not
+    swept yet) ended it ``cancelled`` at once: no output file, its answered lines lost to
+    the HTTP API. The fleet's driver finishes it (its answers in its output file)."""
+    batches = BatchStore(redis)
+    await batches.create(
+        "between",
+        input_file="",
+        output_dir="",
+        model=None,
+        priority="low",
+        agent_did="did:key:a",
+        completion_window_s=3600,
+        http={"input_file_id": "file-x", "endpoint": "/v1/chat/completions"},
+    )
+    await batches.move("between", BatchStatus.IN_PROGRESS, BatchStatus.VALIDATING)
+    answer = {"id": "r", "custom_id": "a", "response": {"status_code": 200}, "error": None}
+    await batches.record("between", 0, answer, ok=True)
+    info = await BatchRunner(gateway).cancel("between")
+    assert info.status is BatchStatus.CANCELLING  # its driver ends it, with its output file
