@@ -316,7 +316,8 @@ class BatchRunner:
     async def _finish(self, batch_id: str) -> BatchInfo:
         store = self.store
         final = await self._info(batch_id)
-        if final.status is BatchStatus.CANCELLING:
+        # cancelling_at: cancelled, though a driver that died finalizing left it finalizing
+        if final.status is BatchStatus.CANCELLING or "cancelling_at" in final.timestamps:
             end = BatchStatus.CANCELLED
         elif time.time() > final.expires_at:
             end = BatchStatus.EXPIRED

@@ -244,3 +244,29 @@ async def test_cancelling_an_http_batch_nobody_drives_just_now_leaves_it_to_the_
     await batches.record("between", 0, answer, ok=True)
     info = await BatchRunner(gateway).cancel("between")
     assert info.status is BatchStatus.CANCELLING  # its driver ends it, with its output file
+
+
+async def test_a_cancelled_batch_whose_driver_died_finalizing_still_ends_cancelled(
+    gateway: ModelGateway, redis: Redis, tmp_path: Path
+) -> None:
+    """Cancelling -> finalizing, then its driver died: the next one read ``finalizing`` and
+    ended it ``completed`` (and sent batch.completed), though it was cancelled."""
+    batches = BatchStore(redis)
+    await batches.create(
+        "cut",
+        input_file="",
+        output_dir=str(tmp_path),
+        model=None,
+        priority="low",
+        agent_did="did:key:a",
+        completion_window_s=3600,
+    )
+    await batches.move("cut", BatchStatus.IN_PROGRESS, BatchStatus.VALIDATING)
+    await batches.move("cut", BatchStatus.CANCELLING, BatchStatus.IN_PROGRESS)
+    answer = {"id": "r", "custom_id": "a", "response": {"status_code": 200}, "error": None}
+    await batches.record("cut", 0, answer, ok=True)
+    await batches.move("cut", BatchStatus.FINALIZING, BatchStatus.CANCELLING)
+    info = await BatchRunner(gateway).run_requests(
+        [("a", make_request())], batch_id="cut", out_dir=tmp_path
+    )
+    assert info.status is BatchStatus.CANCELLED
