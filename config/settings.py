@@ -178,11 +178,11 @@ class GatewaySettings(BaseSettings):
     files_max_bytes: int = Field(default=1024**3, gt=0, alias="L04_FILES_MAX_BYTES")
     file_max_bytes: int = Field(default=200 * 1024**2, gt=0, alias="L04_FILE_MAX_BYTES")
     batch_max_lines: int = Field(default=50_000, gt=0, alias="L04_BATCH_MAX_LINES")
-    files_ttl: float = Field(default=30 * 86_400.0, gt=0, alias="L04_FILES_TTL")
+    files_ttl: float = Field(default=30 * 86_400.0, gt=0, le=366 * 86_400, alias="L04_FILES_TTL")
     # Every `l04 serve` drives HTTP batches, each under a lease in Redis that its driver renews;
     # a server that dies loses its leases, and another takes each batch over within two lease
     # periods. batch_window: a batch's jobs queued or running at a time.
-    batch_lease_s: float = Field(default=30.0, gt=0, alias="L04_BATCH_LEASE_S")
+    batch_lease_s: float = Field(default=30.0, ge=1, le=3600, alias="L04_BATCH_LEASE_S")
     batch_window: int = Field(default=256, ge=1, alias="L04_BATCH_WINDOW")
 
     # The in-process mock provider's defaults (a request may override them in metadata["mock"]).

@@ -17,6 +17,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic_core import PydanticSerializationError
 from redis.asyncio import Redis
 
 from config.catalog import Catalog, ModelSpec, cached_catalog
@@ -288,8 +289,12 @@ class ModelGateway:
             raise InvalidParameters("the request's deadline has already passed")
         queue = queue_name(spec.provider)
         priority = priority_value(request.priority, self._broker_url)
+        try:
+            serialized = request.model_dump_json()
+        except PydanticSerializationError:  # plain JSON, but nested past what it can be kept as
+            raise InvalidRequest("the request's JSON is nested too deeply") from None
         fields = {
-            "request": request.model_dump_json(),
+            "request": serialized,
             "provider": spec.provider,
             "model": spec.model_id,
             "queue": queue,

@@ -105,7 +105,12 @@ def webhook_url_problem(url: str) -> str | None:
     """Why ``url`` cannot receive webhooks, or None. Loopback and private hosts are allowed
     (operators run receivers next to the fleet); the message never quotes the URL (it may
     carry a token in its query)."""
-    parts = urlsplit(url)
+    if not url.isprintable():  # a trailing newline, a control character: no client sends it
+        return "must be printable characters only (no newline or control character)"
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed IPv6 bracket
+        return "is no URL"
     if parts.scheme not in ("http", "https"):
         return "must be an http:// or https:// URL"
     if not parts.hostname:

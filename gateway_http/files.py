@@ -16,6 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Message, Receive
 
 from gateway_client.batch.files import (
     CHUNK_BYTES,
@@ -53,8 +54,9 @@ async def upload(request: Request, caller: Caller, files: FileStore) -> Response
         raise BodyRefused(
             request_error(415, f"the body must be multipart/form-data, not {media[:60]!r}")
         )
+    limited = Request(request.scope, _limited(request.receive, files.max_file))
     try:
-        async with request.form(max_files=1, max_fields=8) as form:
+        async with limited.form(max_files=1, max_fields=8) as form:
             purpose = form.get("purpose")
             if purpose not in PURPOSES:
                 raise InvalidRequest(
@@ -75,6 +77,26 @@ async def upload(request: Request, caller: Caller, files: FileStore) -> Response
     except HTTPException as exc:  # a malformed multipart body, too many parts
         raise BodyRefused(request_error(400, f"malformed multipart body: {exc.detail}")) from None
     return JSONResponse(stored.as_object())
+
+
+def _limited(receive: Receive, max_file: int) -> Receive:
+    """``receive``, cut with a 413 once the body passes ``max_file`` and the envelope: a body
+    without Content-Length (chunked) would otherwise be spooled whole to disk before any check."""
+    seen = 0
+
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > max_file + ENVELOPE_BYTES:
+            raise BodyRefused(
+                request_error(
+                    413, f"the file is larger than the limit of {max_file} bytes", param="file"
+                )
+            )
+        return message
+
+    return limited
 
 
 async def _read(part: UploadFile) -> AsyncIterator[bytes]:

@@ -165,7 +165,9 @@ class WebhookDeliverer:
         try:
             async with self._client.stream("POST", url, content=body, headers=headers) as answer:
                 status = answer.status_code
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # httpx.HTTPError, and InvalidURL, idna.IDNAError...
+            # Any failure of the attempt is a retry: an attempt that raised was never settled
+            # and came back every lease, forever, and took the other target's outcome with it.
             log.info(
                 "webhook %s to %s: %s; retried later",
                 webhook_id,

@@ -75,10 +75,15 @@ def parse_jsonl(
     model: str | None = None,
     priority: str = "low",
     kinds: Mapping[str, LineKind] | None = None,
+    start: int = 0,
+    seen: set[str] | None = None,
 ) -> Iterator[BatchLine | LineError]:
-    """Every line, validated; blank lines are skipped, a repeated custom_id is an error."""
-    seen: set[str] = set()
-    for index, text in enumerate(lines):
+    """Every line, validated; blank lines are skipped, a repeated custom_id is an error.
+
+    ``start``: the index of the first of ``lines``; ``seen``: the custom_ids of the lines
+    before it (a file parsed a piece at a time), added to as the lines are parsed."""
+    seen = set() if seen is None else seen
+    for index, text in enumerate(lines, start=start):
         if not text.strip():
             continue
         parsed = parse_line(

@@ -17,7 +17,14 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +79,7 @@ class Progress:
 #: that moved it there: the place for ``batch.completed`` and the other batch events.
 OnEnd = Callable[[BatchInfo], Awaitable[None]]
 #: A batch's lines (parsed as they are reached) and their number.
-Lines = tuple[Iterator[BatchLine | LineError], int]
+Lines = tuple[Iterable[BatchLine | LineError] | AsyncIterable[BatchLine | LineError], int]
 
 
 class BatchRunner:
@@ -177,6 +184,8 @@ class BatchRunner:
         )
         if not moved or await self.store.driver(batch_id) is not None:
             return await self._info(batch_id)  # the driving process does the rest
+        if info.input_file_id:  # an HTTP batch: the fleet's next driver ends it, files and all
+            return await self._info(batch_id)
         # Nobody drives it: finish the cancellation here (needs the input to know the lines).
         if not info.input_file:
             await self.store.move(batch_id, BatchStatus.CANCELLED, BatchStatus.CANCELLING)
@@ -228,22 +237,43 @@ class BatchRunner:
         """The batch's lines, parsed lazily as the driver reaches them (so the first jobs are
         queued at once, and parsing overlaps the answers of the first), and how many there are."""
         if info.input_file_id:
-            texts = [line async for line in self.files.lines(info.input_file_id)]
-            model = None
-        else:
-            texts = _read_local(info)
-            model = info.model or None
+            # Read from the file store as they are reached: an input of 200 MB is never held
+            # whole in memory (once per batch made from it). Gone: FileNotFound, the batch fails.
+            await self.files.get(info.input_file_id, owner=None)
+            total = 0
+            async for text in self.files.lines(info.input_file_id):
+                total += bool(text.strip())
+            return self._file_lines(info), total
+        texts = _read_local(info)
         parsed = parse_jsonl(
             texts,
             agent_did=info.agent_did or DEFAULT_AGENT,
-            model=model,
+            model=info.model or None,
             priority=info.priority,
             kinds=self.kinds,
         )
         return parsed, sum(1 for text in texts if text.strip())
 
+    async def _file_lines(self, info: BatchInfo) -> AsyncIterator[BatchLine | LineError]:
+        seen: set[str] = set()
+        index = 0
+        async for text in self.files.lines(info.input_file_id):
+            for item in parse_jsonl(
+                [text],
+                agent_did=info.agent_did or DEFAULT_AGENT,
+                priority=info.priority,
+                kinds=self.kinds,
+                start=index,
+                seen=seen,
+            ):
+                yield item
+            index += 1
+
     async def _drive(
-        self, info: BatchInfo, items: Iterable[BatchLine | LineError], total: int
+        self,
+        info: BatchInfo,
+        items: Iterable[BatchLine | LineError] | AsyncIterable[BatchLine | LineError],
+        total: int,
     ) -> BatchInfo:
         batch_id = info.batch_id
         store = self.store
@@ -254,11 +284,12 @@ class BatchRunner:
         if info.status is BatchStatus.CANCELLING or time.time() > info.expires_at:
             stopping.set()
         driver = f"{socket.gethostname()}:{os.getpid()}"
-        beat = asyncio.create_task(self._beat(batch_id, driver, info.expires_at, stopping))
+        ended = asyncio.Event()
+        beat = asyncio.create_task(self._beat(batch_id, driver, info.expires_at, stopping, ended))
         slots = asyncio.Semaphore(self.window)
         running: set[asyncio.Task[None]] = set()
         try:
-            for item in items:
+            async for item in _each(items):
                 if item.index in answered:
                     continue
                 if isinstance(item, LineError):
@@ -273,6 +304,9 @@ class BatchRunner:
             if running:
                 await asyncio.gather(*running)
         finally:
+            # Both: a cancel that lands as the beat's Redis connection opens is lost (Python
+            # 3.11's asyncio.wait_for, inside redis-py), and awaiting it then hung the batch.
+            ended.set()
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
@@ -282,7 +316,8 @@ class BatchRunner:
     async def _finish(self, batch_id: str) -> BatchInfo:
         store = self.store
         final = await self._info(batch_id)
-        if final.status is BatchStatus.CANCELLING:
+        # cancelling_at: cancelled, though a driver that died finalizing left it finalizing
+        if final.status is BatchStatus.CANCELLING or "cancelling_at" in final.timestamps:
             end = BatchStatus.CANCELLED
         elif time.time() > final.expires_at:
             end = BatchStatus.EXPIRED
@@ -323,10 +358,16 @@ class BatchRunner:
         await self.store.set_files(info.batch_id, made["output"], made["error"])
 
     async def _beat(
-        self, batch_id: str, driver: str, expires_at: float, stopping: asyncio.Event
+        self,
+        batch_id: str,
+        driver: str,
+        expires_at: float,
+        stopping: asyncio.Event,
+        ended: asyncio.Event,
     ) -> None:
-        """Keep the driver's heartbeat, publish what is in flight, notice cancel and expiry."""
-        while True:
+        """Keep the driver's heartbeat, publish what is in flight, notice cancel and expiry;
+        until cancelled or ``ended``."""
+        while not ended.is_set():
             await self.store.beat(batch_id, driver)
             await self.gateway.redis.hset(keys.batch(batch_id), "in_flight", self.in_flight)
             info = await self.store.get(batch_id)
@@ -412,6 +453,17 @@ class BatchRunner:
         )
         line = error_line(batch_id, item.custom_id, code, message)
         await self.store.record(batch_id, item.index, line, ok=False)
+
+
+async def _each(
+    items: Iterable[BatchLine | LineError] | AsyncIterable[BatchLine | LineError],
+) -> AsyncIterator[BatchLine | LineError]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
 
 
 def _read_local(info: BatchInfo) -> list[str]:

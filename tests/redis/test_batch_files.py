@@ -4,7 +4,12 @@ per-file limit, expiry, owners; one lease holder at a time."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import io
+import time
+import tracemalloc
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -16,8 +21,13 @@ from gateway_client.batch.files import (
     FileStoreFull,
     FileTooLarge,
 )
+from gateway_client.batch.kinds import ChatLines, Running
 from gateway_client.batch.lease import BatchLease
+from gateway_client.batch.runner import BatchRunner
+from gateway_client.batch.store import BatchStatus, BatchStore
+from gateway_client.gateway import ModelGateway
 from gateway_core import keys
+from tests.conftest import make_request
 
 
 @pytest.fixture
@@ -98,3 +108,165 @@ async def test_one_lease_holder_at_a_time_and_a_lapsed_lease_is_taken(redis: Red
     assert await second.take()
     assert not await first.renew() and not await first.release()  # it lost the lease
     assert await second.release() and await redis.exists(keys.batch_lease("b1")) == 0
+
+
+async def test_an_upload_without_content_length_is_refused_once_it_passes_the_limit(
+    redis: Redis,
+) -> None:
+    """A chunked upload (no Content-Length) was spooled whole to the server's disk before the
+    per-file limit was looked at: any size, one request. It is cut as soon as it passes."""
+    from starlette.requests import Request
+
+    from gateway_http import files
+    from gateway_http.body import BodyRefused
+    from gateway_http.door import Caller
+
+    store = FileStore(redis, max_total=100 * CHUNK_BYTES, max_file=CHUNK_BYTES)
+    boundary = "b0undary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    piece = b'{"custom_id": "x"}\n' * 3000
+    sent = 0
+
+    async def receive() -> dict[str, object]:
+        nonlocal sent
+        last = sent >= 50 * CHUNK_BYTES
+        body = head if sent == 0 else f"\r\n--{boundary}--\r\n".encode() if last else piece
+        sent += len(body)
+        return {"type": "http.request", "body": body, "more_body": not last}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/files",
+        "headers": [(b"content-type", f"multipart/form-data; boundary={boundary}".encode())],
+        "query_string": b"",
+    }
+    with pytest.raises(BodyRefused) as refused:
+        await files.upload(Request(scope, receive), Caller(agent_did="did:key:a"), store)
+    assert refused.value.error.status == 413
+    assert sent < 2 * CHUNK_BYTES  # read up to the limit, not the 50 MiB sent
+    assert await store.used() == 0
+
+
+class _SubmitFails(ChatLines):
+    """A line kind whose submit raises what no line should (a bug, a library's error)."""
+
+    async def submit(
+        self, gateway: ModelGateway, request: Any, job_id: str, key_id: str | None
+    ) -> Running:
+        raise RuntimeError("not a GatewayError")
+
+
+async def test_a_run_whose_line_raises_ends_with_the_error_and_never_hangs(
+    gateway: ModelGateway, tmp_path: Path
+) -> None:
+    """The line's error reached the run while its heartbeat was opening its Redis connection:
+    the heartbeat's cancel was lost there (Python 3.11's wait_for) and the run awaited it
+    forever, the batch in progress for good, its lease renewed by a driver that never ended."""
+    runner = BatchRunner(gateway, kinds={"/v1/chat/completions": _SubmitFails()})
+    lines = [("a", make_request()), ("b", make_request())]
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="not a GatewayError"):
+        await asyncio.wait_for(
+            runner.run_requests(lines, batch_id="raising", out_dir=tmp_path), timeout=10
+        )
+    assert time.monotonic() - started < 5  # not ended by the wait_for's own timeout
+
+
+async def test_a_batch_s_input_is_read_from_the_store_as_reached_not_held_whole(
+    gateway: ModelGateway, redis: Redis
+) -> None:
+    """Every driven batch held its whole input as a list of lines: a key could make many
+    batches of one 200 MB file (counted once in the store) and run its servers out of memory.
+    An input deleted before its batch runs fails the batch (FileNotFound), not an empty run."""
+    store = FileStore(redis, max_total=100 * CHUNK_BYTES, max_file=50 * CHUNK_BYTES)
+    line = (
+        b'{"custom_id": "%d", "method": "POST", "url": "/v1/chat/completions", '
+        b'"body": {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}}\n'
+    )
+    data = b"".join(line % n for n in range(160_000))  # about 23 MiB
+    stored = await store.put(io.BytesIO(data), owner=None, filename="in.jsonl", purpose="batch")
+    batches = BatchStore(redis)
+    for batch_id in ("big", "gone"):
+        await batches.create(
+            batch_id,
+            input_file="",
+            output_dir="",
+            model=None,
+            priority="low",
+            agent_did="did:key:a",
+            completion_window_s=3600,
+            http={"input_file_id": stored.id},
+        )
+    runner = BatchRunner(gateway, files=store)
+    info = await batches.get("big")
+    assert info is not None
+    tracemalloc.start()
+    try:
+        items, total = await runner._read(info)
+        if isinstance(items, AsyncIterable):
+            first = await anext(aiter(items))
+        else:
+            first = next(iter(items))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == 160_000 and first.custom_id == "0"
+    assert peak < 8 * CHUNK_BYTES, peak  # a chunk or two at a time, whatever the size
+    await store.delete(stored.id, owner=None)
+    with pytest.raises(FileNotFound):
+        await runner.resume("gone")
+
+
+async def test_cancelling_an_http_batch_nobody_drives_just_now_leaves_it_to_the_fleet(
+    gateway: ModelGateway, redis: Redis
+) -> None:
+    """``l04 batch cancel`` on an HTTP batch between two drivers (one died, the next has not
+    swept yet) ended it ``cancelled`` at once: no output file, its answered lines lost to
+    the HTTP API. The fleet's driver finishes it (its answers in its output file)."""
+    batches = BatchStore(redis)
+    await batches.create(
+        "between",
+        input_file="",
+        output_dir="",
+        model=None,
+        priority="low",
+        agent_did="did:key:a",
+        completion_window_s=3600,
+        http={"input_file_id": "file-x", "endpoint": "/v1/chat/completions"},
+    )
+    await batches.move("between", BatchStatus.IN_PROGRESS, BatchStatus.VALIDATING)
+    answer = {"id": "r", "custom_id": "a", "response": {"status_code": 200}, "error": None}
+    await batches.record("between", 0, answer, ok=True)
+    info = await BatchRunner(gateway).cancel("between")
+    assert info.status is BatchStatus.CANCELLING  # its driver ends it, with its output file
+
+
+async def test_a_cancelled_batch_whose_driver_died_finalizing_still_ends_cancelled(
+    gateway: ModelGateway, redis: Redis, tmp_path: Path
+) -> None:
+    """Cancelling -> finalizing, then its driver died: the next one read ``finalizing`` and
+    ended it ``completed`` (and sent batch.completed), though it was cancelled."""
+    batches = BatchStore(redis)
+    await batches.create(
+        "cut",
+        input_file="",
+        output_dir=str(tmp_path),
+        model=None,
+        priority="low",
+        agent_did="did:key:a",
+        completion_window_s=3600,
+    )
+    await batches.move("cut", BatchStatus.IN_PROGRESS, BatchStatus.VALIDATING)
+    await batches.move("cut", BatchStatus.CANCELLING, BatchStatus.IN_PROGRESS)
+    answer = {"id": "r", "custom_id": "a", "response": {"status_code": 200}, "error": None}
+    await batches.record("cut", 0, answer, ok=True)
+    await batches.move("cut", BatchStatus.FINALIZING, BatchStatus.CANCELLING)
+    info = await BatchRunner(gateway).run_requests(
+        [("a", make_request())], batch_id="cut", out_dir=tmp_path
+    )
+    assert info.status is BatchStatus.CANCELLED

@@ -16,6 +16,10 @@ from gateway_client import (
 from gateway_core.queues import redis_priority_lists
 from tests.conftest import make_request
 
+DEEP: list[object] = []
+for _ in range(300):
+    DEEP = [DEEP]
+
 
 def queued_in_redis(client: redis.Redis) -> int:
     return sum(int(client.llen(name)) for name in redis_priority_lists("l04.mock"))
@@ -44,6 +48,10 @@ def queued_in_redis(client: redis.Redis) -> int:
         ({"agent_did": "did:key:" + "a" * 250}, "E4500"),
         ({"metadata": {"x": object()}}, "E4500"),
         ({"metadata": {"x": float("nan")}}, "E4500"),
+        # Plain JSON too deep for the job's record: was a PydanticSerializationError (a 502 at
+        # the door, a batch whose line raised it never ended).
+        ({"metadata": {"x": DEEP}}, "E4500"),
+        ({"tools": [{"name": "f", "parameters": {"x": DEEP}}]}, "E4500"),
         ({"priority": "urgent"}, "E4500"),
         ({"surprise": True}, "E4500"),
     ],

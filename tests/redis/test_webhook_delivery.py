@@ -96,3 +96,31 @@ async def test_a_delivery_that_is_no_event_is_dropped_not_retried(
         await client.aclose()
     assert not redis_client.exists(keys.WEBHOOK_OUTBOX)
     assert count("unknown", "dropped") - before == 2
+
+
+async def test_a_target_the_http_client_cannot_send_to_is_retried_then_dropped_not_spun(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # "xn--" passes the URL check; httpx raises idna's error (no httpx.HTTPError) at the send.
+    # That attempt was never settled: the delivery came back each lease, forever.
+    settings = load_settings(
+        L04_WEBHOOK_URL="http://xn--/hook",
+        L04_WEBHOOK_SECRET=new_secret(),
+        L04_WEBHOOK_RETRY_HOURS=1 / 3600,  # one second
+        L04_WEBHOOK_BACKOFF_S=0.1,
+        L04_WEBHOOK_TIMEOUT=1,
+    )
+    client = Redis.from_url(redis_url)
+    deliverer = WebhookDeliverer(client, settings)
+    dropped = count("batch.expired", "dropped")
+    try:
+        await WebhookOutbox(client).add("batch.expired", "batch_unsendable")
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 8
+        while redis_client.exists(keys.WEBHOOK_OUTBOX) and loop.time() < give_up:
+            await deliverer.deliver_once()
+    finally:
+        await deliverer.aclose()
+        await client.aclose()
+    assert not redis_client.exists(keys.WEBHOOK_OUTBOX)
+    assert count("batch.expired", "dropped") - dropped == 1

@@ -152,6 +152,21 @@ def test_malformed_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -
     assert "CIRCUIT_BREAKER_FAILURE_THRESHOLD" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("L04_FILES_TTL", "inf"),  # every upload: OverflowError, a 5xx
+        ("L04_FILES_TTL", "1e300"),  # every upload: Redis refuses the EXPIREAT, a 5xx
+        ("L04_BATCH_LEASE_S", "inf"),  # every sweep failed: no HTTP batch was ever driven
+        ("L04_BATCH_LEASE_S", "1e-9"),  # a 1 ms lease, a sweep loop that spun: two drivers
+    ],
+)
+def test_batch_settings_that_cannot_work_are_refused_at_start(variable: str, value: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(**{variable: value})
+    assert caught.value.code == "E4004" and variable in caught.value.message
+
+
 def test_worker_providers_and_max_deliveries_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("L04_WORKER_PROVIDERS", " mock, openai ,")
     monkeypatch.setenv("L04_MAX_DELIVERIES", "3")

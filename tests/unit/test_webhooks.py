@@ -20,6 +20,7 @@ from gateway_core.webhooks import (
     notify_field,
     secret_problem,
     signed_headers,
+    webhook_url_problem,
 )
 from l04.keys_cmd import add_keys_commands
 from workers.webhook_delivery import BACKOFF_MAX_S, backoff_s
@@ -156,3 +157,14 @@ def test_keys_create_takes_a_webhook_url_and_refuses_a_bad_one(
     with pytest.raises(SystemExit):
         parser.parse_args(["keys", "create", "--agent", "did:key:a", "--webhook-url", "nope"])
     assert "the webhook URL must be an http" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8/hook\n", "http://a\x01b.example/", "http://h/\x7f", "http://[::1/"]
+)
+def test_a_url_that_no_http_client_can_send_to_is_refused_not_raised(url: str) -> None:
+    # A trailing newline (an env file, a mounted secret) or a control character passed the
+    # check, then every delivery raised httpx.InvalidURL; an unclosed IPv6 bracket raised here.
+    assert webhook_url_problem(url) is not None
+    with pytest.raises(ConfigurationError, match="L04_WEBHOOK_URL"):
+        load_settings(L04_WEBHOOK_URL=url, L04_WEBHOOK_SECRET=new_secret())
