@@ -17,6 +17,7 @@ import contextlib
 import os
 import socket
 import time
+import uuid
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -337,10 +338,14 @@ class BatchRunner:
         return info
 
     async def _store_results(self, info: BatchInfo) -> None:
-        """An HTTP batch's output and error files, in the file store, owned by its key. Their
-        ids come from the batch's, so a driver that takes over and finishes again replaces
-        them rather than leaving a second pair."""
+        """An HTTP batch's output and error files, in the file store, owned by its key.
+
+        Each finishing writes files of its own (the batch's id and a nonce), then points the
+        batch at them and deletes the pair it replaced: two drivers finishing one batch at once
+        (one paused past its lease) never write into the same file, and a driver that takes
+        over and finishes again leaves no second pair behind."""
         lines = [line for _, line in await self.store.answers(info.batch_id)]
+        nonce = uuid.uuid4().hex[:8]
         made = {}
         for name, wanted in (("output", True), ("error", False)):
             if not any((line["error"] is None) is wanted for line in lines):
@@ -351,11 +356,14 @@ class BatchRunner:
                 owner=info.key_id or None,
                 filename=f"{info.batch_id}_{name}.jsonl",
                 purpose="batch_output",
-                file_id=f"file-{info.batch_id}-{name}",
+                file_id=f"file-{info.batch_id}-{name}-{nonce}",
                 force=True,
             )
             made[name] = stored.id
-        await self.store.set_files(info.batch_id, made["output"], made["error"])
+        replaced = await self.store.set_files(info.batch_id, made["output"], made["error"])
+        for old in replaced:
+            if old and old not in made.values():
+                await self.files.delete(old, owner=None)
 
     async def _beat(
         self,

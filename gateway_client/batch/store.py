@@ -175,11 +175,18 @@ class BatchStore:
         found = [await self.get(_s(i)) for i in ids]
         return [info for info in found if info is not None]
 
-    async def set_files(self, batch_id: str, output_file_id: str, error_file_id: str) -> None:
-        await self.redis.hset(
-            keys.batch(batch_id),
-            mapping={"output_file_id": output_file_id, "error_file_id": error_file_id},
-        )
+    async def set_files(
+        self, batch_id: str, output_file_id: str, error_file_id: str
+    ) -> tuple[str, str]:
+        """Point the batch at its output and error files; the ids it pointed at before."""
+        record = keys.batch(batch_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(record, "output_file_id", "error_file_id")
+            pipe.hset(
+                record, mapping={"output_file_id": output_file_id, "error_file_id": error_file_id}
+            )
+            before, _ = await pipe.execute()
+        return (_s(before[0] or b""), _s(before[1] or b""))
 
     async def set_total(self, batch_id: str, total: int) -> None:
         await self.redis.hset(keys.batch(batch_id), "total", total)

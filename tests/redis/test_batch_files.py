@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 import tracemalloc
 from collections.abc import AsyncIterable, AsyncIterator
@@ -270,3 +271,45 @@ async def test_a_cancelled_batch_whose_driver_died_finalizing_still_ends_cancell
         [("a", make_request())], batch_id="cut", out_dir=tmp_path
     )
     assert info.status is BatchStatus.CANCELLED
+
+
+async def test_two_drivers_finishing_one_batch_at_once_leave_one_whole_output(
+    gateway: ModelGateway, redis: Redis
+) -> None:
+    """Two finishings of one HTTP batch at once (a driver paused past its lease and the one
+    that took over) wrote into the same file id, each deleting and appending chunks: the
+    output could interleave. Each now writes its own files; the batch points at one whole
+    pair and the other pair is deleted."""
+    store = FileStore(redis, max_total=1000 * CHUNK_BYTES, max_file=100 * CHUNK_BYTES)
+    batches = BatchStore(redis)
+    await batches.create(
+        "twice",
+        input_file="",
+        output_dir="",
+        model=None,
+        priority="low",
+        agent_did="did:key:a",
+        completion_window_s=3600,
+        http={"input_file_id": "file-in", "endpoint": "/v1/chat/completions"},
+    )
+    text = "x" * 4000
+    for index in range(600):  # a few MiB of output: several chunks each
+        answer = {
+            "id": f"r{index}",
+            "custom_id": f"c{index}",
+            "response": {"status_code": 200, "body": {"text": text}},
+            "error": None,
+        }
+        await batches.record("twice", index, answer, ok=True)
+    info = await batches.get("twice")
+    assert info is not None
+    await asyncio.gather(
+        BatchRunner(gateway, files=store)._store_results(info),
+        BatchRunner(gateway, files=store)._store_results(info),
+    )
+    final = await batches.get("twice")
+    assert final is not None and final.output_file_id
+    read = [json.loads(line) async for line in store.lines(final.output_file_id)]
+    assert sorted(line["custom_id"] for line in read) == sorted(f"c{i}" for i in range(600))
+    objects = [key.decode() async for key in redis.scan_iter(match="l04:file:*")]
+    assert [k for k in objects if not k.endswith(":chunks")] == [keys.file(final.output_file_id)]
