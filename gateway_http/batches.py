@@ -27,7 +27,6 @@ from config.settings import GatewaySettings
 from gateway_client.batch.files import FileStore
 from gateway_client.batch.kinds import LineKind
 from gateway_client.batch.store import BatchInfo, BatchStatus, BatchStore
-from gateway_core import keys
 from gateway_core.errors import InvalidRequest, UnknownJob
 from gateway_http.door import Caller
 from gateway_http.files import owner
@@ -155,8 +154,8 @@ async def create(
             "metadata": json.dumps(body.metadata) if body.metadata is not None else "",
             "total": str(count),
         },
+        fleet=True,  # in the drivers' set in the same step: no batch that no driver sees
     )
-    await store.redis.sadd(keys.FLEET_BATCHES, batch_id)
     return JSONResponse(batch_object(await find(store, caller, batch_id)))
 
 

@@ -93,6 +93,7 @@ class BatchStore:
         self.redis = redis
         self._record = register(redis, "gateway_client", "batch_record")
         self._move = register(redis, "gateway_client", "batch_move")
+        self._create = register(redis, "gateway_client", "batch_create")
 
     async def create(
         self,
@@ -107,19 +108,19 @@ class BatchStore:
         notify: str | None = None,
         key_id: str | None = None,
         http: dict[str, str] | None = None,
+        fleet: bool = False,
     ) -> bool:
         """Create the batch record; False if a batch with this id exists (then resume it).
 
         ``notify``: the batch's id as webhooks name it (``batch_...``): its move to completed,
         failed, expired or cancelled then adds ``batch.<status>`` to the webhook outbox in the
         same script (``lua/batch_move.lua``), for the global webhook and ``key_id``'s own.
+        ``fleet``: the fleet's servers drive it (an HTTP batch): it is in their set from the
+        moment it exists (``lua/batch_create.lua`` makes it whole in one step).
         """
         now = time.time()
-        record = keys.batch(batch_id)
-        created = await self.redis.hsetnx(record, "status", BatchStatus.VALIDATING.value)
-        if not created:
-            return False
-        fields: dict[Any, Any] = {
+        fields: dict[str, Any] = {
+            "status": BatchStatus.VALIDATING.value,
             "created_at": repr(now),
             "expires_at": repr(now + completion_window_s),
             "input_file": input_file,
@@ -134,12 +135,12 @@ class BatchStore:
             **({"key_id": key_id} if key_id else {}),
             **(http or {}),
         }
-        await self.redis.hset(record, mapping=fields)
-        await self.redis.expire(record, BATCH_TTL_S)
-        await self.redis.zadd(keys.BATCHES, {batch_id: now})
-        await self.redis.zremrangebyscore(keys.BATCHES, "-inf", now - BATCH_TTL_S)
-        await self.redis.expire(keys.BATCHES, BATCH_TTL_S)
-        return True
+        pairs = [item for pair in fields.items() for item in pair]
+        made = await self._create(
+            keys=[keys.batch(batch_id), keys.BATCHES, keys.FLEET_BATCHES],
+            args=[batch_id, repr(now), BATCH_TTL_S, int(fleet), *pairs],
+        )
+        return int(made) == 1
 
     async def get(self, batch_id: str) -> BatchInfo | None:
         raw: Any = await self.redis.hgetall(keys.batch(batch_id))

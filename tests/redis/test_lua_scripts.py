@@ -2656,3 +2656,39 @@ def test_keep_a_lease_another_holds(redis_client: redis.Redis) -> None:
 def test_keep_a_lapsed_lease(redis_client: redis.Redis) -> None:
     assert int(run(redis_client, "batch_lease_keep", [LEASE_KEY], ["t1", 60_000])) == 0
     assert redis_client.keys("*") == []
+
+
+# -- batch_create --------------------------------------------------------------------------------
+
+NEW_BATCH = keys.batch("b-new")
+
+
+def create_batch(r: redis.Redis, fleet: int, *pairs: str) -> int:
+    args = ["b-new", "1700000000.5", 604800, fleet, "status", "validating", *pairs]
+    return int(run(r, "batch_create", [NEW_BATCH, keys.BATCHES, keys.FLEET_BATCHES], args))
+
+
+@case("batch_create", "no record")
+def test_create_a_batch(redis_client: redis.Redis) -> None:
+    redis_client.zadd(keys.BATCHES, {"ancient": 1_000_000_000})
+    assert create_batch(redis_client, 0, "total", "3") == 1
+    assert redis_client.hgetall(NEW_BATCH) == {b"status": b"validating", b"total": b"3"}
+    assert 0 < redis_client.ttl(NEW_BATCH) <= 604800
+    assert redis_client.zrange(keys.BATCHES, 0, -1, withscores=True) == [(b"b-new", 1700000000.5)]
+    assert 0 < redis_client.ttl(keys.BATCHES) <= 604800
+    assert redis_client.exists(keys.FLEET_BATCHES) == 0
+
+
+@case("batch_create", "no record, driven by the fleet")
+def test_create_a_fleet_batch(redis_client: redis.Redis) -> None:
+    assert create_batch(redis_client, 1) == 1
+    assert redis_client.smembers(keys.FLEET_BATCHES) == {b"b-new"}
+    assert s(redis_client.hget(NEW_BATCH, "status")) == "validating"
+
+
+@case("batch_create", "a record exists")
+def test_create_a_batch_that_exists(redis_client: redis.Redis) -> None:
+    redis_client.hset(NEW_BATCH, "status", "in_progress")
+    assert create_batch(redis_client, 1, "total", "9") == 0
+    assert redis_client.hgetall(NEW_BATCH) == {b"status": b"in_progress"}
+    assert redis_client.exists(keys.BATCHES, keys.FLEET_BATCHES) == 0
