@@ -14,7 +14,7 @@ PYTEST_PARALLEL = -n 2 --dist loadfile
 test: install lint
 	.venv/bin/python -m pytest $(PYTEST_PARALLEL)
 
-# The fast tiers (about a minute and a half): tests/unit (no Redis) and tests/redis (a real redis-server,
+# The fast tiers (about a minute): tests/unit (no Redis) and tests/redis (a real redis-server,
 # no worker). `make test` runs them and tests/fleet (real workers).
 test-fast: install lint
 	.venv/bin/python -m pytest $(PYTEST_PARALLEL) tests/unit tests/redis
