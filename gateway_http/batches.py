@@ -28,7 +28,7 @@ from gateway_client.batch.files import FileStore
 from gateway_client.batch.kinds import LineKind
 from gateway_client.batch.store import BatchInfo, BatchStatus, BatchStore
 from gateway_core.errors import InvalidRequest, UnknownJob
-from gateway_http.door import Caller
+from gateway_http.door import Caller, Metadata
 from gateway_http.files import owner
 
 COMPLETION_WINDOWS = {"24h": 24 * 3600.0}
@@ -51,7 +51,7 @@ class BatchBody(BaseModel):
     input_file_id: str = Field(min_length=1, max_length=128)
     endpoint: str = Field(min_length=1, max_length=64)
     completion_window: str
-    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    metadata: Metadata | None = None
 
 
 def batch_object(info: BatchInfo) -> dict[str, Any]:

@@ -14,9 +14,9 @@ import re
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.types import Receive
@@ -43,6 +43,18 @@ SERVICE_TIERS = {
 }
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_IDEMPOTENCY_KEY = 255
+
+
+Metadata = Annotated[
+    dict[
+        Annotated[str, StringConstraints(max_length=64)],
+        Annotated[str, StringConstraints(max_length=512)],
+    ],
+    Field(max_length=16),
+]
+"""OpenAI's ``metadata`` (chat, responses, batches): at most 16 pairs, keys of up to 64
+characters, values of up to 512, as OpenAI validates it. Kept with the job and its record, so
+bounded here rather than only by the body's size."""
 
 
 class L04Extension(BaseModel):

@@ -19,7 +19,7 @@ from gateway_core.errors import InvalidParameters
 from gateway_core.request import InferenceRequest, parse_request
 from gateway_core.response import InferenceResponse, TokenUsage
 from gateway_http.content import check_tools, image_part
-from gateway_http.door import Caller, JobOptions, L04Extension, openai_metadata
+from gateway_http.door import Caller, JobOptions, L04Extension, Metadata, openai_metadata
 
 FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter", "function_call"}
 
@@ -111,7 +111,7 @@ class ChatCompletionBody(BaseModel):
     tool_choice: str | dict[str, Any] | None = None
     response_format: ResponseFormatIn | None = None
     user: str | None = Field(default=None, max_length=256)
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     service_tier: str | None = None

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway_core.errors import InvalidParameters
 from gateway_core.request import InferenceRequest, parse_request
 from gateway_http.content import check_tools, image_part
-from gateway_http.door import Caller, JobOptions, L04Extension, openai_metadata
+from gateway_http.door import Caller, JobOptions, L04Extension, Metadata, openai_metadata
 from gateway_http.responses_object import ResponseRecord, owner_of, response_id
 
 
@@ -53,7 +53,7 @@ class ResponsesBody(BaseModel):
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=512)
     tool_choice: str | dict[str, Any] | None = None
     text: TextConfig | None = None
-    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    metadata: Metadata | None = None
     service_tier: str | None = None
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None

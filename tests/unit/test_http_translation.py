@@ -13,7 +13,8 @@ from gateway_core.errors import ERROR_CODES, GatewayError, InvalidParameters, Va
 from gateway_core.messages import MessageRole, ToolCall
 from gateway_core.request import Priority
 from gateway_core.response import InferenceResponse, TokenUsage
-from gateway_http import anthropic_messages, openai_chat
+from gateway_http import anthropic_messages, batches, openai_chat, openai_responses
+from gateway_http.body import BodyRefused, validate
 from gateway_http.door import Caller, JobOptions
 from gateway_http.errors import STATUS_BY_CODE, HttpError
 
@@ -184,6 +185,46 @@ def test_harmless_values_pass() -> None:
 def test_bad_openai_bodies(bad: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         chat(**bad)
+
+
+METADATA_BODIES: dict[type[pydantic.BaseModel], dict[str, Any]] = {
+    openai_chat.ChatCompletionBody: {
+        "model": "mock",
+        "messages": [{"role": "user", "content": "hi"}],
+    },
+    openai_responses.ResponsesBody: {"input": "hi"},
+    batches.BatchBody: {
+        "input_file_id": "file-1",
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    },
+}
+
+
+@pytest.mark.parametrize("model", list(METADATA_BODIES))
+def test_metadata_within_openais_limits_passes(model: type[pydantic.BaseModel]) -> None:
+    widest = {f"{i:02d}".ljust(64, "k"): "v" * 512 for i in range(16)}
+    assert validate(model, {**METADATA_BODIES[model], "metadata": widest}).metadata == widest  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("model", list(METADATA_BODIES))
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {f"k{i}": "v" for i in range(17)},  # 17 pairs
+        {"k" * 65: "v"},  # a key over 64 characters
+        {"k": "v" * 513},  # a value over 512 characters
+        {"k": 1},  # values are strings
+    ],
+    ids=["17 pairs", "long key", "long value", "not a string"],
+)
+def test_metadata_over_openais_limits_is_a_400_naming_it(
+    model: type[pydantic.BaseModel], metadata: dict[str, Any]
+) -> None:
+    with pytest.raises(BodyRefused) as refused:
+        validate(model, {**METADATA_BODIES[model], "metadata": metadata})
+    assert refused.value.error.status == 400
+    assert str(refused.value.error.param).startswith("metadata")
 
 
 def test_anthropic_tool_turns() -> None:
