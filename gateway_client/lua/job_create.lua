@@ -15,7 +15,7 @@
 --                                        index's expiry raised to the record's, never lowered
 --   no job id to index ('')           -> 'created', not in the index
 --   created                           -> timeline entry 'created' (provider, model, queue,
---                                        priority)
+--                                        priority), at the record's created_ms
 -- include: clock
 -- include: bell
 -- include: timeline
@@ -25,11 +25,11 @@ if state then return state end
 local depth = 0
 for i = 2, #KEYS - 2 do depth = depth + redis.call('LLEN', KEYS[i]) end
 if depth >= tonumber(ARGV[2]) then return 'full' end
-redis.call('HSET', KEYS[1], 'state', 'queued', 'attempt', 0,
-           'created_ms', math.floor(now_seconds() * 1000), unpack(ARGV, 5))
+local now = now_ms()
+redis.call('HSET', KEYS[1], 'state', 'queued', 'attempt', 0, 'created_ms', now, unpack(ARGV, 5))
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 local made = redis.call('HMGET', KEYS[1], 'provider', 'model', 'queue', 'priority')
-timeline_add(KEYS[1], {event='created', provider=made[1] or nil, model=made[2] or nil,
+timeline_add(KEYS[1], {t=now, event='created', provider=made[1] or nil, model=made[2] or nil,
                        queue=made[3] or nil, priority=made[4] or nil})
 if ARGV[3] ~= '' then
   redis.call('LPUSH', KEYS[#KEYS - 1], ARGV[3])

@@ -36,7 +36,8 @@ end
 local function finish(job, events, lease, channel, state_to, event_json, ttl)
   local expire_at = redis.call('HGET', job, 'expire_at_ms')
   emit(job, events, channel, expire_at, event_json)
-  redis.call('HSET', job, 'state', state_to, 'finished_ms', math.floor(now_seconds() * 1000))
+  local now = now_ms()
+  redis.call('HSET', job, 'state', state_to, 'finished_ms', now)
   webhook_job_ended(job, state_to, event_json)
   redis.call('DEL', lease)
   redis.call('EXPIRE', job, ttl)
@@ -49,7 +50,7 @@ local function finish(job, events, lease, channel, state_to, event_json, ttl)
       code = decoded.error.code
     end
   end
-  timeline_add(job, {event='ended', state=state_to, code=code,
+  timeline_add(job, {t=now, event='ended', state=state_to, code=code,
                      worker=redis.call('HGET', job, 'finished_by') or nil}, ttl)
 end
 

@@ -536,6 +536,9 @@ def test_finish_a_job_this_worker_runs(redis_client: redis.Redis) -> None:
     assert [e["type"] for e in events(r)] == ["result"]
     assert hgetall(r, J)["finished_by"] == "w1"
     ended(r, "succeeded")
+    # The timeline's last entry is stamped with the record's finished_ms (one clock read).
+    raw = json.loads(r.lindex(keys.job_timeline(JOB), -1))
+    assert (raw["event"], raw["t"]) == ("ended", int(hgetall(r, J)["finished_ms"]))
 
 
 @case("job_finish", "running, lease lapsed and not taken")
@@ -2243,6 +2246,9 @@ def test_create_starts_the_timeline(redis_client: redis.Redis) -> None:
     # Expires with the record: compared as absolute expiry times, since two PTTL reads a
     # millisecond apart differ by one (a CI run failed on exactly that).
     assert r.pttl(keys.job_timeline(JOB)) > 0
+    # Stamped with the record's created_ms: one clock read, so they agree to the millisecond.
+    raw = json.loads(r.lindex(keys.job_timeline(JOB), 0))
+    assert raw["t"] == int(hgetall(r, J)["created_ms"])
     assert 0 <= r.pexpiretime(keys.job_timeline(JOB)) - r.pexpiretime(J) <= 2
 
 
@@ -2330,6 +2336,15 @@ def test_note_a_retry(redis_client: redis.Redis) -> None:
     assert timeline(r) == [
         {"event": "retry", "code": "E4200", "call": 1, "delay_ms": 120, "worker": "w1"}
     ]
+
+
+@case("job_note", 'entry with its own "t"')
+def test_a_note_takes_the_servers_time_not_the_callers(redis_client: redis.Redis) -> None:
+    r = redis_client
+    a_job(r, "running", attempt=1)
+    r.set(LEASE, "w1")
+    assert note(r, {"event": "retry", "t": 5}) == 1
+    assert timeline(r) == [{"event": "retry", "worker": "w1"}]  # its t checked to be now-ish
 
 
 @case("job_note", "not running, or lease not ours (or gone)")
