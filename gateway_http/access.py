@@ -7,9 +7,12 @@ never a prompt, a response or a key (the path is logged without its query string
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,13 +26,39 @@ DRAINING_MESSAGE = "the server is shutting down; retry on another server"
 
 
 class Drain:
-    """Set when the server got SIGTERM: new requests get 503 while open ones finish."""
+    """Set when the server got SIGTERM: new requests get 503 while open ones finish.
+
+    It also knows the requests in flight, for :meth:`settle`: when the drain's grace runs out,
+    uvicorn cancels what still runs and goes straight on to the application's shutdown, which
+    closes the gateway. A cancelled request still has work to do with it (a cut stream writes
+    its last event and cancels its job, which nobody will read): the shutdown waits for that.
+    """
 
     def __init__(self) -> None:
         self.draining = False
+        self._in_flight: set[asyncio.Task[Any]] = set()
 
     def start(self) -> None:
         self.draining = True
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Around a request: the task serving it is in flight until the block ends."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            yield
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def settle(self, timeout: float) -> None:
+        """Until every request in flight has ended, for at most ``timeout`` seconds."""
+        current = asyncio.current_task()
+        pending = {t for t in self._in_flight if t is not current and not t.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
 
 
 class AccessMiddleware:
@@ -56,7 +85,8 @@ class AccessMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, watched)
+            with self.drain.in_flight():
+                await self.app(scope, receive, watched)
         finally:
             _account(scope, seen["status"], started, seen["first_byte"])
 

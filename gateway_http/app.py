@@ -65,6 +65,8 @@ log = logging.getLogger("l04.http")
 
 #: Past a request's deadline and the worker's grace, how long the door still waits on Redis.
 STORE_SLACK_S = 3.0
+#: At shutdown, how long the requests cut by the drain's end get to finish (Drain.settle).
+SETTLE_S = 5.0
 
 
 class Door:
@@ -320,6 +322,7 @@ def create_app(
         try:
             yield
         finally:
+            await drain.settle(SETTLE_S)  # requests cut by the drain's end finish with the gateway
             await state["batches"].stop()
             await gateway.close()
 
