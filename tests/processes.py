@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ class WorkerProcess:
         processes: int = 1,
     ) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
-        self.name = name or f"w{free_port()}"
+        # Unique across the test processes running at once: the name is also its log's file name.
+        self.name = name or f"w{uuid.uuid4().hex[:10]}"
         self.log_path = ARTIFACTS / f"worker-{self.name}.log"
         self.command = [
             sys.executable,
@@ -159,7 +161,7 @@ class ServerProcess:
         ARTIFACTS.mkdir(exist_ok=True)
         self.port = free_port()
         self.host = host
-        self.log_path = ARTIFACTS / f"serve-{self.port}.log"
+        self.log_path = ARTIFACTS / f"serve-{self.port}-{uuid.uuid4().hex[:6]}.log"
         self.command = [
             sys.executable,
             "-m",
@@ -190,11 +192,14 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"l04 serve exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
+            # Its own log says it bound the port (uvicorn's line): a /health answer alone could
+            # come from another test process's server that took the port first.
+            if "Uvicorn running on" in self.log():
+                try:
+                    if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
             time.sleep(0.05)
         raise TimeoutError(f"l04 serve not answering in {timeout}s:\n{self.log()}")
 

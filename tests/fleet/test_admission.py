@@ -111,9 +111,11 @@ async def test_a_burst_over_the_limit_completes_late_without_errors(
     assert sum(1 for d in deferrals if d) >= 6
     assert all(r.attempt == 1 for r in results)  # waiting is not an attempt
     finished = sorted(finished_ms(redis_client, h) for h in handles)
-    # Never more than 3 admitted in one sliding window (finish times lag admissions alike).
+    # Never more than 3 admitted in one sliding window. Finish times lag admissions by each
+    # job's own run time, which a loaded machine stretches: 500 ms of slack (a limiter that let
+    # them all through would finish them within a few ms of each other).
     for i in range(len(finished) - 3):
-        assert finished[i + 3] - finished[i] >= WINDOW_S * 1000 - 150
+        assert finished[i + 3] - finished[i] >= WINDOW_S * 1000 - 500
 
 
 async def test_waiting_jobs_hold_no_worker_slot(
@@ -187,7 +189,8 @@ async def test_a_wait_past_the_deadline_and_fail_fast_end_in_E4401(
     with pytest.raises(RateLimitError) as fast:
         await client.execute(make_request("now", model_id="mock-limited", fail_fast=True))
     assert fast.value.code == "E4401"
-    assert 0 < fast.value.retry_after <= WINDOW_S
+    # At most a window and one sub-bucket (the limiter counts whole sub-buckets of window/60).
+    assert 0 < fast.value.retry_after <= WINDOW_S * 61 / 60
     # Both were refused by the worker at once, not when their deadline passed.
     assert time.monotonic() - started < 0.8 + 0.5
 
@@ -234,8 +237,12 @@ async def test_a_cancelled_waiting_job_never_runs(
     handles = [
         await client.submit(make_request(f"c{i}", model_id="mock-limited")) for i in range(4)
     ]
-    await asyncio.sleep(0.5)
-    states = [redis_client.hget(f"l04:job:{{{h.job_id}}}", "state") for h in handles]
+    deadline = time.monotonic() + 10
+    while True:  # three run in the window; the fourth waits for the next one
+        states = [redis_client.hget(f"l04:job:{{{h.job_id}}}", "state") for h in handles]
+        if b"deferred" in states or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
     assert b"deferred" in states
     waiting = handles[states.index(b"deferred")]
     await waiting.cancel()

@@ -22,7 +22,11 @@ async def test_sigterm_lets_the_jobs_in_flight_finish(
         await gateway.submit(make_request(f"long {i}", metadata={"mock": {"latency_ms": 1500}}))
         for i in range(10)
     ]
-    await asyncio.sleep(0.5)  # all ten are running in the worker
+    deadline = time.monotonic() + 10
+    for handle in handles:  # all ten taken by the worker (a job still queued has no worker left)
+        while (await handle.status()).state == "queued":
+            assert time.monotonic() < deadline, f"{handle.job_id} not taken in 10 s"
+            await asyncio.sleep(0.05)
     stopping = asyncio.create_task(asyncio.to_thread(worker.stop, 30))
     results = await asyncio.gather(*(h.result(timeout=20) for h in handles))
     await stopping

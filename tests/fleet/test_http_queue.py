@@ -203,14 +203,14 @@ async def test_the_deadline_header(start_server: Callable[..., ServerProcess]) -
 
 
 async def test_a_full_queue_is_503_with_retry_after(
-    start_server: Callable[..., ServerProcess],
+    start_server: Callable[..., ServerProcess], redis_client: redis.Redis
 ) -> None:
     server = start_server(no_auth=True, env={"L04_QUEUE_MAX_DEPTH": "1"})  # no worker
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         waiting = asyncio.create_task(
             client.post(CHAT, json=chat_body("first"), headers={"X-L04-Timeout": "3"})
         )
-        await asyncio.sleep(0.5)
+        await asyncio.to_thread(only_job, redis_client)  # the first is in the queue
         full = await client.post(CHAT, json=chat_body("second"))
         assert full.status_code == 503
         assert full.json()["error"]["code"] == "E4403"

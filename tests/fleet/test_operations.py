@@ -211,7 +211,7 @@ async def test_two_workers_share_a_provider_and_limits_and_breakers_hold_across_
     assert len({job[b"worker"] for job in jobs}) == 2  # the work is shared
     finished = sorted(int(job[b"finished_ms"]) for job in jobs)
     for i in range(len(finished) - 10):  # one limit for both: at most 10 in any 2 s
-        assert finished[i + 10] - finished[i] >= 2000 - 150
+        assert finished[i + 10] - finished[i] >= 2000 - 500  # run times vary under load
 
     mock_upstream.faults({"status": 503, "count": 1000, "path": "/v1/chat/completions"})
     for i in range(2):

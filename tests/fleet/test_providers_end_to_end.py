@@ -109,12 +109,23 @@ async def test_no_api_key_leaves_the_worker(
                 except TimeoutError:
                     continue
 
+    def ended_tasks() -> int:
+        ended = ("task-succeeded", "task-failed")
+        return len({e.get("uuid") for e in list(events) if e.get("type") in ended})
+
     listener = threading.Thread(target=capture, daemon=True)
     listener.start()
     try:
-        await asyncio.sleep(1.0)
+        # Listening once the worker's heartbeat (every 2 s) has come through; then until each
+        # of the four jobs' task has ended.
+        deadline = time.monotonic() + 10
+        while not events:
+            assert time.monotonic() < deadline, "no event from the worker in 10 s"
+            await asyncio.sleep(0.05)
         errors = await answer_then_refuse(gateway, upstream)
-        await asyncio.sleep(1.0)
+        while ended_tasks() < 4:
+            assert time.monotonic() < deadline + 10, f"{ended_tasks()} of 4 tasks ended"
+            await asyncio.sleep(0.05)
     finally:
         stop.set()
         listener.join(timeout=5)

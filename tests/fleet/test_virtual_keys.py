@@ -24,7 +24,9 @@ from gateway_core.virtual_keys import VirtualKey, VirtualKeyStore
 from tests.conftest import make_request
 from tests.processes import ServerProcess, WorkerProcess
 
-WINDOW_S = 2.0  # the limiter's window here: "per minute" means per 2 s
+# The limiter's window here: "per minute" means per 5 s, long enough that a loaded machine still
+# makes the key's three calls inside one window.
+WINDOW_S = 5.0
 AGENT = "did:key:keyed-agent"
 
 CATALOG = """
@@ -122,7 +124,7 @@ async def test_a_keys_rpm_holds_across_producers_and_models(
     assert int(job_field(redis_client, waiting.job_id, "deferrals") or 0) >= 1
     finished = [int(job_field(redis_client, h.job_id, "finished_ms")) for h in first]
     last = int(job_field(redis_client, waiting.job_id, "finished_ms"))
-    assert last - min(finished) >= WINDOW_S * 1000 - 150  # no 3 within one sliding window
+    assert last - min(finished) >= WINDOW_S * 1000 - 500  # no 3 within one sliding window
 
 
 @pytest.mark.parametrize(
@@ -258,6 +260,6 @@ def test_two_servers_share_a_keys_limit_and_both_refuse_it_once_revoked(
         refused = chat(server, key, "after")
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "E4408"
         assert key not in refused.text
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0  # at once: no cache to wait out
     for server in servers:
         assert key not in server.log()  # the access log holds the key's id at most

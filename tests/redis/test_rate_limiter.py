@@ -84,7 +84,8 @@ async def test_one_decision_checks_every_limit_and_takes_from_none_if_one_is_sho
     rpm = limit_key("openai", "gpt-4o", "rpm")
     tpm = limit_key("openai", "gpt-4o", "tpm")
     agent = limit_key("openai", "gpt-4o", "rpm", agent="did:key:a")
-    assert (await limiter.admit([Limit(rpm, 10, 1), Limit(tpm, 1000, 900)])).admitted
+    reserved = await limiter.admit([Limit(rpm, 10, 1), Limit(tpm, 1000, 900)])
+    assert reserved.admitted
     refused = await limiter.admit([Limit(rpm, 10, 1), Limit(tpm, 1000, 200), Limit(agent, 5, 1)])
     assert not refused.admitted and refused.short == tpm
     assert 0 < refused.wait_ms <= 61_000  # at most one window and one sub-bucket
@@ -93,9 +94,9 @@ async def test_one_decision_checks_every_limit_and_takes_from_none_if_one_is_sho
     assert not sync.exists(agent)
     never = await limiter.admit([Limit(tpm, 1000, 5000)])
     assert not never.admitted and never.never
-    # Settling a reservation with the real usage frees the difference at once.
-    first = await limiter.admit([Limit(rpm, 10, 1)])
-    await limiter.settle([tpm], first.bucket, 900, 100)
+    # Settling a reservation with the real usage frees the difference at once (in the
+    # sub-bucket the reservation was taken in: the decision's own, not a later one's).
+    await limiter.settle([tpm], reserved.bucket, 900, 100)
     assert (await limiter.admit([Limit(tpm, 1000, 800)])).admitted
     assert len({k.split("}")[0] for k in (rpm, tpm, agent)}) == 1  # one hash slot
     sync.close()

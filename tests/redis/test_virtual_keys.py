@@ -244,7 +244,7 @@ async def test_a_revoked_key_is_refused_by_every_server_at_its_next_request(
         for server in (one, two):
             with pytest.raises(KeyRefused):
                 await server.authenticate(secret)
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3.0  # at once: no cache to wait out
         assert await one.revoke(record.id)  # again: still True, still revoked
         first_revocation = (await one.get(record.id)).revoked_at  # type: ignore[union-attr]
         assert await two.revoke(record.id)

@@ -369,7 +369,10 @@ async def test_paused_stream_arrives_whole_and_spread_out(
             arrived.append((time.monotonic(), delta.text))
     assert "".join(text for _, text in arrived) == REPLY
     gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(arrived)]
-    assert len(gaps) == len(REPLY_PIECES) - 1 and min(gaps) >= 0.09
+    # Spread out in all: one piece read late makes the next gap short, so no single gap is
+    # bounded; a stream that was buffered whole would arrive within a few ms.
+    assert len(gaps) == len(REPLY_PIECES) - 1
+    assert arrived[-1][0] - arrived[0][0] >= 0.09 * len(gaps)
 
 
 async def test_slow_provider_times_out_with_E4202(mock_upstream: MockUpstreamProcess) -> None:
