@@ -11,8 +11,11 @@ job-state Redis as the broker, once with RabbitMQ (``L04_BROKER_URL=amqp://...``
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -173,6 +176,23 @@ async def gateway(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterat
         client = ModelGateway(load_settings(REDIS_URL=redis_url, L04_BROKER_URL=broker))
     yield client
     await client.close()
+
+
+async def health_with_workers(
+    gateway: ModelGateway, queues: dict[str, int], timeout: float = 10.0
+) -> dict[str, Any]:
+    """``gateway.health_check()`` once each queue named has its number of workers: a worker that
+    is busy or has just started can miss the check's one-second broadcast. The last report if
+    they never show (the test's own assertions then say what is wrong)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = await gateway.health_check()
+        workers = report.get("workers", {})
+        if all(len(workers.get(q, [])) == n for q, n in queues.items()):
+            return report
+        if time.monotonic() > deadline:
+            return report
+        await asyncio.sleep(0.2)
 
 
 def make_request(text: str = "Hello, world!", **fields: object) -> InferenceRequest:

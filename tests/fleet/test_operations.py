@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway_client import GatewayError, ModelGateway
 from gateway_client.metrics import serve_metrics
 from l04.redis_server import free_port
-from tests.conftest import make_request
+from tests.conftest import health_with_workers, make_request
 from tests.processes import MockUpstreamProcess, WorkerProcess
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -217,7 +217,7 @@ async def test_two_workers_share_a_provider_and_limits_and_breakers_hold_across_
     for i in range(2):
         with pytest.raises(GatewayError):
             await gateway.execute(make_request(f"down {i}", model_id="gpt-4o-mini"))
-    report = await gateway.health_check()
+    report = await health_with_workers(gateway, {"l04.mock": 2, "l04.openai": 1})
     assert report["redis"]["ok"]
     assert len(report["workers"]["l04.mock"]) == 2 and len(report["workers"]["l04.openai"]) == 1
     assert report["breakers"]["openai"] == "open" and report["breakers"]["mock"] == "closed"

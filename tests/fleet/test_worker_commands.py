@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from gateway_client import ModelGateway
-from tests.conftest import FAST_RECOVERY, make_request
+from tests.conftest import FAST_RECOVERY, health_with_workers, make_request
 from tests.processes import MockUpstreamProcess, WorkerProcess
 
 
@@ -63,7 +63,7 @@ async def test_l04_worker_subscribes_to_every_provider_it_is_given(
     )
     worker.start()
     try:
-        health = await gateway.health_check()
+        health = await health_with_workers(gateway, {"l04.mock": 1, "l04.openai": 1})
         assert health["workers"]["l04.mock"] == [f"{worker.name}@test"]
         assert health["workers"]["l04.openai"] == [f"{worker.name}@test"]
         assert health["workers"]["l04.anthropic"] == []

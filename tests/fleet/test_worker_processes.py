@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway_client import ModelGateway
 from l04.redis_server import free_port
-from tests.conftest import FAST_RECOVERY, make_request
+from tests.conftest import FAST_RECOVERY, health_with_workers, make_request
 from tests.processes import WorkerProcess
 
 Samples = list[tuple[str, dict[str, str], float]]
@@ -95,7 +95,7 @@ async def test_two_processes_share_the_jobs_sum_their_metrics_and_drain_on_sigte
     supervisor = worker.process.pid
     children = [pids[0] for pids in started_pids(worker).values()]
     assert len(children) == 2 and metrics_dirs(supervisor)
-    health = await gateway.health_check()
+    health = await health_with_workers(gateway, {"l04.mock": 2})
     assert sorted(health["workers"]["l04.mock"]) == [
         f"{worker.name}-1@test",
         f"{worker.name}-2@test",
@@ -168,7 +168,7 @@ async def test_a_killed_process_is_started_again_and_its_job_finishes(
     # The dead process's counts stay in the sum: the jobs before, and the one run again.
     answered = total(samples, "l04_inference_requests_total", status="success", model="mock")
     assert answered == len(first) + 1
-    health = await gateway.health_check()
+    health = await health_with_workers(gateway, {"l04.mock": 2})
     assert len(health["workers"]["l04.mock"]) == 2
     assert (await gateway.execute(make_request("after"))).content == "Mock response to: after"
 

@@ -102,10 +102,10 @@ async def test_an_expired_file_is_gone_and_leaves_the_count(redis: Redis) -> Non
 
 
 async def test_one_lease_holder_at_a_time_and_a_lapsed_lease_is_taken(redis: Redis) -> None:
-    first, second = BatchLease(redis, "b1", 0.3), BatchLease(redis, "b1", 0.3)
+    first, second = BatchLease(redis, "b1", 1.5), BatchLease(redis, "b1", 1.5)
     assert await first.take() and not await second.take()
     assert await first.renew() and not await second.renew()
-    await asyncio.sleep(0.4)  # the first holder stopped renewing (it died)
+    await asyncio.sleep(1.6)  # the first holder stopped renewing (it died)
     assert await second.take()
     assert not await first.renew() and not await first.release()  # it lost the lease
     assert await second.release() and await redis.exists(keys.batch_lease("b1")) == 0
