@@ -58,7 +58,11 @@ class Drain:
         current = asyncio.current_task()
         pending = {t for t in self._in_flight if t is not current and not t.done()}
         if pending:
-            await asyncio.wait(pending, timeout=timeout)
+            _, still = await asyncio.wait(pending, timeout=timeout)
+            if still:
+                log.warning(
+                    "%d request(s) still running %.0f s into the shutdown", len(still), timeout
+                )
 
 
 class AccessMiddleware:

@@ -18,6 +18,9 @@ from starlette.types import Receive, Scope, Send
 
 from gateway_core import metrics
 
+#: How long a cut stream's last event may wait for a slow client's socket.
+CUT_SEND_S = 1.0
+
 
 class EventStreamResponse(Response):
     """A :class:`Response` for FastAPI's sake (it passes Responses through untouched); it sends
@@ -88,11 +91,15 @@ class EventStreamResponse(Response):
         await self._on_disconnect()
 
     async def _cut(self, send: Send) -> None:
-        with contextlib.suppress(Exception):
-            if self._on_cut is not None:
-                await send({"type": "http.response.body", "body": self._on_cut, "more_body": False})
+        # The job first: a client that stopped reading can hold the last send until its socket
+        # drains, and the server's shutdown does not wait for ever.
         with contextlib.suppress(Exception):
             await self._on_disconnect()
+        if self._on_cut is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CUT_SEND_S):
+                    last = {"type": "http.response.body", "body": self._on_cut, "more_body": False}
+                    await send(last)
 
     async def _pump(self, send: Send) -> None:
         async for piece in self._events:
