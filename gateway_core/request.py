@@ -106,13 +106,14 @@ def check_deadline(value: float | None, info: ValidationInfo) -> float | None:
 
 
 def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
-    """``metadata`` is plain JSON of at most MAX_METADATA_BYTES."""
+    """``metadata`` is plain JSON of at most MAX_METADATA_BYTES (UTF-8 bytes: not ``\\u``
+    escapes, which would count an emoji as 12)."""
     try:
-        text = json.dumps(value, allow_nan=False)
+        size = len(json.dumps(value, allow_nan=False, ensure_ascii=False).encode())
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata must be plain JSON ({exc})") from None
-    if len(text) > MAX_METADATA_BYTES:
-        raise ValueError(f"metadata is {len(text)} bytes of JSON, over {MAX_METADATA_BYTES}")
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata is {size} bytes of JSON, over {MAX_METADATA_BYTES}")
     return value
 
 

@@ -207,6 +207,13 @@ def test_metadata_within_openais_limits_passes(model: type[pydantic.BaseModel]) 
     assert validate(model, {**METADATA_BODIES[model], "metadata": widest}).metadata == widest  # type: ignore[attr-defined]
 
 
+def test_metadata_at_openais_limits_in_any_script_makes_a_job() -> None:
+    """16 pairs of the longest keys and values, in four-byte characters: well inside the job's
+    64 KiB of metadata, counted in UTF-8 bytes (as \\u escapes it would be 110 KB)."""
+    widest = {f"{i:02d}" + "😀" * 62: "😀" * 512 for i in range(16)}
+    assert chat(metadata=widest).metadata == widest
+
+
 @pytest.mark.parametrize("model", list(METADATA_BODIES))
 @pytest.mark.parametrize(
     "metadata",
