@@ -2259,6 +2259,8 @@ def test_claims_on_the_timeline_name_worker_attempt_and_redelivery(
     r = redis_client
     a_job(r, "queued")
     assert claim(r, "w1")[:2] == ["run", "1"]
+    first = json.loads(r.lindex(keys.job_timeline(JOB), 0))
+    assert first["t"] == int(hgetall(r, J)["started_ms"])  # one clock read for both
     r.delete(LEASE)  # w1 died: its lease lapsed
     assert claim(r, "w2")[:2] == ["run", "2"]
     assert timeline(r) == [

@@ -53,16 +53,16 @@ if attempts >= tonumber(ARGV[5]) then
 end
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-local now_ms = math.floor(now * 1000)
-if attempt == 1 then redis.call('HSET', KEYS[1], 'started_ms', now_ms) end
+local claimed_ms = now_ms() -- one read: started_ms, the timeline entry and the reply agree
+if attempt == 1 then redis.call('HSET', KEYS[1], 'started_ms', claimed_ms) end
 -- A running job claimed again: its worker's lease lapsed (the worker died or stalled).
 local previous = state == 'running' and redis.call('HGET', KEYS[1], 'worker') or nil
-timeline_add(KEYS[1], {event='claimed', worker=ARGV[1], attempt=attempt,
+timeline_add(KEYS[1], {t=claimed_ms, event='claimed', worker=ARGV[1], attempt=attempt,
                        redelivered=state == 'running' or nil, previous_worker=previous})
 redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1])
 local r = redis.call('HMGET', KEYS[1], 'request', 'provider', 'model', 'stream', 'deadline',
                      'created_ms', 'chain', 'priority', 'kind', 'key_id', 'traceparent',
                      'tracestate')
 return {'run', tostring(attempt), r[1], r[2], r[3], r[4], r[5], r[6],
-        tostring(redis.call('XLEN', KEYS[2])), tostring(now_ms), r[7] or '[]', r[8] or 'normal',
+        tostring(redis.call('XLEN', KEYS[2])), tostring(claimed_ms), r[7] or '[]', r[8] or 'normal',
         r[9] or 'chat', r[10] or '', r[11] or '', r[12] or ''}
