@@ -38,6 +38,22 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+async def a_batch(
+    batches: BatchStore, batch_id: str, output_dir: str = "", http: dict[str, str] | None = None
+) -> None:
+    """A batch record as a run makes it (HTTP batches name their input file in ``http``)."""
+    await batches.create(
+        batch_id,
+        input_file="",
+        output_dir=output_dir,
+        model=None,
+        priority="low",
+        agent_did="did:key:a",
+        completion_window_s=3600,
+        http=http,
+    )
+
+
 async def test_a_large_file_is_stored_in_chunks_and_read_back_whole(redis: Redis) -> None:
     store = FileStore(redis, max_total=10 * CHUNK_BYTES, max_file=5 * CHUNK_BYTES)
     line = b'{"custom_id": "x", "body": {}}\n'
@@ -193,16 +209,7 @@ async def test_a_batch_s_input_is_read_from_the_store_as_reached_not_held_whole(
     stored = await store.put(io.BytesIO(data), owner=None, filename="in.jsonl", purpose="batch")
     batches = BatchStore(redis)
     for batch_id in ("big", "gone"):
-        await batches.create(
-            batch_id,
-            input_file="",
-            output_dir="",
-            model=None,
-            priority="low",
-            agent_did="did:key:a",
-            completion_window_s=3600,
-            http={"input_file_id": stored.id},
-        )
+        await a_batch(batches, batch_id, http={"input_file_id": stored.id})
     runner = BatchRunner(gateway, files=store)
     info = await batches.get("big")
     assert info is not None
@@ -230,15 +237,8 @@ async def test_cancelling_an_http_batch_nobody_drives_just_now_leaves_it_to_the_
     swept yet) ended it ``cancelled`` at once: no output file, its answered lines lost to
     the HTTP API. The fleet's driver finishes it (its answers in its output file)."""
     batches = BatchStore(redis)
-    await batches.create(
-        "between",
-        input_file="",
-        output_dir="",
-        model=None,
-        priority="low",
-        agent_did="did:key:a",
-        completion_window_s=3600,
-        http={"input_file_id": "file-x", "endpoint": "/v1/chat/completions"},
+    await a_batch(
+        batches, "between", http={"input_file_id": "file-x", "endpoint": "/v1/chat/completions"}
     )
     await batches.move("between", BatchStatus.IN_PROGRESS, BatchStatus.VALIDATING)
     answer = {"id": "r", "custom_id": "a", "response": {"status_code": 200}, "error": None}
@@ -253,15 +253,7 @@ async def test_a_cancelled_batch_whose_driver_died_finalizing_still_ends_cancell
     """Cancelling -> finalizing, then its driver died: the next one read ``finalizing`` and
     ended it ``completed`` (and sent batch.completed), though it was cancelled."""
     batches = BatchStore(redis)
-    await batches.create(
-        "cut",
-        input_file="",
-        output_dir=str(tmp_path),
-        model=None,
-        priority="low",
-        agent_did="did:key:a",
-        completion_window_s=3600,
-    )
+    await a_batch(batches, "cut", output_dir=str(tmp_path))
     await batches.move("cut", BatchStatus.IN_PROGRESS, BatchStatus.VALIDATING)
     await batches.move("cut", BatchStatus.CANCELLING, BatchStatus.IN_PROGRESS)
     answer = {"id": "r", "custom_id": "a", "response": {"status_code": 200}, "error": None}
@@ -282,15 +274,8 @@ async def test_two_drivers_finishing_one_batch_at_once_leave_one_whole_output(
     pair and the other pair is deleted."""
     store = FileStore(redis, max_total=1000 * CHUNK_BYTES, max_file=100 * CHUNK_BYTES)
     batches = BatchStore(redis)
-    await batches.create(
-        "twice",
-        input_file="",
-        output_dir="",
-        model=None,
-        priority="low",
-        agent_did="did:key:a",
-        completion_window_s=3600,
-        http={"input_file_id": "file-in", "endpoint": "/v1/chat/completions"},
+    await a_batch(
+        batches, "twice", http={"input_file_id": "file-in", "endpoint": "/v1/chat/completions"}
     )
     text = "x" * 4000
     for index in range(600):  # a few MiB of output: several chunks each

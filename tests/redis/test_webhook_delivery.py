@@ -23,6 +23,15 @@ def count(event: str, outcome: str) -> float:
     return metrics.WEBHOOK_DELIVERIES.labels(event, outcome)._value.get()
 
 
+async def deliver_until_empty(deliverer: WebhookDeliverer, redis_client: redis.Redis) -> None:
+    """One delivery round, then up to a second for the outbox to empty."""
+    await deliverer.deliver_once()
+    for _ in range(50):
+        if not redis_client.exists(keys.WEBHOOK_OUTBOX):
+            return
+        await asyncio.sleep(0.02)
+
+
 async def test_a_target_that_never_answers_is_retried_then_dropped(
     redis_url: str, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -66,11 +75,7 @@ async def test_an_event_with_no_target_is_dropped_at_once(
     before = count("response.failed", "dropped")
     try:
         await WebhookOutbox(client).add("response.failed", "resp_x", "vk_0123456789abcdef")
-        await deliverer.deliver_once()
-        for _ in range(50):
-            if not redis_client.exists(keys.WEBHOOK_OUTBOX):
-                break
-            await asyncio.sleep(0.02)
+        await deliver_until_empty(deliverer, redis_client)
     finally:
         await deliverer.aclose()
         await client.aclose()
@@ -86,11 +91,7 @@ async def test_a_delivery_that_is_no_event_is_dropped_not_retried(
     deliverer = WebhookDeliverer(client, load_settings())
     before = count("unknown", "dropped")
     try:
-        await deliverer.deliver_once()
-        for _ in range(50):
-            if not redis_client.exists(keys.WEBHOOK_OUTBOX):
-                break
-            await asyncio.sleep(0.02)
+        await deliver_until_empty(deliverer, redis_client)
     finally:
         await deliverer.aclose()
         await client.aclose()
